@@ -1,0 +1,26 @@
+// Umbrella header for the CPU build of batchwise: every layer, loss, optimizer, metric and the
+// Model. The CUDA policy lives in <batchwise/cuda.hpp>, compiled with nvcc only.
+#pragma once
+
+#include "batchwise/batch/accumulation.hpp"
+#include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/core/errors.hpp"
+#include "batchwise/core/rng.hpp"
+#include "batchwise/core/shape.hpp"
+#include "batchwise/exec/cpu_blas.hpp"
+#include "batchwise/layers/activations.hpp"
+#include "batchwise/layers/batch_norm.hpp"
+#include "batchwise/layers/dense.hpp"
+#include "batchwise/layers/dropout.hpp"
+#include "batchwise/layers/reshape.hpp"
+#include "batchwise/layers/sequential.hpp"
+#include "batchwise/layers/softmax.hpp"
+#include "batchwise/losses/binary_crossentropy.hpp"
+#include "batchwise/losses/categorical_crossentropy.hpp"
+#include "batchwise/losses/mean_squared_error.hpp"
+#include "batchwise/metrics/metrics.hpp"
+#include "batchwise/optimizers/adam.hpp"
+#include "batchwise/optimizers/rmsprop.hpp"
+#include "batchwise/optimizers/sgd.hpp"
+#include "batchwise/train/model.hpp"

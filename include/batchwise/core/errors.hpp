@@ -1,0 +1,68 @@
+// Typed errors of batchwise: every run-time failure the library reports derives from
+// batchwise::error, so callers can catch one type or the precise one they can recover from.
+#pragma once
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+namespace batchwise {
+
+/// Base of every exception batchwise throws on purpose.
+class error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A tensor's shape does not fit what the network or the batch policy requires.
+class shape_error : public error {
+public:
+    using error::error;
+};
+
+/// The data itself is unusable: a label outside its range, a NaN input, mismatched counts.
+/// `sample()` is the index of the offending sample within the call, when there is one.
+class data_error : public error {
+public:
+    static constexpr std::size_t no_sample = static_cast<std::size_t>(-1);
+    explicit data_error(const std::string& what, std::size_t sample = no_sample)
+        : error(what), sample_(sample) {}
+    [[nodiscard]] std::size_t sample() const noexcept { return sample_; }
+
+private:
+    std::size_t sample_;
+};
+
+/// A file could not be read or written; the message names the file and, where known, the
+/// byte offset and what was expected there.
+class io_error : public error {
+public:
+    using error::error;
+};
+
+/// The execution device is unusable (no GPU, driver too old, a failed device call).
+class device_error : public error {
+public:
+    using error::error;
+};
+
+/// A step cannot fit in the memory it is allowed, even after splitting.
+class out_of_memory : public error {
+public:
+    using error::error;
+};
+
+/// Training produced a non-finite loss. The update of that step was not applied, so the
+/// weights are still those after the last good step.
+class numeric_error : public error {
+public:
+    using error::error;
+};
+
+/// The model is used in a way its configuration does not allow (training before compile()).
+class usage_error : public error {
+public:
+    using error::error;
+};
+
+}  // namespace batchwise

@@ -1,0 +1,140 @@
+// The CPU execution policy: storage in xtensor containers, GEMM through xtensor-blas's cxxblas
+// onto OpenBLAS, element-wise work as plain loops the compiler vectorises.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "batchwise/core/xtensor.hpp"
+#include "batchwise/exec/matrix_view.hpp"
+
+// cxxblas is xtensor-blas's raw-pointer BLAS layer; with HAVE_CBLAS it calls cblas_sgemm. The
+// system <cblas.h> must never be included beside it: both declare the cblas_* functions.
+#include <xtensor-blas/xblas_config.hpp>
+#include <xflens/cxxblas/cxxblas.cxx>
+
+// OpenBLAS reports the kernel it picked. Declared weak so that a program linked against another
+// BLAS still links; the pointer is then null and no check is made.
+extern "C" char* openblas_get_corename(void) __attribute__((weak));
+
+namespace batchwise {
+
+namespace detail {
+
+/// True when OpenBLAS runs a kernel far slower than this CPU allows (Debian's 0.3.21 picks
+/// "Prescott" on AVX-512 machines unless OPENBLAS_CORETYPE is set before the program starts).
+inline bool openblas_kernel_is_slow(std::string_view corename, bool cpu_has_avx512) {
+    if (!cpu_has_avx512) return false;
+    for (std::string_view fast : {"SkylakeX", "skylakex", "Cooperlake", "cooperlake",
+                                  "SapphireRapids", "sapphirerapids"}) {
+        if (corename.find(fast) != std::string_view::npos) return false;
+    }
+    return true;
+}
+
+inline bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+/// Prints one warning per process when the slow kernel is in use; the fix has to happen before
+/// the program starts, so the message says how.
+inline void warn_if_slow_blas_kernel() {
+    static const bool once = [] {
+        if (openblas_get_corename == nullptr) return false;
+        const char* name = openblas_get_corename();
+        if (name != nullptr && openblas_kernel_is_slow(name, cpu_has_avx512())) {
+            std::fprintf(stderr,
+                         "batchwise: warning: OpenBLAS is using its '%s' kernel on a CPU with "
+                         "AVX-512; SGEMM runs several times slower than it could. Set "
+                         "OPENBLAS_CORETYPE=SkylakeX in the environment before starting the "
+                         "program.\n",
+                         name);
+            return true;
+        }
+        return false;
+    }();
+    (void)once;
+}
+
+}  // namespace detail
+
+/// Execution policy running on the host CPU with OpenBLAS.
+struct cpu_blas {
+    static constexpr std::string_view name = "cpu_blas";
+    /// Buffers live in host memory: the model stages batches straight into them.
+    static constexpr bool host_memory = true;
+
+    /// Owning storage for parameters, activations and gradients.
+    using vector = xt::xtensor<float, 1>;
+
+    /// Called once when a model is built on this policy.
+    static void prepare() { detail::warn_if_slow_blas_kernel(); }
+
+    /// Grows `v` to at least `n` floats; never shrinks, so a later smaller batch reuses it.
+    static void reserve(vector& v, std::size_t n) {
+        if (v.size() < n) v.resize({n});
+    }
+    static float* data(vector& v) { return v.data(); }
+    static const float* data(const vector& v) { return v.data(); }
+    static std::size_t size(const vector& v) { return v.size(); }
+
+    /// C = alpha * op(A) * op(B) + beta * C, all row-major.
+    static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a,
+                     const_matrix_view b, float beta, matrix_view c) {
+        const auto m = static_cast<int>(c.rows);
+        const auto n = static_cast<int>(c.cols);
+        const auto k = static_cast<int>(ta == transpose::yes ? a.rows : a.cols);
+        if (m == 0 || n == 0) return;
+        cxxblas::gemm(cxxblas::RowMajor, ta == transpose::yes ? cxxblas::Trans : cxxblas::NoTrans,
+                      tb == transpose::yes ? cxxblas::Trans : cxxblas::NoTrans, m, n, k, alpha,
+                      a.data, static_cast<int>(a.cols), b.data, static_cast<int>(b.cols), beta,
+                      c.data, n);
+    }
+
+    /// Calls f(i) for every i in [0, n). The Thrust policy runs the same functor on the device.
+    template <class F>
+    static void for_each(std::size_t n, const F& f) {
+        for (std::size_t i = 0; i < n; ++i) f(i);
+    }
+
+    /// out[j] = beta * out[j] + sum_i a(i, j): bias and batch-norm parameter gradients.
+    static void column_sums(const_matrix_view a, float* out, float beta) {
+        if (beta == 0.0f) {
+            std::memset(out, 0, a.cols * sizeof(float));
+        } else if (beta != 1.0f) {
+            for (std::size_t j = 0; j < a.cols; ++j) out[j] *= beta;
+        }
+        for (std::size_t i = 0; i < a.rows; ++i) {
+            const float* row = a.data + i * a.cols;
+            for (std::size_t j = 0; j < a.cols; ++j) out[j] += row[j];
+        }
+    }
+
+    /// Sum of n floats in double, returned to the host (losses and metrics).
+    static double sum(const float* p, std::size_t n) {
+        double s = 0.0;
+        for (std::size_t i = 0; i < n; ++i) s += p[i];
+        return s;
+    }
+
+    static void fill(float* p, std::size_t n, float value) {
+        for (std::size_t i = 0; i < n; ++i) p[i] = value;
+    }
+    static void copy(const float* src, std::size_t n, float* dst) {
+        if (n != 0 && src != dst) std::memmove(dst, src, n * sizeof(float));
+    }
+    static void to_host(const float* src, std::size_t n, float* host_dst) { copy(src, n, host_dst); }
+    static void from_host(const float* host_src, std::size_t n, float* dst) {
+        copy(host_src, n, dst);
+    }
+};
+
+}  // namespace batchwise

@@ -1,0 +1,125 @@
+// Dense (fully connected) layer: y = x W + b with W stored (in, out) as Keras stores its kernel,
+// so saved weights read the same in both.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+#include "batchwise/layers/initializers.hpp"
+#include "batchwise/layers/layer.hpp"
+
+namespace batchwise {
+
+/// Option for Dense: no bias vector (for example before a BatchNorm, which has its own shift).
+struct no_bias {};
+
+namespace detail {
+template <class Default, class... Options>
+struct pick_initializer {
+    using type = Default;
+};
+template <class Default, class First, class... Rest>
+struct pick_initializer<Default, First, Rest...> {
+    using type = std::conditional_t<Initializer<First>, First,
+                                    typename pick_initializer<Default, Rest...>::type>;
+};
+
+/// out(i, j) += bias(j), one pass over the GEMM result.
+struct add_row_vector {
+    float* out;
+    const float* vec;
+    std::size_t cols;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { out[i] += vec[i % cols]; }
+};
+}  // namespace detail
+
+template <std::size_t Units, class... Options>
+struct Dense {
+    static_assert(Units > 0, "Dense<units> needs at least one unit.");
+    static_assert(((std::is_same_v<Options, no_bias> || Initializer<Options>) && ...),
+                  "Dense<units, options...>: each option must be batchwise::no_bias or an "
+                  "initializer such as batchwise::he_uniform.");
+
+    static constexpr std::string_view name = "Dense";
+    static constexpr std::size_t units = Units;
+    static constexpr bool use_bias = !(std::is_same_v<Options, no_bias> || ...);
+    using initializer = typename detail::pick_initializer<glorot_uniform, Options...>::type;
+
+    template <class In>
+    static constexpr bool accepts = In::rank == 1;
+    template <class In>
+    using requirement = any_shape_of_rank<1>;
+    template <class In>
+    using output = shape<Units>;
+
+    template <class In, ExecutionPolicy Exec>
+    class impl {
+    public:
+        static constexpr std::size_t in_features = In::size;
+        static constexpr std::size_t out_features = Units;
+        static constexpr std::size_t trainable_count = in_features * Units + (use_bias ? Units : 0);
+        static constexpr std::size_t non_trainable_count = 0;
+        static constexpr std::size_t activation_floats_per_sample = 2 * Units + in_features;
+
+        impl() {
+            Exec::reserve(kernel_, in_features * Units);
+            Exec::reserve(kernel_grad_, in_features * Units);
+            if constexpr (use_bias) {
+                Exec::reserve(bias_, Units);
+                Exec::reserve(bias_grad_, Units);
+            }
+        }
+
+        void initialize(std::uint64_t s, std::uint32_t index) {
+            const auto w = initial_kernel<initializer>(s, index, in_features, Units);
+            Exec::from_host(w.data(), w.size(), Exec::data(kernel_));
+            if constexpr (use_bias) Exec::fill(Exec::data(bias_), Units, 0.0f);
+        }
+
+        void reserve(std::size_t rows) {
+            Exec::reserve(out_, rows * Units);
+            Exec::reserve(dx_, rows * in_features);
+        }
+
+        const_matrix_view forward(const_matrix_view x, const pass_context&) {
+            const matrix_view y{Exec::data(out_), x.rows, Units};
+            Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), 0.0f, y);
+            if constexpr (use_bias) {
+                Exec::for_each(y.size(), detail::add_row_vector{y.data, Exec::data(bias_), Units});
+            }
+            return y;
+        }
+
+        const_matrix_view backward(const_matrix_view x, const_matrix_view, const_matrix_view dy,
+                                   bool need_dx, bool accumulate) {
+            const float beta = accumulate ? 1.0f : 0.0f;
+            Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta,
+                       matrix_view{Exec::data(kernel_grad_), in_features, Units});
+            if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+            if (!need_dx) return {};
+            const matrix_view dx{Exec::data(dx_), x.rows, in_features};
+            Exec::gemm(transpose::no, transpose::yes, 1.0f, dy, kernel(), 0.0f, dx);
+            return dx;
+        }
+
+        template <class F>
+        void for_each_variable(F&& f) {
+            f(variable_ref{"kernel", Exec::data(kernel_), Exec::data(kernel_grad_), in_features,
+                           Units});
+            if constexpr (use_bias) {
+                f(variable_ref{"bias", Exec::data(bias_), Exec::data(bias_grad_), Units, 0});
+            }
+        }
+
+    private:
+        [[nodiscard]] const_matrix_view kernel() const {
+            return {Exec::data(kernel_), in_features, Units};
+        }
+
+        typename Exec::vector kernel_, kernel_grad_, bias_, bias_grad_, out_, dx_;
+    };
+};
+
+}  // namespace batchwise

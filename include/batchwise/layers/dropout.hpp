@@ -1,0 +1,102 @@
+// Inverted dropout: in training each unit is kept with probability 1 - Rate and scaled by
+// 1 / (1 - Rate); in inference the layer passes its input through untouched.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "batchwise/core/rng.hpp"
+#include "batchwise/layers/layer.hpp"
+
+namespace batchwise {
+
+namespace detail {
+
+/// The mask of (sample, unit) is a function of the model seed, the layer, the epoch and the
+/// sample's index in the epoch only: the same sample gets the same mask in a batch of 128, in
+/// four micro-batches of 32, after an out-of-memory split, or on another device.
+struct dropout_forward {
+    const float* x;
+    float* y;
+    float* mask;
+    rng::philox_key key;
+    std::uint64_t epoch;
+    std::uint64_t first_sample;
+    std::size_t cols;
+    float rate;
+    float scale;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const std::size_t row = i / cols;
+        const std::size_t unit = i % cols;
+        const float u = rng::uniform(key, epoch, first_sample + row, unit);
+        mask[i] = u >= rate ? scale : 0.0f;
+        y[i] = x[i] * mask[i];
+    }
+};
+
+struct multiply_elementwise {
+    const float* a;
+    const float* b;
+    float* out;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { out[i] = a[i] * b[i]; }
+};
+
+}  // namespace detail
+
+template <float Rate>
+struct Dropout {
+    static_assert(Rate >= 0.0f && Rate < 1.0f, "Dropout<rate> needs 0 <= rate < 1.");
+    static constexpr std::string_view name = "Dropout";
+    static constexpr float rate = Rate;
+
+    template <class In>
+    static constexpr bool accepts = true;
+    template <class In>
+    using requirement = any_shape;
+    template <class In>
+    using output = In;
+
+    template <class In, ExecutionPolicy Exec>
+    class impl {
+    public:
+        static constexpr std::size_t in_features = In::size;
+        static constexpr std::size_t out_features = In::size;
+        static constexpr std::size_t trainable_count = 0;
+        static constexpr std::size_t non_trainable_count = 0;
+        static constexpr std::size_t activation_floats_per_sample = 3 * In::size;
+
+        void initialize(std::uint64_t, std::uint32_t) {}
+        void reserve(std::size_t rows) {
+            Exec::reserve(out_, rows * In::size);
+            Exec::reserve(mask_, rows * In::size);
+            Exec::reserve(dx_, rows * In::size);
+        }
+        const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
+            if (!ctx.training || Rate == 0.0f) return x;
+            const matrix_view y{Exec::data(out_), x.rows, x.cols};
+            Exec::for_each(x.size(),
+                           detail::dropout_forward{
+                               x.data, y.data, Exec::data(mask_),
+                               rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index),
+                               ctx.epoch, ctx.first_sample, x.cols, Rate, 1.0f / (1.0f - Rate)});
+            return y;
+        }
+        // Backward is only ever called after a training forward pass, which filled the mask.
+        const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy,
+                                   bool need_dx, bool) {
+            if (!need_dx) return {};
+            if (Rate == 0.0f) return dy;
+            const matrix_view dx{Exec::data(dx_), dy.rows, dy.cols};
+            Exec::for_each(dy.size(), detail::multiply_elementwise{dy.data, Exec::data(mask_), dx.data});
+            return dx;
+        }
+        template <class F>
+        void for_each_variable(F&&) {}
+
+    private:
+        typename Exec::vector out_, mask_, dx_;
+    };
+};
+
+}  // namespace batchwise

@@ -1,0 +1,66 @@
+// What a layer implementation sees of the training step (pass_context), how it exposes its
+// variables (variable_ref), and the LayerImpl concept that every `L::impl<In, Exec>` satisfies.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/exec/matrix_view.hpp"
+
+namespace batchwise {
+
+/// Where in training a forward pass sits. Random layers key their draws on (seed, layer, epoch,
+/// first_sample + row, unit), so a sample's mask does not depend on how its batch was split.
+struct pass_context {
+    bool training = false;
+    std::uint64_t seed = 0;
+    std::uint64_t epoch = 0;
+    std::uint64_t first_sample = 0;
+    std::uint32_t layer_index = 0;
+};
+
+/// One variable of a layer: a trainable parameter (with its gradient) or a non-trainable state
+/// such as batch norm's moving mean (grad == nullptr). `cols == 0` marks a vector of `rows`.
+struct variable_ref {
+    std::string_view name;
+    float* value = nullptr;
+    float* grad = nullptr;
+    std::size_t rows = 0;
+    std::size_t cols = 0;
+    [[nodiscard]] std::size_t size() const { return cols == 0 ? rows : rows * cols; }
+    [[nodiscard]] bool trainable() const { return grad != nullptr; }
+};
+
+namespace detail {
+struct variable_probe {
+    void operator()(const variable_ref&) const {}
+};
+}  // namespace detail
+
+/// The contract of a layer implementation bound to an input shape and an execution policy.
+template <class T>
+concept LayerImpl = requires(T& layer, const_matrix_view x, const pass_context& ctx,
+                             std::uint64_t s, std::uint32_t index, std::size_t rows) {
+    { T::in_features } -> std::convertible_to<std::size_t>;
+    { T::out_features } -> std::convertible_to<std::size_t>;
+    { T::trainable_count } -> std::convertible_to<std::size_t>;
+    { T::non_trainable_count } -> std::convertible_to<std::size_t>;
+    { T::activation_floats_per_sample } -> std::convertible_to<std::size_t>;
+    layer.initialize(s, index);
+    layer.reserve(rows);
+    { layer.forward(x, ctx) } -> std::same_as<const_matrix_view>;
+    { layer.backward(x, x, x, true, false) } -> std::same_as<const_matrix_view>;
+    layer.for_each_variable(detail::variable_probe{});
+};
+
+/// Descriptors that appear in shape-mismatch diagnostics as "what the layer needs".
+template <std::size_t Rank>
+struct any_shape_of_rank {};
+template <std::size_t Elements>
+struct any_shape_with_elements {};
+struct any_shape {};
+
+}  // namespace batchwise

@@ -1,0 +1,214 @@
+// Sequential: a network written as a flat list of layer types, read left to right. Shapes are
+// inferred along the list at compile time; a layer that cannot take the shape before it stops
+// the build with a sentence that names its position and both shapes.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/layers/layer.hpp"
+#include "batchwise/layers/reshape.hpp"
+
+namespace batchwise {
+
+namespace detail {
+
+template <class T>
+inline constexpr bool always_false = false;
+
+/// Instantiated for every element after Input; its template arguments are what the compiler
+/// prints next to the message, so they carry the position (1 = first layer after Input).
+template <std::size_t Position, class T>
+struct sequential_element_check {
+    static constexpr bool value = Layer<T>;
+    static_assert(value,
+                  "batchwise::Sequential: the element at this position (see "
+                  "'sequential_element_check<position, type>' in the lines above) is not a layer: "
+                  "it must satisfy batchwise::Layer (name, accepts<In>, requirement<In>, "
+                  "output<In>, impl<In, Exec>), like Dense<64> or ReLU.");
+};
+
+/// The layer at `Position` is given `Given` but needs `Needs`; both appear in the diagnostic.
+template <std::size_t Position, class LayerT, class Given, class Needs>
+struct layer_shape_check {
+    static constexpr bool value = LayerT::template accepts<Given>;
+    static_assert(value,
+                  "batchwise::Sequential: shape mismatch. The layer at this position cannot take "
+                  "the output shape of the layer before it; 'layer_shape_check<position, layer, "
+                  "given shape, needed shape>' in the lines above names the layer's position "
+                  "(1 = first layer after Input), the shape it is given and the shape it needs. "
+                  "A Dense after a multi-dimensional Input needs a Flatten before it.");
+};
+
+template <class LayerT, class In, bool Ok>
+struct lazy_output {
+    using type = In;  // Keep going after a mismatch so that only the one message is printed.
+};
+template <class LayerT, class In>
+struct lazy_output<LayerT, In, true> {
+    using type = typename LayerT::template output<In>;
+};
+
+/// Input shape of every layer and the final output shape, one step of inference per layer.
+/// After the first problem, later layers are no longer checked, so exactly one message shows.
+template <std::size_t Position, bool Checking, class In, class... Ls>
+struct shape_chain {
+    using inputs = std::tuple<>;
+    using output = In;
+    static constexpr bool ok = true;
+};
+template <std::size_t Position, bool Checking, class In, class L, class... Rest>
+struct shape_chain<Position, Checking, In, L, Rest...> {
+    static constexpr bool fits = [] {
+        if constexpr (!Checking) {
+            return false;
+        } else if constexpr (!sequential_element_check<Position, L>::value) {
+            return false;
+        } else {
+            return layer_shape_check<Position, L, In,
+                                     typename L::template requirement<In>>::value;
+        }
+    }();
+    using next_in = typename lazy_output<L, In, fits>::type;
+    using rest = shape_chain<Position + 1, fits, next_in, Rest...>;
+    using inputs = decltype(std::tuple_cat(std::declval<std::tuple<In>>(),
+                                           std::declval<typename rest::inputs>()));
+    using output = typename rest::output;
+    static constexpr bool ok = fits && rest::ok;
+};
+
+}  // namespace detail
+
+template <class InputLayer, class... Layers>
+struct Sequential {
+    static_assert(is_input_v<InputLayer>,
+                  "batchwise::Sequential: the first element must be batchwise::Input<dims...>, "
+                  "the shape of one sample (for example Input<28, 28> or Input<784>).");
+    static_assert(sizeof...(Layers) > 0, "batchwise::Sequential needs at least one layer.");
+
+    using input_shape = typename InputLayer::shape_type;
+    using chain = detail::shape_chain<1, true, input_shape, Layers...>;
+    static constexpr bool well_formed = chain::ok;
+    using output_shape = typename chain::output;
+    static constexpr std::size_t layer_count = sizeof...(Layers);
+    using layer_types = std::tuple<Layers...>;
+    static constexpr std::array<std::string_view, sizeof...(Layers)> layer_names{Layers::name...};
+
+    template <std::size_t I>
+    using layer_input_shape = std::tuple_element_t<I, typename chain::inputs>;
+    template <std::size_t I>
+    using layer_output_shape = typename std::tuple_element_t<I, layer_types>::template output<
+        layer_input_shape<I>>;
+
+    /// The network bound to an execution policy: one implementation object per layer.
+    template <ExecutionPolicy Exec>
+    class network {
+        template <std::size_t... I>
+        static auto make_tuple_type(std::index_sequence<I...>)
+            -> std::tuple<typename Layers::template impl<layer_input_shape<I>, Exec>...>;
+
+    public:
+        using layers_tuple = decltype(make_tuple_type(std::index_sequence_for<Layers...>{}));
+        static constexpr std::size_t size = sizeof...(Layers);
+
+        template <std::size_t I>
+        using layer_impl = std::tuple_element_t<I, layers_tuple>;
+
+        static constexpr std::array<std::size_t, size> trainable_counts = []<std::size_t... I>(
+            std::index_sequence<I...>) {
+            return std::array<std::size_t, size>{layer_impl<I>::trainable_count...};
+        }(std::index_sequence_for<Layers...>{});
+
+        /// Layer I needs an input gradient only if some layer before it has trainable variables.
+        static constexpr std::array<bool, size> needs_input_grad = [] {
+            std::array<bool, size> needs{};
+            bool trainable_before = false;
+            for (std::size_t i = 0; i < size; ++i) {
+                needs[i] = trainable_before;
+                trainable_before = trainable_before || trainable_counts[i] > 0;
+            }
+            return needs;
+        }();
+
+        static constexpr std::size_t trainable_count = [] {
+            std::size_t n = 0;
+            for (auto c : trainable_counts) n += c;
+            return n;
+        }();
+        static constexpr std::size_t non_trainable_count = []<std::size_t... I>(
+            std::index_sequence<I...>) {
+            return (layer_impl<I>::non_trainable_count + ... + 0);
+        }(std::index_sequence_for<Layers...>{});
+        static constexpr std::size_t activation_floats_per_sample = []<std::size_t... I>(
+            std::index_sequence<I...>) {
+            return (layer_impl<I>::activation_floats_per_sample + ... + 0);
+        }(std::index_sequence_for<Layers...>{});
+
+        void initialize(std::uint64_t s) {
+            for_each_layer([&]<std::size_t I>(auto& layer) {
+                layer.initialize(s, static_cast<std::uint32_t>(I));
+            });
+        }
+
+        void reserve(std::size_t rows) {
+            for_each_layer([&]<std::size_t>(auto& layer) { layer.reserve(rows); });
+        }
+
+        /// Runs every layer; remembers each layer's input and output for backward.
+        const_matrix_view forward(const_matrix_view x, pass_context ctx) {
+            for_each_layer([&]<std::size_t I>(auto& layer) {
+                ctx.layer_index = static_cast<std::uint32_t>(I);
+                inputs_[I] = x;
+                x = layer.forward(x, ctx);
+                outputs_[I] = x;
+            });
+            return x;
+        }
+
+        /// Back-propagates dy (the loss gradient w.r.t. the network output) through every layer
+        /// in reverse, writing (or, when accumulating, adding to) every parameter gradient.
+        void backward(const_matrix_view dy, bool accumulate) {
+            [&]<std::size_t... I>(std::index_sequence<I...>) {
+                ((dy = std::get<size - 1 - I>(layers_).backward(
+                      inputs_[size - 1 - I], outputs_[size - 1 - I], dy,
+                      needs_input_grad[size - 1 - I], accumulate)),
+                 ...);
+            }(std::make_index_sequence<size>{});
+        }
+
+        /// f.template operator()<I>(layer) for every layer in order.
+        template <class F>
+        void for_each_layer(F&& f) {
+            [&]<std::size_t... I>(std::index_sequence<I...>) {
+                (f.template operator()<I>(std::get<I>(layers_)), ...);
+            }(std::make_index_sequence<size>{});
+        }
+
+        /// f(layer_index, variable_ref) for every variable of every layer, trainable or not.
+        template <class F>
+        void for_each_variable(F&& f) {
+            for_each_layer([&]<std::size_t I>(auto& layer) {
+                layer.for_each_variable([&](const variable_ref& v) { f(I, v); });
+            });
+        }
+
+    private:
+        layers_tuple layers_;
+        std::array<const_matrix_view, size> inputs_{};
+        std::array<const_matrix_view, size> outputs_{};
+    };
+};
+
+template <class T>
+inline constexpr bool is_sequential_v = false;
+template <class In, class... Ls>
+inline constexpr bool is_sequential_v<Sequential<In, Ls...>> = true;
+
+}  // namespace batchwise

@@ -1,0 +1,96 @@
+// Adam and AdamW (Kingma & Ba; Loshchilov & Hutter), with Keras 3's update rule and defaults:
+// the bias correction is folded into the step size, epsilon is added after the square root.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "batchwise/optimizers/optimizer.hpp"
+
+namespace batchwise {
+
+struct adam_options {
+    float learning_rate = 0.001f;
+    float beta_1 = 0.9f;
+    float beta_2 = 0.999f;
+    float epsilon = 1e-7f;
+    bool amsgrad = false;
+    /// Decoupled weight decay (w -= learning_rate * weight_decay * w); 0 for Adam.
+    float weight_decay = 0.0f;
+};
+
+/// AdamW's options: Adam's, with Keras's default decay of 0.004. A separate aggregate (not a
+/// derived struct) so that designated initialisers `AdamW{{.weight_decay = 0.01f}}` work.
+struct adamw_options {
+    float learning_rate = 0.001f;
+    float beta_1 = 0.9f;
+    float beta_2 = 0.999f;
+    float epsilon = 1e-7f;
+    bool amsgrad = false;
+    float weight_decay = 0.004f;
+};
+
+namespace detail {
+struct adam_update {
+    float* w;
+    const float* g;
+    float* m;
+    float* v;
+    float* v_max;  // null unless amsgrad
+    float alpha, lr, beta_1, beta_2, epsilon, decay;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const float gi = g[i];
+        const float wi = w[i] - lr * decay * w[i];
+        m[i] += (gi - m[i]) * (1.0f - beta_1);
+        v[i] += (gi * gi - v[i]) * (1.0f - beta_2);
+        float vi = v[i];
+        if (v_max != nullptr) {
+            v_max[i] = v_max[i] > vi ? v_max[i] : vi;
+            vi = v_max[i];
+        }
+        w[i] = wi - alpha * m[i] / (std::sqrt(vi) + epsilon);
+    }
+};
+
+template <class Exec, class Options>
+void adam_apply(const Options& o, const variable_ref& v, float* const* slots,
+                std::uint64_t step, float lr) {
+    const double t = static_cast<double>(step);
+    const double alpha = lr * std::sqrt(1.0 - std::pow(double{o.beta_2}, t)) /
+                         (1.0 - std::pow(double{o.beta_1}, t));
+    Exec::for_each(v.size(), adam_update{v.value, v.grad, slots[0], slots[1],
+                                         o.amsgrad ? slots[2] : nullptr,
+                                         static_cast<float>(alpha), lr, o.beta_1, o.beta_2,
+                                         o.epsilon, o.weight_decay});
+}
+}  // namespace detail
+
+struct Adam {
+    static constexpr std::string_view name = "Adam";
+    adam_options options{};
+
+    [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    [[nodiscard]] float learning_rate() const { return options.learning_rate; }
+
+    template <ExecutionPolicy Exec>
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr) const {
+        detail::adam_apply<Exec>(options, v, slots, step, lr);
+    }
+};
+
+struct AdamW {
+    static constexpr std::string_view name = "AdamW";
+    adamw_options options{};
+
+    [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    [[nodiscard]] float learning_rate() const { return options.learning_rate; }
+
+    template <ExecutionPolicy Exec>
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr) const {
+        detail::adam_apply<Exec>(options, v, slots, step, lr);
+    }
+};
+
+}  // namespace batchwise

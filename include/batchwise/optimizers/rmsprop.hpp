@@ -1,0 +1,72 @@
+// RMSprop (Tieleman & Hinton) with Keras 3's update rule and defaults: epsilon inside the square
+// root, optional centring and momentum.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "batchwise/optimizers/optimizer.hpp"
+
+namespace batchwise {
+
+struct rmsprop_options {
+    float learning_rate = 0.001f;
+    float rho = 0.9f;
+    float momentum = 0.0f;
+    float epsilon = 1e-7f;
+    bool centered = false;
+    float weight_decay = 0.0f;
+};
+
+namespace detail {
+struct rmsprop_update {
+    float* w;
+    const float* g;
+    float* velocity;
+    float* average_grad;  // null unless centered
+    float* momentum_buf;  // null without momentum
+    float lr, rho, momentum, epsilon, decay;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const float gi = g[i];
+        const float wi = w[i] - lr * decay * w[i];
+        velocity[i] = rho * velocity[i] + (1.0f - rho) * gi * gi;
+        float denominator = velocity[i];
+        if (average_grad != nullptr) {
+            average_grad[i] = rho * average_grad[i] + (1.0f - rho) * gi;
+            denominator -= average_grad[i] * average_grad[i];
+        }
+        const float increment = lr * gi / std::sqrt(denominator + epsilon);
+        if (momentum_buf != nullptr) {
+            momentum_buf[i] = momentum * momentum_buf[i] + increment;
+            w[i] = wi - momentum_buf[i];
+        } else {
+            w[i] = wi - increment;
+        }
+    }
+};
+}  // namespace detail
+
+struct RMSprop {
+    static constexpr std::string_view name = "RMSprop";
+    rmsprop_options options{};
+
+    [[nodiscard]] std::size_t slot_count() const {
+        return 1 + (options.centered ? 1 : 0) + (options.momentum != 0.0f ? 1 : 0);
+    }
+    [[nodiscard]] float learning_rate() const { return options.learning_rate; }
+
+    template <ExecutionPolicy Exec>
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr) const {
+        std::size_t next = 1;
+        float* average = options.centered ? slots[next++] : nullptr;
+        float* momentum = options.momentum != 0.0f ? slots[next++] : nullptr;
+        Exec::for_each(v.size(), detail::rmsprop_update{v.value, v.grad, slots[0], average,
+                                                        momentum, lr, options.rho,
+                                                        options.momentum, options.epsilon,
+                                                        options.weight_decay});
+    }
+};
+
+}  // namespace batchwise

@@ -1,0 +1,57 @@
+// Stochastic gradient descent with optional (Nesterov) momentum and decoupled weight decay,
+// following Keras 3's update rule and defaults.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "batchwise/optimizers/optimizer.hpp"
+
+namespace batchwise {
+
+struct sgd_options {
+    float learning_rate = 0.01f;
+    float momentum = 0.0f;
+    bool nesterov = false;
+    /// Decoupled, as Keras 3: w -= learning_rate * weight_decay * w before the gradient step.
+    float weight_decay = 0.0f;
+};
+
+namespace detail {
+struct sgd_update {
+    float* w;
+    const float* g;
+    float* velocity;  // null without momentum
+    float lr, momentum, decay;
+    bool nesterov;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        float wi = w[i] - lr * decay * w[i];
+        if (velocity == nullptr) {
+            w[i] = wi - lr * g[i];
+            return;
+        }
+        const float m = momentum * velocity[i] - lr * g[i];
+        velocity[i] = m;
+        w[i] = nesterov ? wi + momentum * m - lr * g[i] : wi + m;
+    }
+};
+}  // namespace detail
+
+struct SGD {
+    static constexpr std::string_view name = "SGD";
+    sgd_options options{};
+
+    [[nodiscard]] std::size_t slot_count() const { return options.momentum != 0.0f ? 1 : 0; }
+    [[nodiscard]] float learning_rate() const { return options.learning_rate; }
+
+    template <ExecutionPolicy Exec>
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr) const {
+        Exec::for_each(v.size(), detail::sgd_update{v.value, v.grad,
+                                                    slot_count() ? slots[0] : nullptr, lr,
+                                                    options.momentum, options.weight_decay,
+                                                    options.nesterov});
+    }
+};
+
+}  // namespace batchwise
