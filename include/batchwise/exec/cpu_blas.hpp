@@ -14,6 +14,9 @@
 
 // cxxblas is xtensor-blas's raw-pointer BLAS layer; with HAVE_CBLAS it calls cblas_sgemm. The
 // system <cblas.h> must never be included beside it: both declare the cblas_* functions.
+// cxxblas is not self-contained: it uses std::complex and <type_traits> without including them.
+#include <complex>
+#include <type_traits>
 #include <xtensor-blas/xblas_config.hpp>
 #include <xflens/cxxblas/cxxblas.cxx>
 

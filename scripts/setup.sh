@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages batchwise needs, and only those that are missing, so that running
+# it again costs nothing. Safe to call from every other script.
+set -euo pipefail
+
+packages=(
+    cmake g++ make            # the build
+    xtensor-dev               # tensors (xtensor 0.24, header-only)
+    libxtensor-blas-dev       # cxxblas GEMM bindings on raw buffers
+    libopenblas-dev           # the BLAS itself
+    doctest-dev               # unit tests
+    zlib1g-dev                # .npz archives and .gz IDX files
+    libbenchmark-dev          # benchmark harness
+    dataset-fashion-mnist     # the real Fashion-MNIST, for the main example
+    python3-numpy             # checks that our .npz files are what numpy reads and writes
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

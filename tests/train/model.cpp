@@ -1,0 +1,378 @@
+// Model behaviour: varying batch sizes against an independent reference, static against
+// dynamic batch, determinism, split-invariant dropout, predict/evaluate, weights on disk,
+// summary, and every error path with its type and message.
+#include "../gradient_check.hpp"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+namespace bw = batchwise;
+
+namespace {
+
+std::filesystem::path temp_file(const std::string& name) {
+    return std::filesystem::temp_directory_path() /
+           ("batchwise_model_test_" + std::to_string(::getpid()) + "_" + name);
+}
+
+template <class M>
+std::vector<float> all_weights(const M& model) {
+    std::vector<float> out;
+    for (const auto& [name, w] : model.get_weights()) out.insert(out.end(), w.begin(), w.end());
+    return out;
+}
+
+/// Plain double-precision MLP (Dense, ReLU, Dense, MSE, SGD) written from the textbook
+/// formulas, independent of the library's code paths.
+struct reference_mlp {
+    std::size_t in, hidden, out;
+    std::vector<double> w1, b1, w2, b2;
+
+    void step(const xt::xtensor<float, 2>& x, const xt::xtensor<float, 2>& y, double lr) {
+        const std::size_t n = x.shape()[0];
+        std::vector<double> h(n * hidden), a(n * hidden), p(n * out), dp(n * out), da(n * hidden);
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t j = 0; j < hidden; ++j) {
+                double s = b1[j];
+                for (std::size_t i = 0; i < in; ++i) s += x(r, i) * w1[i * hidden + j];
+                h[r * hidden + j] = s;
+                a[r * hidden + j] = s > 0 ? s : 0;
+            }
+            for (std::size_t k = 0; k < out; ++k) {
+                double s = b2[k];
+                for (std::size_t j = 0; j < hidden; ++j) s += a[r * hidden + j] * w2[j * out + k];
+                p[r * out + k] = s;
+                dp[r * out + k] = 2.0 * (s - y(r, k)) / static_cast<double>(out * n);
+            }
+        }
+        std::vector<double> gw1(w1.size()), gb1(b1.size()), gw2(w2.size()), gb2(b2.size());
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t k = 0; k < out; ++k) {
+                gb2[k] += dp[r * out + k];
+                for (std::size_t j = 0; j < hidden; ++j) {
+                    gw2[j * out + k] += a[r * hidden + j] * dp[r * out + k];
+                    da[r * hidden + j] += w2[j * out + k] * dp[r * out + k];
+                }
+            }
+            for (std::size_t j = 0; j < hidden; ++j) {
+                const double dh = h[r * hidden + j] > 0 ? da[r * hidden + j] : 0.0;
+                gb1[j] += dh;
+                for (std::size_t i = 0; i < in; ++i) gw1[i * hidden + j] += x(r, i) * dh;
+            }
+        }
+        auto apply = [lr](std::vector<double>& w, const std::vector<double>& g) {
+            for (std::size_t i = 0; i < w.size(); ++i) w[i] -= lr * g[i];
+        };
+        apply(w1, gw1), apply(b1, gb1), apply(w2, gw2), apply(b2, gb2);
+    }
+};
+
+using small_net = bw::Sequential<bw::Input<4>, bw::Dense<6>, bw::ReLU, bw::Dense<3>>;
+
+}  // namespace
+
+TEST_CASE("varying batch sizes step to step match an independent reference") {
+    bw::Model<small_net> model{bw::seed{11}};
+    model.compile(bw::SGD{{.learning_rate = 0.1f}}, bw::MeanSquaredError{});
+    const auto w = model.get_weights();
+    auto to_double = [](const xt::xtensor<float, 1>& v) { return std::vector<double>(v.begin(), v.end()); };
+    reference_mlp ref{4, 6, 3, to_double(w[0].second), to_double(w[1].second),
+                      to_double(w[2].second), to_double(w[3].second)};
+    std::uint64_t s = 100;
+    for (std::size_t n : {1, 7, 128, 3, 32, 1, 64, 5}) {
+        const auto x = bw_test::random_matrix(n, 4, ++s);
+        const auto y = bw_test::random_matrix(n, 3, ++s);
+        model.train_on_batch(x, y);
+        ref.step(x, y, 0.1);
+        const auto got = model.get_weights();
+        const std::vector<const std::vector<double>*> expected{&ref.w1, &ref.b1, &ref.w2, &ref.b2};
+        for (std::size_t v = 0; v < 4; ++v) {
+            for (std::size_t i = 0; i < got[v].second.size(); ++i) {
+                INFO("batch " << n << ", " << got[v].first << "[" << i << "]");
+                REQUIRE(got[v].second(i) == doctest::Approx((*expected[v])[i]).epsilon(1e-4).scale(1e-3));
+            }
+        }
+    }
+    CHECK(model.capacity() == 128);
+    CHECK(model.iterations() == 8);
+}
+
+TEST_CASE("static and dynamic batch give bit-identical training") {
+    using Net = bw::Sequential<bw::Input<2, 3>, bw::Flatten, bw::Dense<8>, bw::BatchNorm,
+                               bw::Tanh, bw::Dropout<0.25f>, bw::Dense<2>>;
+    bw::Model<Net, bw::static_batch<4>> fixed{bw::seed{5}};
+    bw::Model<Net, bw::dynamic_batch> dynamic{bw::seed{5}};
+    fixed.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    dynamic.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    static_assert(std::is_same_v<decltype(fixed)::input_batch, xt::xtensor_fixed<float, xt::xshape<4, 2, 3>>>);
+    static_assert(std::is_same_v<decltype(dynamic)::input_batch, xt::xtensor<float, 3>>);
+    for (int step = 0; step < 10; ++step) {
+        decltype(fixed)::input_batch xf;
+        xt::xtensor<float, 3> xd = xt::empty<float>({4, 2, 3});
+        const auto r = bw_test::random_matrix(4, 6, static_cast<std::uint64_t>(step));
+        std::copy(r.begin(), r.end(), xf.begin());
+        std::copy(r.begin(), r.end(), xd.begin());
+        const xt::xtensor<int, 1> y = {step % 2, 1, 0, (step / 2) % 2};
+        const auto lf = fixed.train_on_batch(xf, y);
+        const auto ld = dynamic.train_on_batch(xd, y);
+        CHECK(lf.loss == ld.loss);
+    }
+    CHECK(all_weights(fixed) == all_weights(dynamic));
+}
+
+TEST_CASE("same seed and threads: bit-identical weights; another seed: different weights") {
+    using Net = bw::Sequential<bw::Input<16>, bw::Dense<64>, bw::BatchNorm, bw::ReLU,
+                               bw::Dropout<0.5f>, bw::Dense<10>>;
+    auto train = [](std::uint64_t s) {
+        bw::Model<Net> model{bw::seed{s}};
+        model.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        for (std::size_t step = 0; step < 20; ++step) {
+            const std::size_t n = 8 + step * 5;
+            const auto x = bw_test::random_matrix(n, 16, step);
+            xt::xtensor<float, 1> y = xt::zeros<float>({n});
+            for (std::size_t i = 0; i < n; ++i) y(i) = static_cast<float>((i * 7 + step) % 10);
+            model.train_on_batch(x, y);
+        }
+        return all_weights(model);
+    };
+    const auto a = train(42), b = train(42), c = train(43);
+    REQUIRE(a.size() == b.size());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    CHECK(a != c);
+}
+
+TEST_CASE("dropout masks do not depend on how a batch is split") {
+    using Net = bw::Sequential<bw::Input<6>, bw::Dense<32>, bw::Dropout<0.5f>, bw::Dense<3>>;
+    bw::Model<Net> model{bw::seed{9}};
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(8, 6, 1);
+    const auto y = bw_test::random_matrix(8, 3, 2);
+    auto grads = [&] {
+        std::vector<float> g;
+        for (const auto& v : model.variables()) g.insert(g.end(), v.ref.grad, v.ref.grad + v.ref.size());
+        return g;
+    };
+    model.set_position(3, 100);
+    const float whole = model.loss_and_gradients(x, y);
+    const auto g_whole = grads();
+
+    const xt::xtensor<float, 2> x1 = xt::view(x, xt::range(0, 4)), x2 = xt::view(x, xt::range(4, 8));
+    const xt::xtensor<float, 2> y1 = xt::view(y, xt::range(0, 4)), y2 = xt::view(y, xt::range(4, 8));
+    model.set_position(3, 100);
+    const float first = model.loss_and_gradients(x1, y1);
+    const auto g1 = grads();
+    model.set_position(3, 104);
+    const float second = model.loss_and_gradients(x2, y2);
+    const auto g2 = grads();
+    CHECK(whole == doctest::Approx((first + second) / 2).epsilon(1e-6));
+    for (std::size_t i = 0; i < g_whole.size(); ++i) {
+        REQUIRE(g_whole[i] == doctest::Approx((g1[i] + g2[i]) / 2).epsilon(1e-5).scale(1e-6));
+    }
+    // A different epoch draws different masks.
+    model.set_position(4, 100);
+    CHECK(model.loss_and_gradients(x, y) != whole);
+}
+
+TEST_CASE("predict and evaluate: any chunking gives the same answer") {
+    bw::Model<small_net> model{bw::seed{3}};
+    model.compile(bw::SGD{}, bw::MeanSquaredError{}, bw::metrics::mae);
+    const auto x = bw_test::random_matrix(50, 4, 1);
+    const auto y = bw_test::random_matrix(50, 3, 2);
+    const auto p32 = model.predict(x);
+    const auto p7 = model.predict(x, 7);
+    const auto p50 = model.predict(x, 50);
+    CHECK(p32.shape()[0] == 50);
+    CHECK(xt::allclose(p32, p7, 1e-6, 1e-6));
+    CHECK(xt::allclose(p32, p50, 1e-6, 1e-6));
+    const auto e = model.evaluate(x, y, 9);
+    const double mse = xt::mean(xt::square(p32 - y))();
+    const double mae = xt::mean(xt::abs(p32 - y))();
+    CHECK(e.loss == doctest::Approx(mse).epsilon(1e-5));
+    CHECK(e["mae"] == doctest::Approx(mae).epsilon(1e-5));
+    CHECK(e.samples == 50);
+
+    // A static-batch model predicts any number of samples, the last chunk partly filled.
+    bw::Model<small_net, bw::static_batch<16>> fixed{bw::seed{3}};
+    const auto pf = fixed.predict(x);
+    CHECK(xt::allclose(pf, p32, 1e-6, 1e-6));
+    CHECK_THROWS_AS(fixed.predict(x, 17), bw::shape_error);
+    CHECK_THROWS_AS(model.predict(x, 0), bw::shape_error);
+}
+
+TEST_CASE("accuracy metric for sparse, one-hot and binary targets") {
+    using Net = bw::Sequential<bw::Input<3>, bw::Dense<3>>;
+    bw::Model<Net> model{bw::seed{1}};
+    model.compile(bw::SGD{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    const auto x = bw_test::random_matrix(40, 3, 5);
+    const auto p = model.predict(x);
+    xt::xtensor<int, 1> labels = xt::zeros<int>({40});
+    for (std::size_t i = 0; i < 40; ++i) {
+        for (int j = 1; j < 3; ++j) labels(i) = p(i, j) > p(i, labels(i)) ? j : labels(i);
+    }
+    for (std::size_t i = 0; i < 10; ++i) labels(i) = (labels(i) + 1) % 3;  // 10 of 40 wrong
+    CHECK(model.evaluate(x, labels)["accuracy"] == doctest::Approx(0.75));
+
+    model.compile(bw::SGD{}, bw::CategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    xt::xtensor<float, 2> one_hot = xt::zeros<float>({40, 3});
+    for (std::size_t i = 0; i < 40; ++i) one_hot(i, static_cast<std::size_t>(labels(i))) = 1.0f;
+    CHECK(model.evaluate(x, one_hot)["accuracy"] == doctest::Approx(0.75));
+
+    using Binary = bw::Sequential<bw::Input<3>, bw::Dense<1>>;
+    bw::Model<Binary> b{bw::seed{2}};
+    b.compile(bw::SGD{}, bw::BinaryCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    const auto z = b.predict(x);
+    xt::xtensor<float, 2> t = xt::cast<float>(z > 0.0f);
+    for (std::size_t i = 0; i < 4; ++i) t(i, 0) = 1.0f - t(i, 0);
+    CHECK(b.evaluate(x, t)["accuracy"] == doctest::Approx(0.9));
+}
+
+TEST_CASE("weights: save and load bit-identical, Keras-style names") {
+    using Net = bw::Sequential<bw::Input<5>, bw::Dense<7>, bw::BatchNorm, bw::ReLU, bw::Dense<2, bw::no_bias>>;
+    bw::Model<Net> a{bw::seed{1}};
+    a.compile(bw::Adam{}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(16, 5, 3);
+    const auto y = bw_test::random_matrix(16, 2, 4);
+    for (int i = 0; i < 5; ++i) a.train_on_batch(x, y);
+    const auto path = temp_file("weights.npz");
+    a.save_weights(path);
+
+    std::vector<std::string> names;
+    for (const auto& v : a.variables()) names.push_back(v.name);
+    CHECK(names == std::vector<std::string>{"dense/kernel", "dense/bias", "batch_normalization/gamma",
+                                            "batch_normalization/beta", "batch_normalization/moving_mean",
+                                            "batch_normalization/moving_variance", "dense_1/kernel"});
+    const auto arrays = bw::data::read_npz(path);
+    REQUIRE(arrays.size() == 7);
+    CHECK(arrays[0].second.shape == std::vector<std::size_t>{5, 7});
+
+    bw::Model<Net> b{bw::seed{2}};
+    CHECK(all_weights(a) != all_weights(b));
+    b.load_weights(path);
+    CHECK(all_weights(a) == all_weights(b));
+    CHECK(a.predict(x) == b.predict(x));
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("weights: a wrong or damaged file is a typed error and changes nothing") {
+    using Net = bw::Sequential<bw::Input<5>, bw::Dense<7>, bw::Dense<2>>;
+    using Other = bw::Sequential<bw::Input<5>, bw::Dense<8>, bw::Dense<2>>;
+    using Fewer = bw::Sequential<bw::Input<5>, bw::Dense<7>>;
+    bw::Model<Net> model{bw::seed{1}};
+    const auto before = all_weights(model);
+
+    const auto other_path = temp_file("other.npz");
+    bw::Model<Other>{bw::seed{3}}.save_weights(other_path);
+    CHECK_THROWS_WITH_AS(model.load_weights(other_path),
+                         doctest::Contains("array 'dense/kernel' in"), bw::shape_error);
+    CHECK_THROWS_WITH_AS(model.load_weights(other_path), doctest::Contains("(5, 8)"), bw::shape_error);
+
+    const auto fewer_path = temp_file("fewer.npz");
+    bw::Model<Fewer>{bw::seed{3}}.save_weights(fewer_path);
+    CHECK_THROWS_WITH_AS(model.load_weights(fewer_path), doctest::Contains("has no array 'dense_1/kernel'"),
+                         bw::shape_error);
+    bw::Model<Fewer> small{bw::seed{4}};
+    const auto path = temp_file("good.npz");
+    model.save_weights(path);
+    CHECK_THROWS_WITH_AS(small.load_weights(path), doctest::Contains("that this model does not have"),
+                         bw::shape_error);
+
+    // Truncate a good file: an io_error, never a crash.
+    const auto size = std::filesystem::file_size(path);
+    std::filesystem::resize_file(path, size / 2);
+    CHECK_THROWS_AS(model.load_weights(path), bw::io_error);
+    CHECK_THROWS_AS(model.load_weights(temp_file("does_not_exist.npz")), bw::io_error);
+    CHECK(all_weights(model) == before);
+    for (const auto& p : {other_path, fewer_path, path}) std::filesystem::remove(p);
+}
+
+TEST_CASE("summary prints layers, output shapes and parameter counts as Keras does") {
+    using Net = bw::Sequential<bw::Input<28, 28>, bw::Flatten, bw::Dense<256>, bw::ReLU,
+                               bw::Dense<256>, bw::ReLU, bw::BatchNorm, bw::Dense<10>>;
+    bw::Model<Net> model;
+    std::ostringstream os;
+    model.summary(os);
+    const std::string s = os.str();
+    CHECK(s.find("flatten (Flatten)") != std::string::npos);
+    CHECK(s.find("(None, 784)") != std::string::npos);
+    CHECK(s.find("dense_1 (Dense)") != std::string::npos);
+    CHECK(s.find("200,960") != std::string::npos);
+    CHECK(s.find("re_lu_1 (ReLU)") != std::string::npos);
+    CHECK(s.find("Total params: 270,346") != std::string::npos);
+    CHECK(s.find("Trainable params: 269,834") != std::string::npos);
+    CHECK(s.find("Non-trainable params: 512") != std::string::npos);
+    static_assert(decltype(model)::count_params() == 270346);
+
+    bw::Model<Net, bw::static_batch<64>> fixed;
+    std::ostringstream fs;
+    fixed.summary(fs);
+    CHECK(fs.str().find("(64, 256)") != std::string::npos);
+}
+
+TEST_CASE("bad input: typed errors that name the problem and lose nothing") {
+    bw::Model<small_net> model{bw::seed{1}};
+    const auto x = bw_test::random_matrix(6, 4, 1);
+    const auto y = bw_test::random_matrix(6, 3, 2);
+    CHECK_THROWS_WITH_AS(model.train_on_batch(x, y), doctest::Contains("not compiled"), bw::usage_error);
+
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    model.train_on_batch(x, y);
+    const auto before = all_weights(model);
+
+    const auto wrong = bw_test::random_matrix(6, 5, 1);
+    CHECK_THROWS_WITH_AS(model.train_on_batch(wrong, y), doctest::Contains("have shape (6, 5)"), bw::shape_error);
+    CHECK_THROWS_WITH_AS(model.train_on_batch(x, bw_test::random_matrix(5, 3, 2)),
+                         doctest::Contains("6 input samples but 5 targets"), bw::data_error);
+    CHECK_THROWS_AS(model.train_on_batch(bw_test::random_matrix(0, 4, 1), bw_test::random_matrix(0, 3, 1)),
+                    bw::data_error);
+
+    auto nan_x = x;
+    nan_x(4, 2) = std::numeric_limits<float>::quiet_NaN();
+    try {
+        model.train_on_batch(nan_x, y);
+        FAIL("a NaN input must not train");
+    } catch (const bw::data_error& e) {
+        CHECK(e.sample() == 4);
+        CHECK(std::string(e.what()).find("sample 4") != std::string::npos);
+    }
+    CHECK_THROWS_AS(model.predict(nan_x), bw::data_error);
+    CHECK(all_weights(model) == before);
+
+    // A loss that overflows is reported before the update, which is not applied.
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    const xt::xtensor<float, 2> huge = xt::ones<float>({6, 3}) * 3e38f;
+    CHECK_THROWS_AS(model.train_on_batch(x, huge), bw::numeric_error);
+    CHECK(all_weights(model) == before);
+    CHECK(model.iterations() == 0);
+}
+
+TEST_CASE("bad labels name the sample") {
+    bw::Model<small_net> model{bw::seed{1}};
+    model.compile(bw::SGD{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const auto x = bw_test::random_matrix(5, 4, 1);
+    const xt::xtensor<int, 1> out_of_range = {0, 1, 2, 3, 1};
+    try {
+        model.train_on_batch(x, out_of_range);
+        FAIL("label 3 of 3 classes must be rejected");
+    } catch (const bw::data_error& e) {
+        CHECK(e.sample() == 3);
+        CHECK(std::string(e.what()).find("[0, 3)") != std::string::npos);
+    }
+    const xt::xtensor<float, 1> fractional = {0, 1, 1.5f, 2, 1};
+    CHECK_THROWS_AS(model.train_on_batch(x, fractional), bw::data_error);
+    const xt::xtensor<int, 1> negative = {0, -1, 2, 2, 1};
+    CHECK_THROWS_AS(model.evaluate(x, negative), bw::data_error);
+    const xt::xtensor<int, 2> wide = xt::zeros<int>({5, 2});
+    CHECK_THROWS_AS(model.train_on_batch(x, wide), bw::shape_error);
+    CHECK(model.iterations() == 0);
+}
+
+TEST_CASE("static batch: a batch of another size is a shape_error at run time") {
+    bw::Model<small_net, bw::static_batch<8>> model;
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    CHECK_THROWS_WITH_AS(model.train_on_batch(bw_test::random_matrix(7, 4, 1), bw_test::random_matrix(7, 3, 1)),
+                         doctest::Contains("static_batch<8> but the batch has 7 samples"), bw::shape_error);
+    CHECK_NOTHROW(model.train_on_batch(bw_test::random_matrix(8, 4, 1), bw_test::random_matrix(8, 3, 1)));
+}
