@@ -3,8 +3,9 @@
 # loads OpenBLAS starts, because OpenBLAS reads them once, at load time.
 
 # Debian's OpenBLAS 0.3.21 does not recognise recent AVX-512 CPUs and falls back to an older
-# kernel: measured here (AMD EPYC, 2 threads, SGEMM 1024^2) Prescott 70, Haswell 221, SkylakeX
-# 405 GFLOP/s. On an AVX-512 CPU, any kernel choice that is not an AVX-512 one is upgraded.
+# kernel: measured here (AMD EPYC, 2 threads, SGEMM 1024^2, benchmarks/sgemm_kernels.sh)
+# Prescott 88, Haswell 243, SkylakeX 463 GFLOP/s. On an AVX-512 CPU, any kernel choice that
+# is not an AVX-512 one is upgraded.
 if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
     case "${OPENBLAS_CORETYPE:-}" in
         SkylakeX | Cooperlake | SapphireRapids) ;;
