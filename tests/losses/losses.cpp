@@ -3,6 +3,7 @@
 // extreme scores.
 #include "../gradient_check.hpp"
 
+#include <type_traits>
 #include <vector>
 
 namespace bw = batchwise;
@@ -120,31 +121,34 @@ TEST_CASE("losses from logits stay finite and exact for extreme scores") {
     CHECK(bl == doctest::Approx(200.0));
 }
 
-TEST_CASE("each loss trains a model end to end (gradient through a Dense)") {
+namespace {
+/// Gradient check of every loss through a model, under one batch policy.
+template <class Batch>
+void check_losses_through_model() {
     using Net = bw::Sequential<bw::Input<4>, bw::Dense<3>>;
+    using Probabilities = bw::Sequential<bw::Input<4>, bw::Dense<3>, bw::Softmax>;
+    using Yes_no = bw::Sequential<bw::Input<4>, bw::Dense<3>, bw::Sigmoid>;
     const auto x = bw_test::random_matrix(6, 4, 12);
     const xt::xtensor<float, 2> labels = {{0}, {2}, {1}, {1}, {0}, {2}};
     xt::xtensor<float, 2> one_hot = xt::zeros<float>({6, 3});
     for (std::size_t i = 0; i < 6; ++i) one_hot(i, static_cast<std::size_t>(labels(i, 0))) = 1.0f;
-    {
-        bw::Model<Net> m{bw::seed{1}};
-        m.compile(bw::SGD{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
-        bw_test::check_parameter_gradients(m, x, labels);
-    }
-    {
-        bw::Model<Net> m{bw::seed{2}};
-        m.compile(bw::SGD{}, bw::CategoricalCrossentropy{{.from_logits = true}});
-        bw_test::check_parameter_gradients(m, x, one_hot);
-    }
-    {
-        bw::Model<Net> m{bw::seed{3}};
-        m.compile(bw::SGD{}, bw::BinaryCrossentropy{{.from_logits = true}});
-        bw_test::check_parameter_gradients(m, x, one_hot);
-    }
-    {
-        using Probabilities = bw::Sequential<bw::Input<4>, bw::Dense<3>, bw::Softmax>;
-        bw::Model<Probabilities, bw::static_batch<6>> m{bw::seed{4}};
-        m.compile(bw::SGD{}, bw::SparseCategoricalCrossentropy{});
-        bw_test::check_parameter_gradients(m, x, labels);
-    }
+    auto check = [&](auto net_tag, auto loss, const auto& y) {
+        bw::Model<typename decltype(net_tag)::type, Batch> m{bw::seed{1}};
+        m.compile(bw::SGD{}, loss);
+        INFO(decltype(loss)::name);
+        bw_test::check_parameter_gradients(m, x, y);
+    };
+    check(std::type_identity<Net>{}, bw::MeanSquaredError{}, one_hot);
+    check(std::type_identity<Net>{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, labels);
+    check(std::type_identity<Net>{}, bw::CategoricalCrossentropy{{.from_logits = true}}, one_hot);
+    check(std::type_identity<Net>{}, bw::BinaryCrossentropy{{.from_logits = true}}, one_hot);
+    check(std::type_identity<Probabilities>{}, bw::SparseCategoricalCrossentropy{}, labels);
+    check(std::type_identity<Probabilities>{}, bw::CategoricalCrossentropy{}, one_hot);
+    check(std::type_identity<Yes_no>{}, bw::BinaryCrossentropy{}, one_hot);
+}
+}  // namespace
+
+TEST_CASE("every loss back-propagates through a model, static and dynamic batch") {
+    check_losses_through_model<bw::static_batch<6>>();
+    check_losses_through_model<bw::dynamic_batch>();
 }
