@@ -557,8 +557,8 @@ TEST_CASE("npz: read_npz refuses bad .npy entries, naming entry, offset and expe
                   std::nullopt, "unexpected key 'x'");
     }
     SUBCASE("unsupported dtype") {
-        check_npy(make_npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", three), 10,
-                  "unsupported dtype '<i4'; expected '<f4' or '<f8'");
+        check_npy(make_npy("{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", three), 10,
+                  "unsupported dtype '<c8'; expected '<f4' or '<f8'");
     }
     SUBCASE("big-endian float") {
         check_npy(make_npy("{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }", three), 10,
@@ -587,11 +587,11 @@ TEST_CASE("npz: read_npz refuses bad .npy entries, naming entry, offset and expe
                   std::nullopt, "dimension too large");
     }
     SUBCASE("inside a deflated entry the offset is counted after inflating") {
-        const zip_image zip = build_zip({{"z.npy", make_npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", three), 8}});
+        const zip_image zip = build_zip({{"z.npy", make_npy("{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", three), 8}});
         const temp_path file;
         write_file(file.path(), zip.data);
         const std::string where = "entry \"z.npy\" (deflated, data at byte " + std::to_string(zip.data_offsets[0]) +
-                                  "), byte 10 after inflating: unsupported dtype '<i4'";
+                                  "), byte 10 after inflating: unsupported dtype '<c8'";
         CHECK_THROWS_WITH_AS((void)read_npz(file.path()), doctest::Contains(where.c_str()), io_error);
         CHECK_THROWS_WITH_AS((void)read_npz(file.path()), doctest::Contains(file.path().string().c_str()), io_error);
     }

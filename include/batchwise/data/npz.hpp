@@ -1,5 +1,5 @@
-// NumPy .npz archives (a ZIP of NAME.npy arrays): the file format of save_weights/load_weights
-// and of array datasets, written so numpy.load reads it and read from np.savez(_compressed).
+// NumPy .npz archives (a ZIP of NAME.npy arrays) and standalone .npy files: the format of weights,
+// checkpoints and array datasets, written so numpy.load reads it and read from np.save(z).
 #pragma once
 
 #include <algorithm>
@@ -22,11 +22,23 @@
 
 namespace batchwise::data {
 
-/// One array of an archive: float32 values in C (row-major) order.
+/// Element type of an npz_array, which decides which of its vectors holds the data.
+enum class npz_dtype { float32, int64 };
+
+/// One array of an archive in C (row-major) order: float32 `values`, or, for dtype int64,
+/// exact 64-bit `integers` (step counters and seeds do not survive a trip through float).
+/// The vector that does not match `dtype` stays empty; `npz_array{shape, values}` is float32.
 struct npz_array {
-    std::vector<std::size_t> shape;  // C order; {} means a 0-d scalar
-    std::vector<float> values;       // shape product elements, row-major
+    std::vector<std::size_t> shape;        // C order; {} means a 0-d scalar
+    std::vector<float> values;             // float32: shape product elements, row-major
+    std::vector<std::int64_t> integers{};  // int64: shape product elements, row-major
+    npz_dtype dtype = npz_dtype::float32;
 };
+
+/// An int64 array, the counterpart of aggregate-initialising a float32 one.
+inline npz_array int64_array(std::vector<std::size_t> shape, std::vector<std::int64_t> integers) {
+    return npz_array{std::move(shape), {}, std::move(integers), npz_dtype::int64};
+}
 
 namespace npz_detail {
 
@@ -86,14 +98,25 @@ inline std::string shape_text(const std::vector<std::size_t>& shape) {
     return text + ")";
 }
 
+// `who` is the public function a message starts with, so a standalone .npy error says read_npy.
+[[noreturn]] inline void fail_at(std::string_view who, const std::filesystem::path& file,
+                                 std::uint64_t offset, const std::string& what) {
+    throw io_error(std::string(who) + ": " + in_quotes(file.string()) + ", byte " +
+                   std::to_string(offset) + ": " + what);
+}
+
 [[noreturn]] inline void fail_at(const std::filesystem::path& file, std::uint64_t offset,
                                  const std::string& what) {
-    throw io_error("read_npz: " + in_quotes(file.string()) + ", byte " + std::to_string(offset) +
-                   ": " + what);
+    fail_at("read_npz", file, offset, what);
+}
+
+[[noreturn]] inline void fail_file(std::string_view who, const std::filesystem::path& file,
+                                   const std::string& what) {
+    throw io_error(std::string(who) + ": " + in_quotes(file.string()) + ": " + what);
 }
 
 [[noreturn]] inline void fail_write(const std::filesystem::path& file, const std::string& what) {
-    throw io_error("write_npz: " + in_quotes(file.string()) + ": " + what);
+    fail_file("write_npz", file, what);
 }
 
 /// Checked a * b; false on overflow.
@@ -118,18 +141,16 @@ inline std::uint32_t crc32_of(const bytes& data) {
 /// length field can neither read out of bounds nor make us allocate more than the file holds.
 class input_file {
 public:
-    explicit input_file(const std::filesystem::path& path) : path_(path) {
+    explicit input_file(const std::filesystem::path& path, std::string_view who = "read_npz")
+        : path_(path), who_(who) {
         std::error_code ec;
         const auto status = std::filesystem::status(path, ec);
-        if (!std::filesystem::exists(status))
-            throw io_error("read_npz: " + in_quotes(path.string()) + ": no such file");
-        if (!std::filesystem::is_regular_file(status))
-            throw io_error("read_npz: " + in_quotes(path.string()) + ": not a regular file");
+        if (!std::filesystem::exists(status)) fail_file(who_, path, "no such file");
+        if (!std::filesystem::is_regular_file(status)) fail_file(who_, path, "not a regular file");
         size_ = std::filesystem::file_size(path, ec);
         stream_.open(path, std::ios::binary);
         if (ec || !stream_)
-            throw io_error("read_npz: " + in_quotes(path.string()) + ": cannot open for reading" +
-                           (ec ? " (" + ec.message() + ")" : std::string()));
+            fail_file(who_, path, "cannot open for reading" + (ec ? " (" + ec.message() + ")" : std::string()));
     }
 
     [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
@@ -137,7 +158,7 @@ public:
 
     bytes read(std::uint64_t offset, std::uint64_t count, const std::string& what) {
         if (offset > size_ || count > size_ - offset)
-            fail_at(path_, offset,
+            fail_at(who_, path_, offset,
                     "expected " + std::to_string(count) + " bytes of " + what +
                         ", but the file ends at byte " + std::to_string(size_) + " (truncated?)");
         bytes buffer(static_cast<std::size_t>(count));
@@ -145,12 +166,13 @@ public:
         stream_.seekg(static_cast<std::streamoff>(offset));
         stream_.read(reinterpret_cast<char*>(buffer.data()), static_cast<std::streamsize>(count));
         if (!stream_ || static_cast<std::uint64_t>(stream_.gcount()) != count)
-            fail_at(path_, offset, "read error while reading " + what);
+            fail_at(who_, path_, offset, "read error while reading " + what);
         return buffer;
     }
 
 private:
     std::filesystem::path path_;
+    std::string_view who_;
     std::ifstream stream_;
     std::uint64_t size_ = 0;
 };
@@ -173,10 +195,14 @@ struct entry_place {
     const std::string& name;
     std::uint64_t data_offset;  // file byte where the entry's (compressed) data starts
     bool stored;
+    bool standalone = false;  // a .npy file of its own (read_npy), not an archive entry
+
+    [[nodiscard]] const char* unit() const noexcept { return standalone ? "file" : "entry"; }
 };
 
 [[noreturn]] inline void fail_in_entry(const entry_place& at, std::uint64_t npy_offset,
                                        const std::string& what) {
+    if (at.standalone) fail_at("read_npy", at.file, npy_offset, what);
     if (at.stored)
         fail_at(at.file, at.data_offset + npy_offset,
                 "(byte " + std::to_string(npy_offset) + " of entry " + in_quotes(at.name) + ") " + what);
@@ -336,6 +362,11 @@ inline bytes inflate_entry(const bytes& compressed, std::uint64_t expected_size,
     return out;
 }
 
+// Keeps "expected '<f4' or '<f8'" first: callers that only want floats match on that text.
+inline constexpr const char* supported_dtypes =
+    "; expected '<f4' or '<f8' (read as float32), or '<i8', '<i4', '<i2', '|i1', '<u8', '<u4', '<u2' "
+    "or '|u1' (read as int64)";
+
 /// The few Python literals an .npy header holds: a dict of strings, True/False and int tuples.
 class npy_header_parser {
 public:
@@ -452,8 +483,7 @@ inline npy_header parse_npy_header(std::string_view text, std::uint64_t base, co
         if (key == "descr") {
             // Structured dtypes are lists; name them in the message rather than fail to parse.
             if (!parser.at_quote())
-                fail_in_entry(at, parser.offset(),
-                              "unsupported dtype " + parser.excerpt() + "; expected '<f4' or '<f8'");
+                fail_in_entry(at, parser.offset(), "unsupported dtype " + parser.excerpt() + supported_dtypes);
             header.descr = parser.string_literal();
             seen = &seen_descr;
         } else if (key == "fortran_order") {
@@ -484,14 +514,15 @@ inline npy_header parse_npy_header(std::string_view text, std::uint64_t base, co
 
 /// Fortran (column-major) order to C order: walk the C-order indices and follow the matching
 /// Fortran offset, which changes by that dimension's Fortran stride as an index steps.
-inline std::vector<float> fortran_to_c(const std::vector<float>& in, const std::vector<std::size_t>& shape) {
+template <class T>
+std::vector<T> fortran_to_c(const std::vector<T>& in, const std::vector<std::size_t>& shape) {
     if (shape.size() < 2 || in.empty()) return in;
     std::vector<std::size_t> stride(shape.size(), 1);
     for (std::size_t d = 1; d < shape.size(); ++d) stride[d] = stride[d - 1] * shape[d - 1];
     std::vector<std::size_t> index(shape.size(), 0);
-    std::vector<float> out(in.size());
+    std::vector<T> out(in.size());
     std::size_t from = 0;
-    for (float& value : out) {
+    for (T& value : out) {
         value = in[from];
         for (std::size_t d = shape.size(); d-- > 0;) {
             from += stride[d];
@@ -503,9 +534,28 @@ inline std::vector<float> fortran_to_c(const std::vector<float>& in, const std::
     return out;
 }
 
+/// What an .npy descr names: NumPy writes one-byte types with '|' (no byte order), and we also
+/// take '<' for them, as some writers use it.
+struct npy_dtype {
+    bool floating = false;
+    bool is_signed = false;
+    unsigned size = 0;  // bytes per element; 0: unsupported
+};
+
+inline npy_dtype dtype_of(std::string_view descr) {
+    if (descr.size() != 3) return {};
+    const char order = descr[0], kind = descr[1], digit = descr[2];
+    const unsigned size = digit == '1' ? 1 : digit == '2' ? 2 : digit == '4' ? 4 : digit == '8' ? 8 : 0;
+    if (size == 0 || !(order == '<' || (order == '|' && size == 1))) return {};
+    if (kind == 'f') return size >= 4 ? npy_dtype{true, true, size} : npy_dtype{};
+    if (kind == 'i') return {false, true, size};
+    if (kind == 'u') return {false, false, size};
+    return {};
+}
+
 inline npz_array parse_npy(const bytes& npy, const entry_place& at) {
     if (npy.size() < 10 || std::string_view(reinterpret_cast<const char*>(npy.data()), 6) != npy_magic)
-        fail_in_entry(at, 0, "expected the .npy magic \\x93NUMPY at the start of the entry");
+        fail_in_entry(at, 0, std::string("expected the .npy magic \\x93NUMPY at the start of the ") + at.unit());
     const unsigned major = npy[6], minor = npy[7];
     std::uint64_t header_start = 0, header_size = 0;
     if (major == 1) {
@@ -519,22 +569,17 @@ inline npz_array parse_npy(const bytes& npy, const entry_place& at) {
                                  std::to_string(minor) + "; expected 1.0, 2.0 or 3.0");
     }
     if (header_size > npy.size() - header_start)
-        fail_in_entry(at, 8, ".npy header length " + std::to_string(header_size) +
-                                 " runs past the end of the entry (" + std::to_string(npy.size()) +
-                                 " bytes)");
+        fail_in_entry(at, 8, ".npy header length " + std::to_string(header_size) + " runs past the end of the " +
+                                 at.unit() + " (" + std::to_string(npy.size()) + " bytes)");
     const npy_header header = parse_npy_header(
         std::string_view(reinterpret_cast<const char*>(npy.data() + header_start),
                          static_cast<std::size_t>(header_size)),
         header_start, at);
 
-    std::uint64_t item_size = 0;
-    if (header.descr == "<f4")
-        item_size = 4;
-    else if (header.descr == "<f8")
-        item_size = 8;
-    else
-        fail_in_entry(at, header_start,
-                      "unsupported dtype '" + header.descr + "'; expected '<f4' or '<f8'");
+    const npy_dtype dtype = dtype_of(header.descr);
+    if (dtype.size == 0)
+        fail_in_entry(at, header_start, "unsupported dtype '" + header.descr + "'" + std::string(supported_dtypes));
+    const std::uint64_t item_size = dtype.size;
 
     const std::uint64_t data_start = header_start + header_size;
     const std::uint64_t data_size = npy.size() - data_start;
@@ -548,18 +593,37 @@ inline npz_array parse_npy(const bytes& npy, const entry_place& at) {
     if (needed != data_size)
         fail_in_entry(at, data_start,
                       "expected " + std::to_string(needed) + " bytes of array data for shape " +
-                          shape_text(header.shape) + " of '" + header.descr + "', the entry has " +
-                          std::to_string(data_size));
+                          shape_text(header.shape) + " of '" + header.descr + "', the " + at.unit() +
+                          " has " + std::to_string(data_size));
 
     npz_array array;
     array.shape = header.shape;
-    array.values.resize(static_cast<std::size_t>(count));
     const unsigned char* data = npy.data() + data_start;
+    const auto n = static_cast<std::size_t>(count);
+    if (!dtype.floating) {
+        array.dtype = npz_dtype::int64;
+        array.integers.resize(n);
+        const unsigned bits = 8 * dtype.size;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t raw = get_le(data + item_size * i, static_cast<int>(item_size));
+            if (!dtype.is_signed && raw > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+                fail_in_entry(at, data_start + item_size * i,
+                              "element " + std::to_string(i) + " of the '" + header.descr + "' array is " +
+                                  std::to_string(raw) + ", which does not fit int64; expected at most 2^63-1");
+            // Shift the sign bit to the top and back (arithmetic in C++20) to sign-extend.
+            array.integers[i] = dtype.is_signed && bits < 64
+                                    ? static_cast<std::int64_t>(raw << (64 - bits)) >> (64 - bits)
+                                    : static_cast<std::int64_t>(raw);
+        }
+        if (header.fortran_order) array.integers = fortran_to_c(array.integers, array.shape);
+        return array;
+    }
+    array.values.resize(n);
     if (item_size == 4) {
-        for (std::size_t i = 0; i < array.values.size(); ++i)
+        for (std::size_t i = 0; i < n; ++i)
             array.values[i] = std::bit_cast<float>(static_cast<std::uint32_t>(get_le(data + 4 * i, 4)));
     } else {
-        for (std::size_t i = 0; i < array.values.size(); ++i) {
+        for (std::size_t i = 0; i < n; ++i) {
             const double value = std::bit_cast<double>(get_le(data + 8 * i, 8));
             // Out-of-range doubles become infinities, as NumPy's astype does; the cast alone
             // would be undefined behaviour for them.
@@ -613,9 +677,10 @@ inline std::pair<std::string, npz_array> read_entry(input_file& in, const centra
     return {entry.name.substr(0, entry.name.size() - npy_suffix.size()), parse_npy(data, place)};
 }
 
-/// The .npy v1.0 header numpy itself writes for a float32 C-order array of this shape.
-inline bytes npy_preamble(const std::vector<std::size_t>& shape) {
-    std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
+/// The .npy v1.0 header numpy itself writes for a C-order array of this dtype and shape.
+inline bytes npy_preamble(const std::vector<std::size_t>& shape, std::string_view descr = "<f4") {
+    std::string dict = "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': " +
+                       shape_text(shape) + ", }";
     // Like numpy, pad with spaces so the data starts on a 64-byte boundary (aligned memory
     // mapping) and end the header with a newline.
     const bool version_2 = 10 + dict.size() + 1 > 0xFFFF;
@@ -631,10 +696,38 @@ inline bytes npy_preamble(const std::vector<std::size_t>& shape) {
 }
 
 inline bytes npy_bytes(const npz_array& array) {
+    if (array.dtype == npz_dtype::int64) {
+        bytes out = npy_preamble(array.shape, "<i8");
+        out.reserve(out.size() + 8 * array.integers.size());
+        for (const std::int64_t value : array.integers) put_le(out, static_cast<std::uint64_t>(value), 8);
+        return out;
+    }
     bytes out = npy_preamble(array.shape);
     out.reserve(out.size() + 4 * array.values.size());
     for (const float value : array.values) put_u32(out, std::bit_cast<std::uint32_t>(value));
     return out;
+}
+
+/// Checks that the vector `dtype` selects holds the shape's element count and the other is
+/// empty, so a half-converted array is refused instead of silently losing its other half.
+inline void validate_array(std::string_view who, const std::filesystem::path& path, const std::string& label,
+                           const npz_array& array) {
+    const bool integer = array.dtype == npz_dtype::int64;
+    if (!integer && array.dtype != npz_dtype::float32)
+        fail_file(who, path, label + " has an unknown dtype; expected float32 or int64");
+    const std::size_t held = integer ? array.integers.size() : array.values.size();
+    const std::size_t other = integer ? array.values.size() : array.integers.size();
+    std::uint64_t count = 1;
+    bool fits = true;
+    for (const std::size_t dim : array.shape) fits = fits && multiply(count, dim, count);
+    if (!fits || count != held)
+        fail_file(who, path, label + " has " + std::to_string(held) + (integer ? " integers" : " values") +
+                                  "; expected the product of its shape" +
+                                  (fits ? " (" + std::to_string(count) + ")" : std::string()));
+    if (other != 0)
+        fail_file(who, path, label + " is " + (integer ? "int64" : "float32") + " but also holds " +
+                                  std::to_string(other) + (integer ? " float values" : " integers") +
+                                  "; expected only the vector its dtype selects");
 }
 
 /// Checks everything that can be checked before the first byte is written, so bad arguments
@@ -653,13 +746,7 @@ inline void validate_for_write(const std::filesystem::path& path,
             fail_write(path, "array name of " + std::to_string(name.size()) + " bytes is too long for ZIP");
         if (!names.insert(name).second)
             fail_write(path, "duplicate array name " + in_quotes(name) + "; expected each name once");
-        std::uint64_t count = 1;
-        bool fits = true;
-        for (const std::size_t dim : array.shape) fits = fits && multiply(count, dim, count);
-        if (!fits || count != array.values.size())
-            fail_write(path, "array " + in_quotes(name) + " has " + std::to_string(array.values.size()) +
-                                 " values; expected the product of its shape" +
-                                 (fits ? " (" + std::to_string(count) + ")" : std::string()));
+        validate_array("write_npz", path, "array " + in_quotes(name), array);
     }
 }
 
@@ -737,40 +824,44 @@ inline void write_archive(std::ofstream& out, const std::filesystem::path& path,
     out.write(reinterpret_cast<const char*>(end.data()), static_cast<std::streamsize>(end.size()));
 }
 
-}  // namespace npz_detail
-
-/// Writes all arrays (names without ".npy"; names may contain '/') as float32 little-endian
-/// C-order .npy entries, ZIP "stored" (method 0, like np.savez). Writes to PATH.tmp then renames,
-/// so a crash never leaves a half-written file at PATH. Throws batchwise::io_error on any failure.
-inline void write_npz(const std::filesystem::path& path,
-                      const std::vector<std::pair<std::string, npz_array>>& arrays) {
-    npz_detail::validate_for_write(path, arrays);
+/// Writes through PATH.tmp and renames, so a crash never leaves a half-written file at PATH.
+template <class Write>
+void write_atomically(std::string_view who, const std::filesystem::path& path, Write&& write) {
     std::filesystem::path temporary = path;
     temporary += ".tmp";
     std::error_code ec;
     try {
         std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        if (!out)
-            npz_detail::fail_write(path, "cannot open " + npz_detail::in_quotes(temporary.string()) +
-                                             " for writing");
-        npz_detail::write_archive(out, path, arrays);
+        if (!out) fail_file(who, path, "cannot open " + in_quotes(temporary.string()) + " for writing");
+        write(out);
         out.close();
-        if (!out)
-            npz_detail::fail_write(path, "writing " + npz_detail::in_quotes(temporary.string()) +
-                                             " failed (disk full?)");
+        if (!out) fail_file(who, path, "writing " + in_quotes(temporary.string()) + " failed (disk full?)");
         std::filesystem::rename(temporary, path, ec);
         if (ec)
-            npz_detail::fail_write(path, "cannot rename " + npz_detail::in_quotes(temporary.string()) +
-                                             " into place: " + ec.message());
+            fail_file(who, path, "cannot rename " + in_quotes(temporary.string()) + " into place: " + ec.message());
     } catch (...) {
         std::filesystem::remove(temporary, ec);
         throw;
     }
 }
 
+}  // namespace npz_detail
+
+/// Writes all arrays (names without ".npy"; names may contain '/') as little-endian C-order .npy
+/// entries, float32 ('<f4') or int64 ('<i8') by each array's dtype, ZIP "stored" (method 0, like
+/// np.savez). Writes to PATH.tmp then renames,
+/// so a crash never leaves a half-written file at PATH. Throws batchwise::io_error on any failure.
+inline void write_npz(const std::filesystem::path& path,
+                      const std::vector<std::pair<std::string, npz_array>>& arrays) {
+    npz_detail::validate_for_write(path, arrays);
+    npz_detail::write_atomically("write_npz", path,
+                                 [&](std::ofstream& out) { npz_detail::write_archive(out, path, arrays); });
+}
+
 /// Reads every entry of an .npz archive, in archive order, names without ".npy". Accepts stored
 /// and deflated entries (np.savez, np.savez_compressed) of dtype '<f4' or '<f8' (converted to
-/// float), C or Fortran order (returned in C order). Throws batchwise::io_error naming the file,
+/// float32 `values`) or a little-endian integer dtype up to 64 bits ('<i8', '<i4', '|u1', '<u8'
+/// when it fits, ...: exact int64 `integers`), C or Fortran order (returned in C order). Throws batchwise::io_error naming the file,
 /// the byte offset and what was expected on anything else.
 inline std::vector<std::pair<std::string, npz_array>> read_npz(const std::filesystem::path& path) {
     npz_detail::input_file in(path);
@@ -780,6 +871,26 @@ inline std::vector<std::pair<std::string, npz_array>> read_npz(const std::filesy
     arrays.reserve(entries.size());
     for (const auto& entry : entries) arrays.push_back(npz_detail::read_entry(in, entry));
     return arrays;
+}
+
+/// Writes one array as a standalone .npy file (what np.save writes, and np.load reads):
+/// '<f4' or '<i8' by its dtype, C order. Atomic like write_npz; throws batchwise::io_error.
+inline void write_npy(const std::filesystem::path& path, const npz_array& array) {
+    npz_detail::validate_array("write_npy", path, "the array", array);
+    const npz_detail::bytes npy = npz_detail::npy_bytes(array);
+    npz_detail::write_atomically("write_npy", path, [&](std::ofstream& out) {
+        out.write(reinterpret_cast<const char*>(npy.data()), static_cast<std::streamsize>(npy.size()));
+    });
+}
+
+/// Reads a standalone .npy file (np.save), with the dtypes and orders read_npz accepts. Throws
+/// batchwise::io_error naming the file, the byte offset and what was expected.
+inline npz_array read_npy(const std::filesystem::path& path) {
+    npz_detail::input_file in(path, "read_npy");
+    const npz_detail::bytes npy = in.read(0, in.size(), ".npy file");
+    const std::string no_name;
+    const npz_detail::entry_place place{path, no_name, 0, true, true};
+    return npz_detail::parse_npy(npy, place);
 }
 
 }  // namespace batchwise::data

@@ -4,12 +4,14 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -22,13 +24,17 @@
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/rng.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/data/dataset.hpp"
 #include "batchwise/data/npz.hpp"
 #include "batchwise/exec/cpu_blas.hpp"
 #include "batchwise/layers/sequential.hpp"
 #include "batchwise/losses/loss.hpp"
 #include "batchwise/metrics/metrics.hpp"
 #include "batchwise/optimizers/optimizer.hpp"
+#include "batchwise/train/callbacks.hpp"
+#include "batchwise/train/history.hpp"
 #include "batchwise/train/logs.hpp"
+#include "batchwise/train/progress_bar.hpp"
 #include "batchwise/train/tensor_io.hpp"
 
 namespace batchwise {
@@ -125,6 +131,21 @@ inline std::string with_thousands(std::size_t n) {
 }
 
 }  // namespace detail
+
+/// Options of Model::fit, named as Keras names them.
+struct fit_options {
+    /// Train until this many epochs have been completed (counting from epoch 0).
+    std::uint64_t epochs = 1;
+    /// First epoch to train; unset: 0, or where a loaded checkpoint left off.
+    std::optional<std::uint64_t> initial_epoch{};
+    /// Evaluated at the end of every epoch into "val_" values.
+    std::optional<data::Dataset> validation{};
+    /// At most this many batches per epoch (each epoch still starts a fresh pass); 0: all.
+    /// A plain count rather than an optional: GCC 12 warns falsely about optional payloads.
+    std::size_t steps_per_epoch = 0;
+    /// 0: silent; 1: progress bar (redrawn in place on a terminal); 2: one line per epoch.
+    int verbose = 1;
+};
 
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
           AccumulationPolicy Accum = no_accumulation>
@@ -229,17 +250,245 @@ public:
     /// metrics of the batch as it was before the update.
     template <class X, class Y>
     logs train_on_batch(const X& x, const Y& y) {
-        const std::size_t rows = stage_batch(x, y, "train_on_batch");
-        logs out = forward_loss_backward(rows, "train_on_batch");
-        ++iterations_;
+        return train_step(stage_batch(x, y, "train_on_batch"), "train_on_batch");
+    }
+
+    /// Trains on every batch of `train` for each epoch, with validation, callbacks (a
+    /// ProgressBar is added unless verbose is 0 or one is given) and exact resumption from a
+    /// checkpoint. Each batch may have its own size: the dataset decides.
+    template <class... Callbacks>
+    History fit(const data::Dataset& train, const fit_options& options = {}, Callbacks&... callbacks) {
+        static_assert((std::is_base_of_v<Callback, Callbacks> && ...),
+                      "Model::fit: every argument after the options must be a callback deriving "
+                      "from batchwise::Callback (EarlyStopping, ModelCheckpoint, ...).");
+        require_compiled("fit");
+        check_dataset(train, "fit");
+        if (options.validation) check_dataset(*options.validation, "fit (validation data)");
+
+        std::vector<Callback*> cbs{static_cast<Callback*>(&callbacks)...};
+        ProgressBar default_bar(ProgressBar::options{
+            .interactive = options.verbose == 2 ? std::optional<bool>(false) : std::nullopt});
+        const bool has_bar = (callbacks.is_progress_bar() || ... || false);
+        if (options.verbose > 0 && !has_bar) cbs.insert(cbs.begin(), &default_bar);
+
+        fit_context ctx(*this, options.epochs);
+        History history;
+        const bool resuming = !options.initial_epoch && resume_.has_value();
+        std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->epoch : 0);
+        std::size_t skip_steps = resuming ? resume_->step : 0;
+        resume_.reset();
+
+        for (Callback* cb : cbs) cb->on_train_begin(ctx);
+        for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
+            const auto t0 = std::chrono::steady_clock::now();
+            auto reader = train.read(epoch);
+            const std::size_t available = train.cardinality(epoch);
+            const std::size_t steps =
+                options.steps_per_epoch == 0 ? available : std::min(available, options.steps_per_epoch);
+            if constexpr (Batch::is_static) check_static_epoch(train, epoch);
+            set_position(epoch, 0);
+            fit_epoch_ = epoch;
+            fit_step_ = 0;
+            for (Callback* cb : cbs) cb->on_epoch_begin(ctx, epoch, steps);
+
+            // Resuming inside an epoch: read past the batches already trained, so that the
+            // sample positions (and with them dropout masks) are those of the interrupted run.
+            std::size_t step = 0;
+            for (; step < skip_steps && reader.next(batch_); ++step) sample_cursor_ += batch_.rows;
+            fit_step_ = step;
+            skip_steps = 0;
+
+            double loss_sum = 0.0;
+            std::array<double, logs::max_metrics> metric_sums{};
+            std::size_t samples = 0;
+            std::vector<std::pair<std::size_t, std::size_t>> sizes;
+            bool non_finite = false;
+            bool exhausted = false;
+            while (step < steps) {
+                if (!reader.next(batch_)) {
+                    exhausted = true;
+                    break;
+                }
+                for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
+                logs l;
+                try {
+                    l = train_rows(batch_, "fit");
+                } catch (const numeric_error& e) {
+                    bool handled = false;
+                    for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
+                    if (!handled) throw;
+                    non_finite = true;
+                    break;
+                }
+                const auto n = static_cast<double>(batch_.rows);
+                loss_sum += l.loss * n;
+                for (std::size_t m = 0; m < l.metric_count; ++m) metric_sums[m] += l.values[m] * n;
+                samples += batch_.rows;
+                if (sizes.empty() || sizes.back().first != batch_.rows) {
+                    sizes.emplace_back(batch_.rows, 0);
+                }
+                ++sizes.back().second;
+                fit_step_ = ++step;
+                const logs running = make_logs(loss_sum, metric_sums, samples);
+                for (Callback* cb : cbs) cb->on_batch_end(ctx, step - 1, l, running);
+                if (ctx.stop_requested()) break;
+            }
+            if (samples == 0 && non_finite) break;  // nothing of this epoch was trained
+
+            epoch_logs el;
+            const logs mean = make_logs(loss_sum, metric_sums, std::max<std::size_t>(samples, 1));
+            el.set("loss", mean.loss);
+            for (std::size_t m = 0; m < mean.metric_count; ++m) el.set(std::string(mean.names[m]), mean.values[m]);
+            if (options.validation && !non_finite) {
+                const logs v = evaluate(*options.validation);
+                el.set("val_loss", v.loss);
+                for (std::size_t m = 0; m < v.metric_count; ++m) {
+                    el.set("val_" + std::string(v.names[m]), v.values[m]);
+                }
+            }
+            el.set("learning_rate", learning_rate_);
+            // At the natural end of the data one more read registers a tail that
+            // drop_remainder left out, so that History reports it.
+            if (!exhausted && step == available && !ctx.stop_requested()) exhausted = !reader.next(batch_);
+            if (exhausted || step == steps) {
+                // The epoch is complete: a checkpoint taken now resumes at the next one.
+                fit_epoch_ = epoch + 1;
+                fit_step_ = 0;
+            }
+            history.epochs.push_back(epoch);
+            for (const auto& [name, v] : el.values) history.history[name].push_back(v);
+            history.batch_sizes.push_back(std::move(sizes));
+            history.steps.push_back(step);
+            history.samples.push_back(samples);
+            history.dropped_samples.push_back(reader.dropped());
+            history.seconds.push_back(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            for (Callback* cb : cbs) cb->on_epoch_end(ctx, epoch, el);
+        }
+        history.stop_reason = ctx.stop_reason();
+        for (Callback* cb : cbs) cb->on_train_end(ctx, history);
+        return history;
+    }
+
+    /// Loss and metrics over every batch of a dataset, in inference mode.
+    logs evaluate(const data::Dataset& ds) {
+        require_compiled("evaluate");
+        check_dataset(ds, "evaluate");
+        const target_description d = loss_->describe();
+        double loss_sum = 0.0;
+        std::array<double, logs::max_metrics> metric_sums{};
+        std::size_t n = 0;
+        auto reader = ds.read(0);
+        while (reader.next(eval_batch_)) {
+            for_each_chunk(eval_batch_, [&](const float* x, const float* y, const std::size_t* ids,
+                                            std::size_t rows) {
+                stage_rows_targets(y, ids, rows, "evaluate");
+                const const_matrix_view pred = infer_rows(x, ids, rows, "evaluate");
+                const const_matrix_view target = target_view(rows);
+                loss_sum += loss_->sum(pred, target, nullptr, 0.0f, Exec::data(row_scratch_));
+                for (std::size_t m = 0; m < metrics_.size(); ++m) {
+                    metric_sums[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
+                }
+            });
+            n += eval_batch_.rows;
+        }
+        if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
+        return make_logs(loss_sum, metric_sums, n);
+    }
+
+    /// Outputs for every sample of a dataset, in the dataset's order.
+    output_tensor predict(const data::Dataset& ds) {
+        check_dataset(ds, "predict", false);
+        typename output_tensor::shape_type out_shape;
+        out_shape[0] = ds.samples(0);
+        for (std::size_t d = 0; d < output_shape::rank; ++d) out_shape[d + 1] = output_shape::dims[d];
+        output_tensor result(out_shape);
+        std::size_t written = 0;
+        auto reader = ds.read(0);
+        while (reader.next(eval_batch_)) {
+            for_each_chunk(eval_batch_, [&](const float* x, const float*, const std::size_t* ids,
+                                            std::size_t rows) {
+                const const_matrix_view pred = infer_rows(x, ids, rows, "predict");
+                Exec::to_host(pred.data, rows * out_features, result.data() + written * out_features);
+                written += rows;
+            });
+        }
+        return result;
+    }
+
+    /// Writes the whole training state: every variable (as save_weights), the optimizer's slots
+    /// and step count, the learning rate, the seed, and the position in training (epoch, step,
+    /// sample). fit() after load_checkpoint() continues exactly where this left off.
+    void save_checkpoint(const std::filesystem::path& path) const {
+        require_compiled("save_checkpoint");
+        auto arrays = weight_arrays();
+        const std::size_t slots = optimizer_->slot_count();
         for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (variables_[i].ref.trainable()) {
-                optimizer_->apply(variables_[i].ref, slot_pointers_[i].data(), iterations_,
-                                  learning_rate_);
+            if (!variables_[i].ref.trainable()) continue;
+            for (std::size_t k = 0; k < slots; ++k) {
+                data::npz_array a{variable_shape(variables_[i].ref), std::vector<float>(variables_[i].ref.size())};
+                Exec::to_host(slot_pointers_[i][k], variables_[i].ref.size(), a.values.data());
+                arrays.emplace_back("optimizer/" + variables_[i].name + "/slot" + std::to_string(k), std::move(a));
             }
         }
-        sample_cursor_ += rows;
-        return out;
+        arrays.emplace_back("optimizer/iterations", data::int64_array({}, {static_cast<std::int64_t>(iterations_)}));
+        arrays.emplace_back("optimizer/learning_rate", data::npz_array{{}, {learning_rate_}});
+        arrays.emplace_back("training/position",
+                            data::int64_array({4}, {static_cast<std::int64_t>(fit_epoch_),
+                                                    static_cast<std::int64_t>(fit_step_),
+                                                    static_cast<std::int64_t>(sample_cursor_),
+                                                    static_cast<std::int64_t>(seed_)}));
+        data::write_npz(path, arrays);
+    }
+
+    /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
+    /// optimizer (the slots must match); everything is checked before anything is changed.
+    void load_checkpoint(const std::filesystem::path& path) {
+        require_compiled("load_checkpoint");
+        const auto arrays = data::read_npz(path);
+        auto find = [&](const std::string& name) -> const data::npz_array& {
+            for (const auto& [n, a] : arrays) {
+                if (n == name) return a;
+            }
+            throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
+                              "' (a file from save_weights holds weights only; use load_weights)");
+        };
+        const auto& iterations = find("optimizer/iterations");
+        const auto& lr = find("optimizer/learning_rate");
+        const auto& position = find("training/position");
+        if (iterations.integers.size() != 1 || lr.values.size() != 1 || position.integers.size() != 4) {
+            throw shape_error("load_checkpoint: " + path.string() + " has malformed training state");
+        }
+        const std::size_t slots = optimizer_->slot_count();
+        std::vector<std::pair<const data::npz_array*, float*>> slot_copies;
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (!variables_[i].ref.trainable()) continue;
+            for (std::size_t k = 0; k < slots; ++k) {
+                const auto& a = find("optimizer/" + variables_[i].name + "/slot" + std::to_string(k));
+                if (a.values.size() != variables_[i].ref.size()) {
+                    throw shape_error("load_checkpoint: optimizer slot of '" + variables_[i].name +
+                                      "' has " + std::to_string(a.values.size()) + " values, expected " +
+                                      std::to_string(variables_[i].ref.size()));
+                }
+                slot_copies.emplace_back(&a, slot_pointers_[i][k]);
+            }
+        }
+        const std::string extra_slot = variables_.empty() ? "" : "optimizer/" + variables_.front().name + "/slot" + std::to_string(slots);
+        for (const auto& [n, a] : arrays) {
+            if (n == extra_slot) {
+                throw shape_error("load_checkpoint: " + path.string() + " was written with an optimizer "
+                                  "that keeps more state than the compiled " + std::string(optimizer_->name()));
+            }
+        }
+        load_weights_from(arrays, path);  // checks all weights, then copies them
+        for (const auto& [a, dst] : slot_copies) Exec::from_host(a->values.data(), a->values.size(), dst);
+        iterations_ = static_cast<std::uint64_t>(iterations.integers[0]);
+        learning_rate_ = lr.values[0];
+        seed_ = static_cast<std::uint64_t>(position.integers[3]);
+        fit_epoch_ = static_cast<std::uint64_t>(position.integers[0]);
+        fit_step_ = static_cast<std::size_t>(position.integers[1]);
+        set_position(fit_epoch_, static_cast<std::uint64_t>(position.integers[2]));
+        resume_ = resume_point{fit_epoch_, fit_step_};
     }
 
     /// Loss of the batch in training mode and every parameter gradient (left in variables()'s
@@ -316,55 +565,12 @@ public:
 
     /// Writes every variable to a NumPy .npz archive, one array per variable named
     /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it).
-    void save_weights(const std::filesystem::path& path) const {
-        std::vector<std::pair<std::string, data::npz_array>> arrays;
-        for (const auto& v : variables_) {
-            data::npz_array a;
-            a.shape = v.ref.cols == 0 ? std::vector<std::size_t>{v.ref.rows}
-                                      : std::vector<std::size_t>{v.ref.rows, v.ref.cols};
-            a.values.resize(v.ref.size());
-            Exec::to_host(v.ref.value, v.ref.size(), a.values.data());
-            arrays.emplace_back(v.name, std::move(a));
-        }
-        data::write_npz(path, arrays);
-    }
+    void save_weights(const std::filesystem::path& path) const { data::write_npz(path, weight_arrays()); }
 
-    /// Reads weights written by save_weights (or by numpy with the same names and shapes). All
-    /// arrays are checked before any is copied, so a bad file leaves the model untouched.
-    void load_weights(const std::filesystem::path& path) {
-        auto arrays = data::read_npz(path);
-        std::vector<const data::npz_array*> found(variables_.size(), nullptr);
-        for (const auto& [name, array] : arrays) {
-            std::size_t i = 0;
-            while (i < variables_.size() && variables_[i].name != name) ++i;
-            if (i == variables_.size()) {
-                throw shape_error("load_weights: " + path.string() + " holds an array '" + name +
-                                  "' that this model does not have; its variables are " +
-                                  variable_list());
-            }
-            const auto& v = variables_[i].ref;
-            const std::vector<std::size_t> expected =
-                v.cols == 0 ? std::vector<std::size_t>{v.rows}
-                            : std::vector<std::size_t>{v.rows, v.cols};
-            if (array.shape != expected) {
-                throw shape_error("load_weights: array '" + name + "' in " + path.string() +
-                                  " has shape " + detail::runtime_shape_str(array.shape) +
-                                  " but the model's variable has shape " +
-                                  detail::runtime_shape_str(expected));
-            }
-            found[i] = &array;
-        }
-        for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (found[i] == nullptr) {
-                throw shape_error("load_weights: " + path.string() + " has no array '" +
-                                  variables_[i].name + "'");
-            }
-        }
-        for (std::size_t i = 0; i < variables_.size(); ++i) {
-            Exec::from_host(found[i]->values.data(), variables_[i].ref.size(),
-                            variables_[i].ref.value);
-        }
-    }
+    /// Reads weights written by save_weights or save_checkpoint (or by numpy with the same names
+    /// and shapes). All arrays are checked before any is copied, so a bad file leaves the model
+    /// untouched.
+    void load_weights(const std::filesystem::path& path) { load_weights_from(data::read_npz(path), path); }
 
     /// Layers, output shapes (the batch dimension is None for a dynamic batch) and parameter
     /// counts, laid out as Keras prints them.
@@ -421,6 +627,191 @@ public:
 
 private:
     static constexpr std::size_t max_slots = 4;
+
+    /// What fit's callbacks see of this model.
+    class fit_context final : public training_context {
+    public:
+        fit_context(Model& m, std::uint64_t epochs) : m_(m), epochs_(epochs) {}
+        [[nodiscard]] float learning_rate() const override { return m_.learning_rate_; }
+        void set_learning_rate(float lr) override { m_.learning_rate_ = lr; }
+        [[nodiscard]] std::vector<float> weights() const override {
+            std::vector<float> w;
+            for (const auto& v : m_.variables_) {
+                const std::size_t at = w.size();
+                w.resize(at + v.ref.size());
+                Exec::to_host(v.ref.value, v.ref.size(), w.data() + at);
+            }
+            return w;
+        }
+        void set_weights(const std::vector<float>& w) override {
+            std::size_t at = 0;
+            for (const auto& v : m_.variables_) {
+                Exec::from_host(w.data() + at, v.ref.size(), v.ref.value);
+                at += v.ref.size();
+            }
+        }
+        [[nodiscard]] bool weights_finite() const override {
+            for (float x : weights()) {
+                if (!std::isfinite(x)) return false;
+            }
+            return true;
+        }
+        void save_weights(const std::filesystem::path& path) const override { m_.save_weights(path); }
+        void save_checkpoint(const std::filesystem::path& path) const override { m_.save_checkpoint(path); }
+        [[nodiscard]] std::uint64_t epochs() const override { return epochs_; }
+
+    private:
+        Model& m_;
+        std::uint64_t epochs_;
+    };
+
+    struct resume_point {
+        std::uint64_t epoch;
+        std::size_t step;
+    };
+
+    static std::vector<std::size_t> variable_shape(const variable_ref& v) {
+        return v.cols == 0 ? std::vector<std::size_t>{v.rows} : std::vector<std::size_t>{v.rows, v.cols};
+    }
+
+    [[nodiscard]] std::vector<std::pair<std::string, data::npz_array>> weight_arrays() const {
+        std::vector<std::pair<std::string, data::npz_array>> arrays;
+        for (const auto& v : variables_) {
+            data::npz_array a{variable_shape(v.ref), std::vector<float>(v.ref.size())};
+            Exec::to_host(v.ref.value, v.ref.size(), a.values.data());
+            arrays.emplace_back(v.name, std::move(a));
+        }
+        return arrays;
+    }
+
+    /// Weight arrays by name; the optimizer and training state of a checkpoint are skipped.
+    void load_weights_from(const std::vector<std::pair<std::string, data::npz_array>>& arrays,
+                           const std::filesystem::path& path) {
+        std::vector<const data::npz_array*> found(variables_.size(), nullptr);
+        for (const auto& [name, array] : arrays) {
+            if (name.starts_with("optimizer/") || name.starts_with("training/")) continue;
+            std::size_t i = 0;
+            while (i < variables_.size() && variables_[i].name != name) ++i;
+            if (i == variables_.size()) {
+                throw shape_error("load_weights: " + path.string() + " holds an array '" + name +
+                                  "' that this model does not have; its variables are " +
+                                  variable_list());
+            }
+            const std::vector<std::size_t> expected = variable_shape(variables_[i].ref);
+            if (array.shape != expected || array.dtype != data::npz_dtype::float32) {
+                throw shape_error("load_weights: array '" + name + "' in " + path.string() +
+                                  " has shape " + detail::runtime_shape_str(array.shape) +
+                                  (array.dtype != data::npz_dtype::float32 ? " of integers" : "") +
+                                  " but the model's variable has shape " +
+                                  detail::runtime_shape_str(expected) + " of floats");
+            }
+            found[i] = &array;
+        }
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (found[i] == nullptr) {
+                throw shape_error("load_weights: " + path.string() + " has no array '" +
+                                  variables_[i].name + "'");
+            }
+        }
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            Exec::from_host(found[i]->values.data(), variables_[i].ref.size(), variables_[i].ref.value);
+        }
+    }
+
+    /// Optimizer step on staged rows: forward, loss, backward, update, advance the position.
+    logs train_step(std::size_t rows, const char* call) {
+        logs out = forward_loss_backward(rows, call);
+        ++iterations_;
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (variables_[i].ref.trainable()) {
+                optimizer_->apply(variables_[i].ref, slot_pointers_[i].data(), iterations_,
+                                  learning_rate_);
+            }
+        }
+        sample_cursor_ += rows;
+        return out;
+    }
+
+    /// A dataset's samples must be the network's input; its targets what the loss expects.
+    void check_dataset(const data::Dataset& ds, const char* call, bool targets = true) const {
+        if (!ds.batched()) {
+            throw usage_error(std::string(call) + ": the dataset is not batched; call .batch(n) on it "
+                              "(or pass a batch-size schedule)");
+        }
+        if (ds.feature_size() != in_features) {
+            throw shape_error(std::string(call) + ": the dataset's samples have shape " +
+                              detail::runtime_shape_str(ds.sample_shape()) + " but the network's Input is " +
+                              input_shape::str());
+        }
+        if (!targets) return;
+        const std::size_t want = loss_->describe().sparse_labels ? 1 : out_features;
+        if (ds.target_size() != want) {
+            throw shape_error(std::string(call) + ": the dataset has " + std::to_string(ds.target_size()) +
+                              " target values per sample but the loss " + std::string(loss_->name()) +
+                              " needs " + std::to_string(want) +
+                              (want == 1 ? " (one class index)" : " (one per network output)"));
+        }
+    }
+
+    /// A static-batch model trains only full batches; a ragged epoch is refused before it
+    /// starts, so that no sample is silently lost.
+    void check_static_epoch(const data::Dataset& ds, std::uint64_t epoch) const {
+        if (ds.samples(epoch) != ds.cardinality(epoch) * Batch::extent) {
+            throw shape_error("fit: the model has static_batch<" + std::to_string(Batch::extent) +
+                              "> but epoch " + std::to_string(epoch) + " of the dataset has " +
+                              std::to_string(ds.samples(epoch)) + " samples in " +
+                              std::to_string(ds.cardinality(epoch)) + " batches; batch the data by " +
+                              std::to_string(Batch::extent) +
+                              " with drop_remainder = true (the dropped samples are reported), or use "
+                              "dynamic_batch");
+        }
+    }
+
+    /// One dataset batch through train_step, with its sample ids in any error message.
+    logs train_rows(const data::batch_data& b, const char* call) {
+        if (Batch::is_static && b.rows != Batch::extent) {
+            throw shape_error(std::string(call) + ": the model has static_batch<" +
+                              std::to_string(Batch::extent) + "> but a batch has " +
+                              std::to_string(b.rows) + " samples");
+        }
+        reserve(b.rows);
+        detail::copy_checked(b.features.data(), b.rows, in_features, host_staging_x(), 0, call, "input",
+                             b.ids.data());
+        upload(host_staging_x(), b.rows * in_features, x_);
+        stage_rows_targets(b.targets.data(), b.ids.data(), b.rows, call);
+        return train_step(b.rows, call);
+    }
+
+    void stage_rows_targets(const float* y, const std::size_t* ids, std::size_t rows, const char* call) {
+        reserve(rows);
+        if (loss_->describe().sparse_labels) {
+            detail::copy_labels(y, rows, out_features, host_staging_y(), 0, call, ids);
+            upload(host_staging_y(), rows, y_);
+        } else {
+            detail::copy_checked(y, rows, out_features, host_staging_y(), 0, call, "target", ids);
+            upload(host_staging_y(), rows * out_features, y_);
+        }
+    }
+
+    const_matrix_view infer_rows(const float* x, const std::size_t* ids, std::size_t rows, const char* call) {
+        reserve(rows);
+        detail::copy_checked(x, rows, in_features, host_staging_x(), 0, call, "input", ids);
+        upload(host_staging_x(), rows * in_features, x_);
+        pass_context ctx{.training = false, .seed = seed_, .epoch = epoch_, .first_sample = 0};
+        return net_->forward({Exec::data(x_), rows, in_features}, ctx);
+    }
+
+    /// Calls f(x, y, ids, rows) on pieces of a batch no larger than the model can hold: the
+    /// whole batch for a dynamic batch, chunks of N for static_batch<N>.
+    template <class F>
+    void for_each_chunk(const data::batch_data& b, F&& f) {
+        const std::size_t chunk = Batch::is_static ? Batch::extent : std::max<std::size_t>(b.rows, 1);
+        for (std::size_t first = 0; first < b.rows; first += chunk) {
+            const std::size_t rows = std::min(chunk, b.rows - first);
+            f(b.features.data() + first * b.feature_size, b.targets.data() + first * b.target_size,
+              b.ids.data() + first, rows);
+        }
+    }
 
     void name_layers() {
         for (std::size_t i = 0; i < network_type::size; ++i) {
@@ -637,6 +1028,12 @@ private:
     std::size_t capacity_ = 0;
     typename Exec::vector x_, y_, grad_, row_scratch_;
     std::vector<float> host_x_, host_y_;
+
+    // fit's reusable batch buffers, its position for checkpoints, and a loaded resume point.
+    data::batch_data batch_, eval_batch_;
+    std::uint64_t fit_epoch_ = 0;
+    std::size_t fit_step_ = 0;
+    std::optional<resume_point> resume_;
 };
 
 }  // namespace batchwise

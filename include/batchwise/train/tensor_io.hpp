@@ -87,9 +87,11 @@ inline void throw_non_finite(const char* call, const char* what, std::size_t sam
 }
 
 /// Copies `rows` samples of `row_size` values from src to dst, rejecting non-finite values.
-/// Sample indices in messages are relative to the caller's data (first_sample + row).
+/// Messages name a sample by ids[row] when ids are given (its index in a dataset), else by
+/// first_sample + row (its index in the caller's array).
 inline void copy_checked(const float* src, std::size_t rows, std::size_t row_size, float* dst,
-                         std::size_t first_sample, const char* call, const char* what) {
+                         std::size_t first_sample, const char* call, const char* what,
+                         const std::size_t* ids = nullptr) {
     const std::size_t n = rows * row_size;
     bool finite = true;
     for (std::size_t i = 0; i < n; ++i) {
@@ -99,7 +101,8 @@ inline void copy_checked(const float* src, std::size_t rows, std::size_t row_siz
     if (finite) return;
     for (std::size_t i = 0; i < n; ++i) {
         if (!std::isfinite(src[i])) {
-            throw_non_finite(call, what, first_sample + i / row_size, i % row_size, src[i]);
+            const std::size_t row = i / row_size;
+            throw_non_finite(call, what, ids ? ids[row] : first_sample + row, i % row_size, src[i]);
         }
     }
 }
@@ -124,14 +127,15 @@ void copy_checked(const X& x, std::size_t row_size, float* dst, const char* call
 /// in [0, classes). `first_sample` numbers the samples in messages.
 template <class It>
 void copy_labels(It first, std::size_t rows, std::size_t classes, float* dst,
-                 std::size_t first_sample, const char* call) {
+                 std::size_t first_sample, const char* call, const std::size_t* ids = nullptr) {
     for (std::size_t r = 0; r < rows; ++r, ++first) {
         const double v = static_cast<double>(*first);
         if (!(v >= 0.0 && v < static_cast<double>(classes)) || v != std::floor(v)) {
+            const std::size_t sample = ids ? ids[r] : first_sample + r;
             throw data_error(std::string(call) + ": label " + std::to_string(v) + " of sample " +
-                                 std::to_string(first_sample + r) +
-                                 " is not a class index in [0, " + std::to_string(classes) + ")",
-                             first_sample + r);
+                                 std::to_string(sample) + " is not a class index in [0, " +
+                                 std::to_string(classes) + ")",
+                             sample);
         }
         dst[r] = static_cast<float>(v);
     }

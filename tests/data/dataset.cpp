@@ -1,0 +1,257 @@
+// Dataset operations: shuffle is a deterministic permutation, batching never loses or duplicates
+// a sample, schedules give the sizes they promise, concatenate/map/take/skip compose, prefetch
+// yields the same batches and stops cleanly, and bad data is refused with its sample.
+#include <doctest/doctest.h>
+
+#include <batchwise/batchwise.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <vector>
+
+namespace bw = batchwise;
+using bw::data::Dataset;
+
+namespace {
+
+/// n samples whose single feature and label both equal the sample's index.
+Dataset indexed(std::size_t n) {
+    xt::xtensor<float, 2> x = xt::zeros<float>({n, std::size_t{1}});
+    xt::xtensor<float, 1> y = xt::zeros<float>({n});
+    for (std::size_t i = 0; i < n; ++i) x(i, 0) = y(i) = static_cast<float>(i);
+    return Dataset(x, y);
+}
+
+/// Every batch of one epoch, as the feature values in order, and the batch sizes.
+struct epoch_read {
+    std::vector<float> values;
+    std::vector<std::size_t> sizes;
+    std::size_t dropped = 0;
+};
+epoch_read read_all(const Dataset& ds, std::uint64_t epoch = 0) {
+    epoch_read r;
+    auto reader = ds.read(epoch);
+    bw::data::batch_data b;
+    while (reader.next(b)) {
+        r.sizes.push_back(b.rows);
+        for (std::size_t i = 0; i < b.rows; ++i) {
+            REQUIRE(b.targets[i] == b.features[i]);  // features and targets stay together
+            r.values.push_back(b.features[i]);
+        }
+    }
+    r.dropped = reader.dropped();
+    return r;
+}
+
+std::vector<float> iota_values(std::size_t n) {
+    std::vector<float> v(n);
+    std::iota(v.begin(), v.end(), 0.0f);
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("batch without drop_remainder keeps the ragged tail; nothing lost or duplicated") {
+    const auto r = read_all(indexed(103).batch(10));
+    CHECK(r.values == iota_values(103));
+    CHECK(r.sizes == std::vector<std::size_t>{10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 3});
+    CHECK(r.dropped == 0);
+    CHECK(indexed(103).batch(10).cardinality() == 11);
+    CHECK(indexed(103).batch(10).samples() == 103);
+}
+
+TEST_CASE("batch with drop_remainder drops only the tail, and says how many") {
+    const Dataset ds = indexed(103).batch(10, true);
+    const auto r = read_all(ds);
+    CHECK(r.values == iota_values(100));
+    CHECK(r.sizes == std::vector<std::size_t>(10, 10));
+    CHECK(r.dropped == 3);
+    CHECK(ds.cardinality() == 10);
+    CHECK(ds.samples() == 100);
+}
+
+TEST_CASE("shuffle: a permutation, deterministic per seed and epoch, new each epoch") {
+    const Dataset ds = indexed(1000).shuffle(1000, bw::seed{7}).batch(64);
+    const auto e0 = read_all(ds, 0), e0_again = read_all(ds, 0), e1 = read_all(ds, 1);
+    auto sorted = e0.values;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(sorted == iota_values(1000));
+    CHECK(e0.values == e0_again.values);
+    CHECK(e0.values != e1.values);
+    CHECK(e0.values != iota_values(1000));
+    CHECK(read_all(indexed(1000).shuffle(1000, bw::seed{8}).batch(64)).values != e0.values);
+
+    // A small buffer shuffles locally but still yields every sample exactly once.
+    auto local = read_all(indexed(1000).shuffle(10, bw::seed{7}).batch(64)).values;
+    CHECK(local != iota_values(1000));
+    for (std::size_t i = 0; i < local.size(); ++i) {
+        CHECK(std::abs(local[i] - static_cast<float>(i)) < 1000.0f);
+    }
+    std::sort(local.begin(), local.end());
+    CHECK(local == iota_values(1000));
+}
+
+TEST_CASE("shuffle with a full buffer is close to uniform") {
+    // Where sample 0 lands over 2000 epochs: each of 10 positions about 200 times.
+    const Dataset ds = indexed(10).shuffle(10, bw::seed{3}).batch(10);
+    std::array<int, 10> landed{};
+    for (std::uint64_t epoch = 0; epoch < 2000; ++epoch) {
+        const auto v = read_all(ds, epoch).values;
+        landed[static_cast<std::size_t>(std::find(v.begin(), v.end(), 0.0f) - v.begin())]++;
+    }
+    for (int c : landed) CHECK(c == doctest::Approx(200).epsilon(0.25));
+}
+
+TEST_CASE("schedules: constant, phased, cyclic and a per-step function") {
+    const Dataset base = indexed(100);
+    const Dataset phased = base.batch(bw::schedule::phased{{0, 32}, {2, 50}});
+    CHECK(read_all(phased, 0).sizes == std::vector<std::size_t>{32, 32, 32, 4});
+    CHECK(read_all(phased, 1).sizes == std::vector<std::size_t>{32, 32, 32, 4});
+    CHECK(read_all(phased, 2).sizes == std::vector<std::size_t>{50, 50});
+    CHECK(phased.cardinality(0) == 4);
+    CHECK(phased.cardinality(5) == 2);
+
+    const Dataset cyclic = base.batch(bw::schedule::cyclic{{25, 40}});
+    CHECK(read_all(cyclic, 0).sizes == std::vector<std::size_t>{25, 25, 25, 25});
+    CHECK(read_all(cyclic, 1).sizes == std::vector<std::size_t>{40, 40, 20});
+    CHECK(read_all(cyclic, 2).sizes == std::vector<std::size_t>{25, 25, 25, 25});
+
+    // Growing within the epoch: 10, 20, 30, then what is left.
+    const Dataset growing = base.batch([](std::uint64_t, std::uint64_t step) { return 10 * (step + 1); });
+    const auto g = read_all(growing);
+    CHECK(g.sizes == std::vector<std::size_t>{10, 20, 30, 40});
+    CHECK(g.values == iota_values(100));
+    CHECK(growing.cardinality() == 4);
+    const Dataset growing_drop =
+        base.batch([](std::uint64_t, std::uint64_t step) { return 30 * (step + 1); }, true);
+    CHECK(read_all(growing_drop).sizes == std::vector<std::size_t>{30, 60});
+    CHECK(growing_drop.cardinality() == 2);
+    CHECK(growing_drop.samples() == 90);
+    CHECK(read_all(growing_drop).dropped == 10);
+
+    CHECK_THROWS_AS(base.batch(0), bw::usage_error);
+    CHECK_THROWS_AS((bw::schedule::phased{{1, 32}}), bw::usage_error);
+    CHECK_THROWS_AS((bw::schedule::phased{{0, 32}, {0, 64}}), bw::usage_error);
+    CHECK_THROWS_AS((bw::schedule::cyclic{{32, 0}}), bw::usage_error);
+    const Dataset zero = base.batch([](std::uint64_t, std::uint64_t) { return std::size_t{0}; });
+    CHECK_THROWS_AS(read_all(zero), bw::usage_error);
+}
+
+TEST_CASE("concatenate: 32-batches then 64-batches, as tf.data users build") {
+    const Dataset a = indexed(96).batch(32);
+    const Dataset b = indexed(128).map([](std::span<float> x, std::span<float> y) {
+                                      x[0] += 1000;
+                                      y[0] += 1000;
+                                  }).batch(64);
+    const Dataset both = a.concatenate(b);
+    const auto r = read_all(both);
+    CHECK(r.sizes == std::vector<std::size_t>{32, 32, 32, 64, 64});
+    CHECK(r.values.front() == 0.0f);
+    CHECK(r.values[96] == 1000.0f);
+    CHECK(both.cardinality() == 5);
+    CHECK(both.samples() == 224);
+
+    // Unbatched concatenation, then one batching over the seam.
+    CHECK(read_all(indexed(5).concatenate(indexed(5)).batch(4)).sizes == std::vector<std::size_t>{4, 4, 2});
+
+    xt::xtensor<float, 2> wide = xt::zeros<float>({4, 3});
+    xt::xtensor<float, 1> labels = xt::zeros<float>({4});
+    CHECK_THROWS_AS(indexed(4).concatenate(Dataset(wide, labels)), bw::shape_error);
+    CHECK_THROWS_AS(indexed(4).batch(2).concatenate(indexed(4)), bw::usage_error);
+}
+
+TEST_CASE("map before and after batch give the same batches; maps apply in order") {
+    auto scale = [](std::span<float> x, std::span<float> y) {
+        x[0] = x[0] * 2 + 1;
+        y[0] = y[0] * 2 + 1;
+    };
+    auto shift = [](std::span<float> x, std::span<float> y) {
+        x[0] -= 5;
+        y[0] -= 5;
+    };
+    const auto before = read_all(indexed(20).map(scale).map(shift).shuffle(20, bw::seed{1}).batch(6));
+    const auto after = read_all(indexed(20).shuffle(20, bw::seed{1}).batch(6).map(scale).map(shift));
+    CHECK(before.values == after.values);
+    CHECK(std::find(before.values.begin(), before.values.end(), 2.0f * 19 + 1 - 5) != before.values.end());
+}
+
+TEST_CASE("take and skip count samples before batch and batches after") {
+    const auto all = iota_values(35);
+    CHECK(read_all(indexed(50).skip(10).take(25).batch(10)).values == std::vector<float>(all.begin() + 10, all.end()));
+    CHECK(indexed(50).skip(10).take(25).cardinality() == 25);
+    const Dataset batches = indexed(50).batch(8).skip(2).take(3);
+    const auto r = read_all(batches);
+    CHECK(r.sizes == std::vector<std::size_t>{8, 8, 8});
+    CHECK(r.values.front() == 16.0f);
+    CHECK(batches.cardinality() == 3);
+    CHECK(batches.samples() == 24);
+    CHECK(indexed(50).batch(8).skip(6).samples() == 2);
+    CHECK(indexed(50).skip(60).cardinality() == 0);
+}
+
+TEST_CASE("prefetch yields the same batches, and stops cleanly when reading stops early") {
+    const Dataset plain = indexed(1000).shuffle(1000, bw::seed{2}).batch(bw::schedule::cyclic{{7, 64}});
+    for (std::uint64_t epoch = 0; epoch < 3; ++epoch) {
+        const auto a = read_all(plain, epoch);
+        const auto b = read_all(plain.prefetch(3), epoch);
+        CHECK(a.values == b.values);
+        CHECK(a.sizes == b.sizes);
+    }
+    // Reading one batch and dropping the reader must join the producer thread, not hang.
+    for (int i = 0; i < 20; ++i) {
+        auto reader = plain.prefetch(1).read(0);
+        bw::data::batch_data b;
+        CHECK(reader.next(b));
+    }
+    // A dataset (and its nodes) may go away while a reader still runs.
+    auto reader = indexed(100).batch(10).prefetch(2).read(0);
+    bw::data::batch_data b;
+    std::size_t total = 0;
+    while (reader.next(b)) total += b.rows;
+    CHECK(total == 100);
+    CHECK(indexed(100).batch(10, true).prefetch(2).read(0).dropped() == 0);
+}
+
+TEST_CASE("an exception while preparing a batch reaches the reader through prefetch") {
+    const Dataset failing = indexed(50)
+                                .map([](std::span<float> x, std::span<float>) {
+                                    if (x[0] == 33.0f) throw std::runtime_error("bad sample 33");
+                                })
+                                .batch(10)
+                                .prefetch(2);
+    auto reader = failing.read(0);
+    bw::data::batch_data b;
+    std::size_t batches = 0;
+    CHECK_THROWS_WITH_AS(
+        [&] {
+            while (reader.next(b)) ++batches;
+        }(),
+        "bad sample 33", std::runtime_error);
+    CHECK(batches == 3);
+}
+
+TEST_CASE("bad datasets are refused with a clear, typed error") {
+    xt::xtensor<float, 2> x = xt::zeros<float>({5, 2});
+    xt::xtensor<float, 1> y4 = xt::zeros<float>({4});
+    CHECK_THROWS_WITH_AS(Dataset(x, y4), doctest::Contains("5 feature samples but 4 targets"), bw::data_error);
+    xt::xtensor<float, 2> empty = xt::zeros<float>({0, 2});
+    xt::xtensor<float, 1> no_labels = xt::zeros<float>({0});
+    CHECK_THROWS_WITH_AS(Dataset(empty, no_labels), doctest::Contains("no samples"), bw::data_error);
+    x(3, 1) = std::numeric_limits<float>::quiet_NaN();
+    xt::xtensor<float, 1> y5 = xt::zeros<float>({5});
+    try {
+        Dataset bad(x, y5);
+        FAIL("a NaN feature must be refused");
+    } catch (const bw::data_error& e) {
+        CHECK(e.sample() == 3);
+    }
+    const Dataset ok = indexed(10);
+    CHECK_THROWS_AS(ok.read(0), bw::usage_error);
+    CHECK_THROWS_AS(ok.prefetch(2), bw::usage_error);
+    CHECK_THROWS_AS(ok.batch(2).batch(2), bw::usage_error);
+    CHECK_THROWS_AS(ok.batch(2).shuffle(10, bw::seed{1}), bw::usage_error);
+    CHECK_THROWS_AS(ok.shuffle(0, bw::seed{1}), bw::usage_error);
+}

@@ -1,0 +1,368 @@
+// fit(): History, batch sizes from the dataset, validation, callbacks (order, EarlyStopping,
+// TerminateOnNaN, ModelCheckpoint, LearningRateScheduler, CsvLogger, ProgressBar), resuming
+// from a checkpoint bit-identically, and the errors fit reports before training.
+#include "../gradient_check.hpp"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace bw = batchwise;
+using bw::data::Dataset;
+
+namespace {
+
+std::filesystem::path temp_path(const std::string& name) {
+    return std::filesystem::temp_directory_path() /
+           ("batchwise_fit_test_" + std::to_string(::getpid()) + "_" + name);
+}
+
+/// Two classes in 8 dimensions, separable with some overlap.
+Dataset two_blobs(std::size_t n, std::uint64_t s) {
+    auto x = bw_test::random_matrix(n, 8, s);
+    xt::xtensor<int, 1> y = xt::zeros<int>({n});
+    for (std::size_t i = 0; i < n; ++i) {
+        y(i) = static_cast<int>(i % 2);
+        for (std::size_t j = 0; j < 8; ++j) x(i, j) += y(i) ? 0.6f : -0.6f;
+    }
+    return Dataset(x, y);
+}
+
+using net = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::BatchNorm, bw::ReLU, bw::Dropout<0.25f>,
+                           bw::Dense<2>>;
+using model_t = bw::Model<net>;
+
+template <class M>
+void compile(M& m) {
+    m.compile(bw::Adam{{.learning_rate = 1e-2f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+              bw::metrics::accuracy);
+}
+
+std::vector<float> weights_of(const model_t& m) {
+    std::vector<float> w;
+    for (const auto& [name, v] : m.get_weights()) w.insert(w.end(), v.begin(), v.end());
+    return w;
+}
+
+/// Records every event, for checking order and arguments.
+struct recorder final : bw::Callback {
+    std::vector<std::string> events;
+    void on_train_begin(bw::training_context&) override { events.push_back("train_begin"); }
+    void on_train_end(bw::training_context&, const bw::History&) override { events.push_back("train_end"); }
+    void on_epoch_begin(bw::training_context&, std::uint64_t e, std::size_t steps) override {
+        events.push_back("epoch_begin " + std::to_string(e) + " steps " + std::to_string(steps));
+    }
+    void on_epoch_end(bw::training_context&, std::uint64_t e, const bw::epoch_logs& l) override {
+        events.push_back("epoch_end " + std::to_string(e) + (l.contains("val_loss") ? " val" : ""));
+    }
+    void on_batch_begin(bw::training_context&, std::uint64_t s, std::size_t n) override {
+        events.push_back("batch_begin " + std::to_string(s) + " size " + std::to_string(n));
+    }
+    void on_batch_end(bw::training_context&, std::uint64_t s, const bw::logs&, const bw::logs&) override {
+        events.push_back("batch_end " + std::to_string(s));
+    }
+};
+
+/// Stops training after a given number of steps of a given epoch.
+struct stop_at final : bw::Callback {
+    std::uint64_t epoch, steps, current = 0;
+    stop_at(std::uint64_t e, std::uint64_t s) : epoch(e), steps(s) {}
+    void on_epoch_begin(bw::training_context&, std::uint64_t e, std::size_t) override { current = e; }
+    void on_batch_end(bw::training_context& ctx, std::uint64_t s, const bw::logs&, const bw::logs&) override {
+        if (current == epoch && s + 1 == steps) ctx.stop_training("test stop");
+    }
+};
+
+}  // namespace
+
+TEST_CASE("fit trains, reports a History with batch sizes, and validates each epoch") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    const Dataset train = two_blobs(250, 1), val = two_blobs(100, 2);
+    const bw::History h = m.fit(train.shuffle(250, bw::seed{3}).batch(32),
+                                {.epochs = 6, .validation = val.batch(50), .verbose = 0});
+    REQUIRE(h.size() == 6);
+    CHECK(h.epochs == std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5});
+    CHECK(h["loss"].back() < h["loss"].front());
+    CHECK(h["val_accuracy"].back() > 0.9);
+    CHECK(h.history.count("val_loss") == 1);
+    CHECK(h["learning_rate"].front() == doctest::Approx(1e-2));
+    // 250 = 7 x 32 + 26: the ragged tail is trained and recorded.
+    CHECK(h.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{32, 7}, {26, 1}});
+    CHECK(h.samples[0] == 250);
+    CHECK(h.steps[0] == 8);
+    CHECK(h.dropped_samples[0] == 0);
+    CHECK(h.stop_reason.empty());
+    CHECK(m.iterations() == 48);
+    CHECK(h.seconds.size() == 6);
+
+    // evaluate and predict take datasets too, with the same answers as on arrays.
+    const auto via_dataset = m.evaluate(val.batch(7));
+    const auto p = m.predict(val.batch(13));
+    CHECK(p.shape()[0] == 100);
+    CHECK(via_dataset["accuracy"] == doctest::Approx(h["val_accuracy"].back()));
+}
+
+TEST_CASE("each batch may have its own size: schedules and concatenation drive fit") {
+    model_t m{bw::seed{2}};
+    compile(m);
+    const Dataset d = two_blobs(128, 3);
+    const bw::History h = m.fit(d.batch(bw::schedule::phased{{0, 32}, {2, 64}}), {.epochs = 3, .verbose = 0});
+    CHECK(h.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{32, 4}});
+    CHECK(h.batch_sizes[2] == std::vector<std::pair<std::size_t, std::size_t>>{{64, 2}});
+
+    const bw::History c = m.fit(d.take(64).batch(32).concatenate(d.skip(64).batch(64)), {.epochs = 1, .verbose = 0});
+    CHECK(c.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{32, 2}, {64, 1}});
+
+    const bw::History s = m.fit(d.batch(16), {.epochs = 2, .steps_per_epoch = 3, .verbose = 0});
+    CHECK(s.steps == std::vector<std::size_t>{3, 3});
+    CHECK(s.samples == std::vector<std::size_t>{48, 48});
+
+    const bw::History dropped = m.fit(d.batch(48, true), {.epochs = 1, .verbose = 0});
+    CHECK(dropped.dropped_samples[0] == 32);
+    CHECK(dropped.samples[0] == 96);
+}
+
+TEST_CASE("callbacks see every event in order, with batch sizes") {
+    model_t m{bw::seed{3}};
+    compile(m);
+    recorder r;
+    m.fit(two_blobs(10, 4).batch(4), {.epochs = 2, .validation = two_blobs(4, 5).batch(4), .verbose = 0}, r);
+    const std::vector<std::string> expected{
+        "train_begin",  "epoch_begin 0 steps 3", "batch_begin 0 size 4", "batch_end 0",
+        "batch_begin 1 size 4", "batch_end 1", "batch_begin 2 size 2", "batch_end 2", "epoch_end 0 val",
+        "epoch_begin 1 steps 3", "batch_begin 0 size 4", "batch_end 0", "batch_begin 1 size 4",
+        "batch_end 1", "batch_begin 2 size 2", "batch_end 2", "epoch_end 1 val", "train_end"};
+    CHECK(r.events == expected);
+}
+
+TEST_CASE("EarlyStopping stops after patience and restores the best weights") {
+    model_t m{bw::seed{4}};
+    compile(m);
+    // A learning rate of zero: after the first epoch only dropout noise moves the loss, never
+    // by the required min_delta.
+    m.set_learning_rate(0.0f);
+    bw::EarlyStopping stop({.monitor = "loss", .min_delta = 0.5, .patience = 2});
+    const bw::History h = m.fit(two_blobs(64, 6).batch(16), {.epochs = 20, .verbose = 0}, stop);
+    CHECK(h.size() == 4);  // best at epoch 1, then 3 epochs without improvement
+    CHECK(h.stop_reason.find("EarlyStopping: loss did not improve") != std::string::npos);
+
+    model_t r{bw::seed{5}};
+    compile(r);
+    bw::EarlyStopping restore({.monitor = "val_accuracy", .patience = 1, .restore_best_weights = true});
+    recorder rec;
+    struct snapshot final : bw::Callback {
+        std::vector<std::vector<float>> per_epoch;
+        void on_epoch_end(bw::training_context& ctx, std::uint64_t, const bw::epoch_logs&) override {
+            per_epoch.push_back(ctx.weights());
+        }
+    } snap;
+    const bw::History h2 = r.fit(two_blobs(200, 7).batch(20),
+                                 {.epochs = 30, .validation = two_blobs(60, 8).batch(60), .verbose = 0}, snap, restore);
+    REQUIRE(restore.best());
+    if (!h2.stop_reason.empty()) {
+        CHECK(h2.stop_reason.find("restored the weights of epoch") != std::string::npos);
+        std::vector<float> now;
+        for (const auto& [n, v] : r.get_weights()) now.insert(now.end(), v.begin(), v.end());
+        CHECK(now == snap.per_epoch[restore.best_epoch()]);
+    }
+    bw::EarlyStopping missing({.monitor = "val_loss"});
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(8, 1).batch(8), {.epochs = 1, .verbose = 0}, missing),
+                         doctest::Contains("needs validation data"), bw::usage_error);
+}
+
+TEST_CASE("a non-finite loss: an error without TerminateOnNaN, a clean stop with it") {
+    using regression = bw::Sequential<bw::Input<2>, bw::Dense<1>>;
+    xt::xtensor<float, 2> x = bw_test::random_matrix(64, 2, 1);
+    xt::xtensor<float, 2> y = xt::ones<float>({64, 1});
+    y(40, 0) = 3e38f;  // squared, this overflows to infinity
+    const Dataset d(x, y);
+    bw::Model<regression> m{bw::seed{1}};
+    m.compile(bw::SGD{}, bw::MeanSquaredError{});
+    CHECK_THROWS_AS(m.fit(d.batch(8), {.epochs = 2, .verbose = 0}), bw::numeric_error);
+
+    bw::Model<regression> t{bw::seed{1}};
+    t.compile(bw::SGD{}, bw::MeanSquaredError{});
+    bw::TerminateOnNaN guard;
+    const bw::History h = t.fit(d.batch(8), {.epochs = 2, .verbose = 0}, guard);
+    CHECK(h.stop_reason.find("TerminateOnNaN") != std::string::npos);
+    CHECK(t.iterations() == 5);  // batches 0-4 trained; batch 5 holds sample 40
+    CHECK(h.size() == 1);
+    CHECK(h.steps[0] == 5);
+    for (const auto& [n, w] : t.get_weights()) CHECK(xt::all(xt::isfinite(w)));
+}
+
+TEST_CASE("a bad label in a dataset is reported with its index in the dataset") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    auto x = bw_test::random_matrix(40, 8, 1);
+    xt::xtensor<int, 1> y = xt::zeros<int>({40});
+    y(27) = 2;  // two classes: 0 and 1
+    try {
+        m.fit(Dataset(x, y).shuffle(40, bw::seed{1}).batch(8), {.epochs = 1, .verbose = 0});
+        FAIL("label 2 must be refused");
+    } catch (const bw::data_error& e) {
+        CHECK(e.sample() == 27);
+    }
+}
+
+TEST_CASE("fit refuses a dataset that does not fit the model, before training") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    xt::xtensor<float, 2> x = xt::zeros<float>({10, 7});
+    xt::xtensor<int, 1> y = xt::zeros<int>({10});
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(x, y).batch(5), {.verbose = 0}), doctest::Contains("(7,)"), bw::shape_error);
+    CHECK_THROWS_AS(m.fit(two_blobs(10, 1), {.verbose = 0}), bw::usage_error);
+    xt::xtensor<float, 2> x8 = xt::zeros<float>({10, 8});
+    xt::xtensor<float, 2> y2 = xt::zeros<float>({10, 2});
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(x8, y2).batch(5), {.verbose = 0}), doctest::Contains("one class index"),
+                         bw::shape_error);
+    CHECK(m.iterations() == 0);
+}
+
+TEST_CASE("static batch: a ragged epoch is refused up front; drop_remainder trains and reports") {
+    bw::Model<net, bw::static_batch<16>> fixed{bw::seed{1}};
+    compile(fixed);
+    CHECK_THROWS_WITH_AS(fixed.fit(two_blobs(40, 1).batch(16), {.verbose = 0}),
+                         doctest::Contains("drop_remainder = true"), bw::shape_error);
+    CHECK(fixed.iterations() == 0);
+    const bw::History h = fixed.fit(two_blobs(40, 1).batch(16, true), {.epochs = 2, .verbose = 0});
+    CHECK(h.dropped_samples == std::vector<std::size_t>{8, 8});
+    CHECK(fixed.iterations() == 4);
+    // Inference takes batches of any size, in chunks of 16.
+    CHECK(fixed.predict(two_blobs(40, 1).batch(40)).shape()[0] == 40);
+    CHECK(fixed.evaluate(two_blobs(40, 1).batch(33)).samples == 40);
+}
+
+TEST_CASE("resume from a checkpoint after epoch k is bit-identical to an uninterrupted run") {
+    const Dataset data = two_blobs(100, 9).shuffle(100, bw::seed{4}).batch(12).prefetch(2);
+    model_t whole{bw::seed{11}};
+    compile(whole);
+    whole.fit(data, {.epochs = 4, .verbose = 0});
+
+    const auto path = temp_path("resume_epoch.npz");
+    {
+        model_t first{bw::seed{11}};
+        compile(first);
+        bw::ModelCheckpoint save({.filepath = path});
+        first.fit(data, {.epochs = 2, .verbose = 0}, save);
+        CHECK(save.saved().size() == 2);
+    }
+    model_t resumed{bw::seed{99}};  // a different seed: the checkpoint's is restored
+    compile(resumed);
+    resumed.load_checkpoint(path);
+    const bw::History h = resumed.fit(data, {.epochs = 4, .verbose = 0});
+    CHECK(h.epochs == std::vector<std::uint64_t>{2, 3});
+    CHECK(resumed.iterations() == whole.iterations());
+    const auto a = weights_of(whole), b = weights_of(resumed);
+    REQUIRE(a.size() == b.size());
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("resume from a checkpoint taken inside an epoch is bit-identical too") {
+    const Dataset data = two_blobs(100, 10).shuffle(100, bw::seed{5}).batch(bw::schedule::cyclic{{8, 20}});
+    model_t whole{bw::seed{12}};
+    compile(whole);
+    whole.fit(data, {.epochs = 3, .verbose = 0});
+
+    const auto path = temp_path("resume_step.npz");
+    {
+        model_t first{bw::seed{12}};
+        compile(first);
+        bw::ModelCheckpoint every_step({.filepath = path, .save_freq = 1});
+        stop_at stop(1, 2);  // stop after the 2nd batch of epoch 1
+        const bw::History h = first.fit(data, {.epochs = 3, .verbose = 0}, every_step, stop);
+        CHECK(h.stop_reason == "test stop");
+    }
+    model_t resumed{bw::seed{12}};
+    compile(resumed);
+    resumed.load_checkpoint(path);
+    resumed.fit(data, {.epochs = 3, .verbose = 0});
+    CHECK(resumed.iterations() == whole.iterations());
+    const auto a = weights_of(whole), b = weights_of(resumed);
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+
+    // A checkpoint needs a matching optimizer, and a weights file is not a checkpoint.
+    model_t other{bw::seed{1}};
+    other.compile(bw::SGD{{.momentum = 0.9f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const auto before = weights_of(other);
+    CHECK_THROWS_AS(other.load_checkpoint(path), bw::shape_error);
+    CHECK(weights_of(other) == before);
+    const auto weights_only = temp_path("weights_only.npz");
+    whole.save_weights(weights_only);
+    CHECK_THROWS_WITH_AS(resumed.load_checkpoint(weights_only), doctest::Contains("use load_weights"), bw::shape_error);
+    // load_weights reads the weights out of a full checkpoint.
+    model_t reader{bw::seed{3}};
+    reader.load_weights(path);
+    std::filesystem::remove(path);
+    std::filesystem::remove(weights_only);
+}
+
+TEST_CASE("ModelCheckpoint writes atomically, per epoch or only when the monitor improves") {
+    const auto dir = temp_path("ckpt_dir");
+    std::filesystem::create_directories(dir);
+    model_t m{bw::seed{6}};
+    compile(m);
+    bw::ModelCheckpoint every({.filepath = dir / "w_{epoch}.npz", .save_weights_only = true});
+    bw::ModelCheckpoint best({.filepath = dir / "best.npz", .monitor = "loss", .save_best_only = true});
+    m.fit(two_blobs(64, 1).batch(16), {.epochs = 3, .verbose = 0}, every, best);
+    CHECK(every.saved().size() == 3);
+    CHECK(std::filesystem::exists(dir / "w_1.npz"));
+    CHECK(std::filesystem::exists(dir / "w_3.npz"));
+    CHECK(std::filesystem::exists(dir / "best.npz"));
+    CHECK(best.saved().size() >= 1);
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+        CHECK(entry.path().extension() != ".tmp");  // no temporary file is left behind
+    }
+    model_t loaded{bw::seed{7}};
+    loaded.load_weights(dir / "w_3.npz");
+    CHECK(weights_of(loaded) == weights_of(m));
+    std::filesystem::remove_all(dir);
+    CHECK_THROWS_AS(bw::ModelCheckpoint({.filepath = ""}), bw::usage_error);
+}
+
+TEST_CASE("LearningRateScheduler and CsvLogger") {
+    model_t m{bw::seed{8}};
+    compile(m);
+    bw::LearningRateScheduler halve([](std::uint64_t epoch, float lr) { return epoch == 0 ? lr : lr / 2; });
+    const auto csv = temp_path("log.csv");
+    bw::CsvLogger log({.filename = csv});
+    const bw::History h = m.fit(two_blobs(32, 1).batch(16), {.epochs = 3, .validation = two_blobs(16, 2).batch(16), .verbose = 0},
+                                halve, log);
+    CHECK(h["learning_rate"] == std::vector<double>{0.01f, 0.005f, 0.0025f});
+    std::ifstream in(csv);
+    std::string header, line;
+    std::getline(in, header);
+    CHECK(header == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate");
+    int rows = 0;
+    while (std::getline(in, line)) ++rows;
+    CHECK(rows == 3);
+    std::filesystem::remove(csv);
+    bw::LearningRateScheduler broken([](std::uint64_t, float) { return -1.0f; });
+    CHECK_THROWS_AS(m.fit(two_blobs(8, 1).batch(8), {.verbose = 0}, broken), bw::usage_error);
+}
+
+TEST_CASE("ProgressBar: one line per epoch in a log, redrawn in place on a terminal") {
+    model_t m{bw::seed{9}};
+    compile(m);
+    std::ostringstream log_out;
+    bw::ProgressBar log_bar({.out = &log_out, .interactive = false});
+    m.fit(two_blobs(40, 1).batch(10), {.epochs = 2, .validation = two_blobs(10, 2).batch(10)}, log_bar);
+    const std::string s = log_out.str();
+    CHECK(s.find("Epoch 1/2\n4/4 [==============================] - ") != std::string::npos);
+    CHECK(s.find("/step - loss: ") != std::string::npos);
+    CHECK(s.find(" - val_accuracy: ") != std::string::npos);
+    CHECK(s.find('\r') == std::string::npos);
+    CHECK(s.find("learning_rate") == std::string::npos);
+
+    std::ostringstream tty_out;
+    bw::ProgressBar tty_bar({.out = &tty_out, .interactive = true, .min_interval_seconds = 0.0});
+    m.fit(two_blobs(40, 1).batch(10), {.epochs = 1}, tty_bar);
+    const std::string t = tty_out.str();
+    CHECK(t.find("\r1/4 [======>.......................] - ETA: ") != std::string::npos);
+    CHECK(t.find("\r4/4 [==============================]") != std::string::npos);
+}
