@@ -24,9 +24,7 @@ int main(int argc, char** argv) {
     model.summary();
 
     const auto load_start = std::chrono::steady_clock::now();
-    const auto arrays = bw::data::read_fashion_mnist();
-    const bw::data::Dataset train(arrays.train_images, arrays.train_labels);
-    const bw::data::Dataset test(arrays.test_images, arrays.test_labels);
+    const auto [train, test] = bw::data::fashion_mnist();  // Debian's dataset-fashion-mnist
     const double load_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
 

@@ -126,6 +126,18 @@ TEST_CASE("each batch may have its own size: schedules and concatenation drive f
     CHECK(dropped.samples[0] == 96);
 }
 
+TEST_CASE("fit stopping early shuts a prefetching dataset down cleanly") {
+    model_t m{bw::seed{3}};
+    compile(m);
+    const Dataset data = two_blobs(400, 4).shuffle(400, bw::seed{1}).batch(8).prefetch(4);
+    for (std::uint64_t epoch = 0; epoch < 3; ++epoch) {
+        stop_at stop(epoch, 2);
+        const bw::History h = m.fit(data, {.epochs = 3, .verbose = 0}, stop);
+        CHECK(h.stop_reason == "test stop");
+        CHECK(h.steps.back() == 2);
+    }
+}
+
 TEST_CASE("callbacks see every event in order, with batch sizes") {
     model_t m{bw::seed{3}};
     compile(m);

@@ -12,6 +12,7 @@
 
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/data/dataset.hpp"
 #include "batchwise/data/idx.hpp"
 
 namespace batchwise::data {
@@ -112,6 +113,19 @@ inline fashion_mnist_arrays read_fashion_mnist(
     fashion_mnist_detail::read_split(dir, "train", result.train_images, result.train_labels);
     fashion_mnist_detail::read_split(dir, "t10k", result.test_images, result.test_labels);
     return result;
+}
+
+/// The train and test splits as datasets of (28, 28) images in [0, 1] and class indices:
+/// `auto [train, test] = bw::data::fashion_mnist();`
+struct fashion_mnist_datasets {
+    Dataset train;
+    Dataset test;
+};
+
+inline fashion_mnist_datasets fashion_mnist(
+    const std::filesystem::path& dir = "/usr/share/datasets/fashion-mnist") {
+    const fashion_mnist_arrays a = read_fashion_mnist(dir);
+    return {Dataset(a.train_images, a.train_labels), Dataset(a.test_images, a.test_labels)};
 }
 
 }  // namespace batchwise::data
