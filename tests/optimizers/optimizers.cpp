@@ -34,9 +34,11 @@ void check_against_reference(const Opt& opt, std::size_t steps,
     for (auto& s : slots) slot_ptrs.push_back(s.data());
     for (std::size_t t = 1; t <= steps; ++t) {
         vec g_ref{};
-        for (std::size_t i = 0; i < n; ++i) g[i] = static_cast<float>(g_ref[i] = grad_at(t, i));
+        // Gradients arrive as sums; grad_scale turns them into the mean: pass twice the gradient
+        // with a scale of one half.
+        for (std::size_t i = 0; i < n; ++i) g[i] = 2.0f * static_cast<float>(g_ref[i] = grad_at(t, i));
         opt.template apply<bw::cpu_blas>(bw::variable_ref{"w", w.data(), g.data(), n, 0},
-                                         slot_ptrs.data(), t, opt.learning_rate());
+                                         slot_ptrs.data(), t, opt.learning_rate(), 0.5f);
         reference(w_ref, t, g_ref);
     }
     for (std::size_t i = 0; i < n; ++i) {

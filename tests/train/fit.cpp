@@ -235,18 +235,30 @@ TEST_CASE("fit refuses a dataset that does not fit the model, before training") 
     CHECK(m.iterations() == 0);
 }
 
-TEST_CASE("static batch: a ragged epoch is refused up front; drop_remainder trains and reports") {
-    bw::Model<net, bw::static_batch<16>> fixed{bw::seed{1}};
-    compile(fixed);
-    CHECK_THROWS_WITH_AS(fixed.fit(two_blobs(40, 1).batch(16), {.verbose = 0}),
-                         doctest::Contains("drop_remainder = true"), bw::shape_error);
-    CHECK(fixed.iterations() == 0);
-    const bw::History h = fixed.fit(two_blobs(40, 1).batch(16, true), {.epochs = 2, .verbose = 0});
-    CHECK(h.dropped_samples == std::vector<std::size_t>{8, 8});
-    CHECK(fixed.iterations() == 4);
+TEST_CASE("static batch: a ragged tail is padded and masked, or dropped and reported") {
+    const Dataset data = two_blobs(40, 1).batch(16);  // 16, 16, 8
+    bw::Model<net, bw::static_batch<16>> padded{bw::seed{1}};
+    compile(padded);
+    const bw::History h = padded.fit(data, {.epochs = 2, .verbose = 0});
+    CHECK(h.samples == std::vector<std::size_t>{40, 40});
+    CHECK(h.dropped_samples == std::vector<std::size_t>{0, 0});
+    CHECK(padded.iterations() == 6);
+
+    bw::Model<net, bw::static_batch<16, bw::ragged_tail::drop>> dropping{bw::seed{1}};
+    compile(dropping);
+    const bw::History d = dropping.fit(data, {.epochs = 2, .verbose = 0});
+    CHECK(d.dropped_samples == std::vector<std::size_t>{8, 8});
+    CHECK(d.samples == std::vector<std::size_t>{32, 32});
+    CHECK(dropping.iterations() == 4);
+
+    // Batches larger than the static batch run as micro-batches of 16 in one optimizer step.
+    bw::Model<net, bw::static_batch<16>> big{bw::seed{1}};
+    compile(big);
+    const bw::History b = big.fit(two_blobs(64, 1).batch(32), {.epochs = 1, .verbose = 0});
+    CHECK(b.optimizer_steps == std::vector<std::size_t>{2});
     // Inference takes batches of any size, in chunks of 16.
-    CHECK(fixed.predict(two_blobs(40, 1).batch(40)).shape()[0] == 40);
-    CHECK(fixed.evaluate(two_blobs(40, 1).batch(33)).samples == 40);
+    CHECK(padded.predict(two_blobs(40, 1).batch(40)).shape()[0] == 40);
+    CHECK(padded.evaluate(two_blobs(40, 1).batch(33)).samples == 40);
 }
 
 TEST_CASE("resume from a checkpoint after epoch k is bit-identical to an uninterrupted run") {

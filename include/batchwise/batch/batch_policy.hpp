@@ -12,12 +12,23 @@ namespace batchwise {
 
 inline constexpr std::size_t dynamic_extent = std::numeric_limits<std::size_t>::max();
 
-/// Every step has exactly N samples; buffers are sized once, at construction.
-template <std::size_t N>
+/// What a static batch does with a last batch of fewer than N samples.
+enum class ragged_tail {
+    /// Run it as a full batch whose missing rows are zero padding, masked out of losses,
+    /// gradients, metrics and batch-norm statistics: the result equals a dynamic batch's.
+    pad_and_mask,
+    /// Leave it out; fit reports the samples left out in History::dropped_samples.
+    drop,
+};
+
+/// Every micro-batch has exactly N rows; buffers are sized once, at construction. Larger
+/// batches are split into micro-batches of N; a smaller one follows Tail.
+template <std::size_t N, ragged_tail Tail = ragged_tail::pad_and_mask>
 struct static_batch {
     static_assert(N > 0, "static_batch<N> needs N > 0.");
     static constexpr std::size_t extent = N;
     static constexpr bool is_static = true;
+    static constexpr ragged_tail tail = Tail;
     static std::string str() { return std::to_string(N); }
 };
 
@@ -25,6 +36,7 @@ struct static_batch {
 struct dynamic_batch {
     static constexpr std::size_t extent = dynamic_extent;
     static constexpr bool is_static = false;
+    static constexpr ragged_tail tail = ragged_tail::pad_and_mask;
     static std::string str() { return "None"; }
 };
 

@@ -73,12 +73,15 @@ struct elementwise_activation {
         static constexpr std::size_t out_features = In::size;
         static constexpr std::size_t trainable_count = 0;
         static constexpr std::size_t non_trainable_count = 0;
-        static constexpr std::size_t activation_floats_per_sample = 2 * In::size;
+        static constexpr std::size_t state_floats = 0;
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
+            return rows * In::size * (need_dx ? 2 : 1);
+        }
 
         void initialize(std::uint64_t, std::uint32_t) {}
-        void reserve(std::size_t rows) {
+        void reserve(std::size_t rows, bool need_dx) {
             Exec::reserve(out_, rows * In::size);
-            Exec::reserve(dx_, rows * In::size);
+            if (need_dx) Exec::reserve(dx_, rows * In::size);
         }
         const_matrix_view forward(const_matrix_view x, const pass_context&) {
             const matrix_view y{Exec::data(out_), x.rows, x.cols};

@@ -1,5 +1,7 @@
 // Batch normalisation over the samples of a batch, per feature (Keras's BatchNormalization):
-// batch statistics in training, moving averages in inference.
+// batch statistics in training, moving averages in inference. Training statistics are taken per
+// virtual batch ("ghost" batch norm); the moving averages are updated once per optimizer step
+// from the statistics of the whole effective batch, however many micro-batches made it.
 #pragma once
 
 #include <cmath>
@@ -13,36 +15,90 @@ namespace batchwise {
 
 namespace detail {
 
-/// Per feature j: batch mean and biased variance (two passes for accuracy), then the moving
-/// averages. Biased variance is what Keras feeds its moving variance as well.
-struct batch_norm_statistics {
-    const float* x;
-    std::size_t rows;
-    std::size_t cols;
-    float* mean;
-    float* inv_std;
-    float* moving_mean;
-    float* moving_var;
-    float momentum;
-    float epsilon;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        float m = 0.0f;
-        for (std::size_t i = 0; i < rows; ++i) m += x[i * cols + j];
-        m /= static_cast<float>(rows);
-        float v = 0.0f;
-        for (std::size_t i = 0; i < rows; ++i) {
-            const float d = x[i * cols + j] - m;
-            v += d * d;
-        }
-        v /= static_cast<float>(rows);
-        mean[j] = m;
-        inv_std[j] = 1.0f / std::sqrt(v + epsilon);
-        moving_mean[j] = momentum * moving_mean[j] + (1.0f - momentum) * m;
-        moving_var[j] = momentum * moving_var[j] + (1.0f - momentum) * v;
+/// Rows [begin, end) of virtual batch c, and how many of them are real (not padding).
+struct virtual_batch {
+    std::size_t begin, end, count;
+    BATCHWISE_HOST_DEVICE static virtual_batch of(std::size_t c, std::size_t size, std::size_t rows,
+                                                  std::size_t valid) {
+        const std::size_t b = size == 0 ? 0 : c * size;
+        const std::size_t e = size == 0 ? rows : (b + size < rows ? b + size : rows);
+        const std::size_t v = valid < e ? valid : e;
+        return {b, e, v > b ? v - b : 0};
     }
 };
 
-/// Training: xhat = (x - mean) * inv_std is kept for backward; y = gamma * xhat + beta.
+/// Per (virtual batch c, feature j): mean and biased variance over the real rows of the
+/// virtual batch (two passes, for accuracy), and 1 / sqrt(var + eps).
+struct batch_norm_chunk_statistics {
+    const float* x;
+    std::size_t rows, valid, cols, virtual_size;
+    float* mean;
+    float* var;
+    float* inv_std;
+    float epsilon;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const std::size_t c = i / cols, j = i % cols;
+        const virtual_batch vb = virtual_batch::of(c, virtual_size, rows, valid);
+        float m = 0.0f, v = 0.0f;
+        if (vb.count > 0) {
+            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) m += x[r * cols + j];
+            m /= static_cast<float>(vb.count);
+            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) {
+                const float d = x[r * cols + j] - m;
+                v += d * d;
+            }
+            v /= static_cast<float>(vb.count);
+        }
+        mean[i] = m;
+        var[i] = v;
+        inv_std[i] = 1.0f / std::sqrt(v + epsilon);
+    }
+};
+
+/// Per feature: merges every virtual batch's (count, mean, M2) into the optimizer step's running
+/// statistics (Chan et al.'s pairwise update), so the moving averages can later be updated from
+/// the whole effective batch.
+struct batch_norm_merge_step {
+    const float* mean;
+    const float* var;
+    float* step_mean;
+    float* step_m2;
+    std::size_t chunks, rows, valid, cols, virtual_size;
+    std::size_t already;  // samples merged earlier in this optimizer step
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        double n = static_cast<double>(already);
+        double mu = n > 0 ? step_mean[j] : 0.0;
+        double m2 = n > 0 ? step_m2[j] : 0.0;
+        for (std::size_t c = 0; c < chunks; ++c) {
+            const auto nb = static_cast<double>(virtual_batch::of(c, virtual_size, rows, valid).count);
+            if (nb == 0) continue;
+            const double mb = mean[c * cols + j];
+            const double total = n + nb;
+            const double delta = mb - mu;
+            mu += delta * nb / total;
+            m2 += static_cast<double>(var[c * cols + j]) * nb + delta * delta * n * nb / total;
+            n = total;
+        }
+        step_mean[j] = static_cast<float>(mu);
+        step_m2[j] = static_cast<float>(m2);
+    }
+};
+
+/// moving = momentum * moving + (1 - momentum) * statistic of the effective batch.
+struct batch_norm_update_moving {
+    const float* step_mean;
+    const float* step_m2;
+    float* moving_mean;
+    float* moving_var;
+    float momentum;
+    float inv_count;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        moving_mean[j] = momentum * moving_mean[j] + (1.0f - momentum) * step_mean[j];
+        moving_var[j] = momentum * moving_var[j] + (1.0f - momentum) * step_m2[j] * inv_count;
+    }
+};
+
+/// Training: xhat = (x - mean) * inv_std of the row's virtual batch, kept for backward.
 struct batch_norm_normalize_train {
     const float* x;
     const float* mean;
@@ -51,10 +107,11 @@ struct batch_norm_normalize_train {
     const float* beta;
     float* xhat;
     float* y;
-    std::size_t cols;
+    std::size_t cols, virtual_size;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const std::size_t j = i % cols;
-        xhat[i] = (x[i] - mean[j]) * inv_std[j];
+        const std::size_t c = virtual_size == 0 ? 0 : (i / cols) / virtual_size;
+        xhat[i] = (x[i] - mean[c * cols + j]) * inv_std[c * cols + j];
         y[i] = gamma[j] * xhat[i] + beta[j];
     }
 };
@@ -74,32 +131,38 @@ struct batch_norm_normalize_inference {
     }
 };
 
-/// Per feature j: dbeta = sum dy, dgamma = sum dy * xhat (added to the gradients when
-/// accumulating), and the batch's own sums for dx, kept apart from the accumulated gradient.
+/// Per feature: each virtual batch's sum(dy) and sum(dy * xhat) over its real rows (kept for
+/// dx), and their totals added to (or, at the first micro-batch, written to) the gradients.
 struct batch_norm_parameter_grads {
     const float* dy;
     const float* xhat;
-    std::size_t rows;
-    std::size_t cols;
+    std::size_t chunks, rows, valid, cols, virtual_size;
     float* sum_dy;
     float* sum_dy_xhat;
     float* gamma_grad;
     float* beta_grad;
     bool accumulate;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        float s = 0.0f, sx = 0.0f;
-        for (std::size_t i = 0; i < rows; ++i) {
-            s += dy[i * cols + j];
-            sx += dy[i * cols + j] * xhat[i * cols + j];
+        float total = 0.0f, total_x = 0.0f;
+        for (std::size_t c = 0; c < chunks; ++c) {
+            const virtual_batch vb = virtual_batch::of(c, virtual_size, rows, valid);
+            float s = 0.0f, sx = 0.0f;
+            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) {
+                s += dy[r * cols + j];
+                sx += dy[r * cols + j] * xhat[r * cols + j];
+            }
+            sum_dy[c * cols + j] = s;
+            sum_dy_xhat[c * cols + j] = sx;
+            total += s;
+            total_x += sx;
         }
-        sum_dy[j] = s;
-        sum_dy_xhat[j] = sx;
-        beta_grad[j] = accumulate ? beta_grad[j] + s : s;
-        gamma_grad[j] = accumulate ? gamma_grad[j] + sx : sx;
+        beta_grad[j] = accumulate ? beta_grad[j] + total : total;
+        gamma_grad[j] = accumulate ? gamma_grad[j] + total_x : total_x;
     }
 };
 
-/// dx = gamma * inv_std / n * (n * dy - sum dy - xhat * sum(dy * xhat)).
+/// dx = gamma * inv_std / n * (n * dy - sum dy - xhat * sum(dy * xhat)), per virtual batch of n
+/// real rows; padding rows get a zero gradient.
 struct batch_norm_input_grad {
     const float* dy;
     const float* xhat;
@@ -108,24 +171,34 @@ struct batch_norm_input_grad {
     const float* sum_dy;
     const float* sum_dy_xhat;
     float* dx;
-    std::size_t cols;
-    float n;
+    std::size_t rows, valid, cols, virtual_size;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t j = i % cols;
-        dx[i] = gamma[j] * inv_std[j] / n * (n * dy[i] - sum_dy[j] - xhat[i] * sum_dy_xhat[j]);
+        const std::size_t r = i / cols, j = i % cols;
+        if (r >= valid) {
+            dx[i] = 0.0f;
+            return;
+        }
+        const std::size_t c = virtual_size == 0 ? 0 : r / virtual_size;
+        const auto n = static_cast<float>(virtual_batch::of(c, virtual_size, rows, valid).count);
+        const std::size_t k = c * cols + j;
+        dx[i] = gamma[j] * inv_std[k] / n * (n * dy[i] - sum_dy[k] - xhat[i] * sum_dy_xhat[k]);
     }
 };
 
 }  // namespace detail
 
 /// Keras's defaults: momentum 0.99, epsilon 0.001. Normalises each feature of a flat input.
-template <float Momentum = 0.99f, float Epsilon = 0.001f>
+/// VirtualBatchSize 0 takes training statistics over each micro-batch; V > 0 over consecutive
+/// groups of V samples, so that statistics do not depend on how a step is split into
+/// micro-batches as long as the split points are multiples of V (docs/exactness.md).
+template <float Momentum = 0.99f, float Epsilon = 0.001f, std::size_t VirtualBatchSize = 0>
 struct BatchNormalization {
     static_assert(Momentum >= 0.0f && Momentum <= 1.0f, "BatchNorm momentum must be in [0, 1].");
     static_assert(Epsilon > 0.0f, "BatchNorm epsilon must be positive.");
     static constexpr std::string_view name = "BatchNormalization";
     static constexpr float momentum = Momentum;
     static constexpr float epsilon = Epsilon;
+    static constexpr std::size_t virtual_batch_size = VirtualBatchSize;
 
     template <class In>
     static constexpr bool accepts = In::rank == 1;
@@ -142,11 +215,22 @@ struct BatchNormalization {
         static constexpr std::size_t out_features = features;
         static constexpr std::size_t trainable_count = 2 * features;
         static constexpr std::size_t non_trainable_count = 2 * features;
-        static constexpr std::size_t activation_floats_per_sample = 3 * features;
+        /// Micro-batches split at multiples of this keep training statistics unchanged.
+        static constexpr std::size_t split_granularity = VirtualBatchSize == 0 ? 1 : VirtualBatchSize;
+        // gamma, beta, their gradients, moving mean and variance, the step's mean and M2.
+        static constexpr std::size_t state_floats = 8 * features;
+
+        static constexpr std::size_t chunks(std::size_t rows) {
+            return VirtualBatchSize == 0 ? 1 : (rows + VirtualBatchSize - 1) / VirtualBatchSize;
+        }
+        // out, xhat (and dx) per row; mean, var, inv_std, sum_dy, sum_dy_xhat per virtual batch.
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
+            return rows * features * (need_dx ? 3 : 2) + 5 * features * chunks(rows);
+        }
 
         impl() {
-            for (auto* v : {&gamma_, &beta_, &gamma_grad_, &beta_grad_, &moving_mean_,
-                            &moving_var_, &mean_, &inv_std_, &sum_dy_, &sum_dy_xhat_}) {
+            for (auto* v : {&gamma_, &beta_, &gamma_grad_, &beta_grad_, &moving_mean_, &moving_var_,
+                            &step_mean_, &step_m2_}) {
                 Exec::reserve(*v, features);
             }
         }
@@ -158,10 +242,26 @@ struct BatchNormalization {
             Exec::fill(Exec::data(moving_var_), features, 1.0f);
         }
 
-        void reserve(std::size_t rows) {
+        void reserve(std::size_t rows, bool need_dx) {
             Exec::reserve(out_, rows * features);
             Exec::reserve(xhat_, rows * features);
-            Exec::reserve(dx_, rows * features);
+            if (need_dx) Exec::reserve(dx_, rows * features);
+            for (auto* v : {&mean_, &var_, &inv_std_, &sum_dy_, &sum_dy_xhat_}) {
+                Exec::reserve(*v, chunks(rows) * features);
+            }
+        }
+
+        /// A new optimizer step starts: forget the statistics gathered for the last one.
+        void begin_step() { step_samples_ = 0; }
+
+        /// The optimizer step is done: fold the effective batch's statistics into the averages.
+        void end_step() {
+            if (step_samples_ == 0) return;
+            Exec::for_each(features, detail::batch_norm_update_moving{
+                                         Exec::data(step_mean_), Exec::data(step_m2_),
+                                         Exec::data(moving_mean_), Exec::data(moving_var_), Momentum,
+                                         1.0f / static_cast<float>(step_samples_)});
+            step_samples_ = 0;
         }
 
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
@@ -173,31 +273,40 @@ struct BatchNormalization {
                                              Exec::data(beta_), y.data, features, Epsilon});
                 return y;
             }
-            Exec::for_each(features, detail::batch_norm_statistics{
-                                         x.data, x.rows, features, Exec::data(mean_),
-                                         Exec::data(inv_std_), Exec::data(moving_mean_),
-                                         Exec::data(moving_var_), Momentum, Epsilon});
+            rows_ = x.rows;
+            valid_ = ctx.valid_rows < x.rows ? ctx.valid_rows : x.rows;
+            const std::size_t c = chunks(rows_);
+            Exec::for_each(c * features, detail::batch_norm_chunk_statistics{
+                                             x.data, rows_, valid_, features, VirtualBatchSize,
+                                             Exec::data(mean_), Exec::data(var_),
+                                             Exec::data(inv_std_), Epsilon});
+            Exec::for_each(features, detail::batch_norm_merge_step{
+                                         Exec::data(mean_), Exec::data(var_), Exec::data(step_mean_),
+                                         Exec::data(step_m2_), c, rows_, valid_, features,
+                                         VirtualBatchSize, step_samples_});
+            step_samples_ += valid_;
             Exec::for_each(x.size(), detail::batch_norm_normalize_train{
                                          x.data, Exec::data(mean_), Exec::data(inv_std_),
                                          Exec::data(gamma_), Exec::data(beta_), Exec::data(xhat_),
-                                         y.data, features});
+                                         y.data, features, VirtualBatchSize});
             return y;
         }
 
         const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy,
                                    bool need_dx, bool accumulate) {
+            const std::size_t c = chunks(rows_);
             Exec::for_each(features, detail::batch_norm_parameter_grads{
-                                         dy.data, Exec::data(xhat_), dy.rows, features,
-                                         Exec::data(sum_dy_), Exec::data(sum_dy_xhat_),
-                                         Exec::data(gamma_grad_), Exec::data(beta_grad_),
-                                         accumulate});
+                                         dy.data, Exec::data(xhat_), c, rows_, valid_, features,
+                                         VirtualBatchSize, Exec::data(sum_dy_),
+                                         Exec::data(sum_dy_xhat_), Exec::data(gamma_grad_),
+                                         Exec::data(beta_grad_), accumulate});
             if (!need_dx) return {};
             const matrix_view dx{Exec::data(dx_), dy.rows, features};
             Exec::for_each(dy.size(), detail::batch_norm_input_grad{
                                           dy.data, Exec::data(xhat_), Exec::data(gamma_),
                                           Exec::data(inv_std_), Exec::data(sum_dy_),
-                                          Exec::data(sum_dy_xhat_), dx.data, features,
-                                          static_cast<float>(dy.rows)});
+                                          Exec::data(sum_dy_xhat_), dx.data, rows_, valid_,
+                                          features, VirtualBatchSize});
             return dx;
         }
 
@@ -211,7 +320,8 @@ struct BatchNormalization {
 
     private:
         typename Exec::vector gamma_, beta_, gamma_grad_, beta_grad_, moving_mean_, moving_var_,
-            mean_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
+            step_mean_, step_m2_, mean_, var_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
+        std::size_t rows_ = 0, valid_ = 0, step_samples_ = 0;
     };
 };
 

@@ -61,7 +61,10 @@ struct Dense {
         static constexpr std::size_t out_features = Units;
         static constexpr std::size_t trainable_count = in_features * Units + (use_bias ? Units : 0);
         static constexpr std::size_t non_trainable_count = 0;
-        static constexpr std::size_t activation_floats_per_sample = 2 * Units + in_features;
+        static constexpr std::size_t state_floats = 2 * trainable_count;
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
+            return rows * Units + (need_dx ? rows * in_features : 0);
+        }
 
         impl() {
             Exec::reserve(kernel_, in_features * Units);
@@ -78,9 +81,9 @@ struct Dense {
             if constexpr (use_bias) Exec::fill(Exec::data(bias_), Units, 0.0f);
         }
 
-        void reserve(std::size_t rows) {
+        void reserve(std::size_t rows, bool need_dx) {
             Exec::reserve(out_, rows * Units);
-            Exec::reserve(dx_, rows * in_features);
+            if (need_dx) Exec::reserve(dx_, rows * in_features);
         }
 
         const_matrix_view forward(const_matrix_view x, const pass_context&) {

@@ -64,13 +64,16 @@ struct Dropout {
         static constexpr std::size_t out_features = In::size;
         static constexpr std::size_t trainable_count = 0;
         static constexpr std::size_t non_trainable_count = 0;
-        static constexpr std::size_t activation_floats_per_sample = 3 * In::size;
+        static constexpr std::size_t state_floats = 0;
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
+            return rows * In::size * (need_dx ? 3 : 2);
+        }
 
         void initialize(std::uint64_t, std::uint32_t) {}
-        void reserve(std::size_t rows) {
+        void reserve(std::size_t rows, bool need_dx) {
             Exec::reserve(out_, rows * In::size);
             Exec::reserve(mask_, rows * In::size);
-            Exec::reserve(dx_, rows * In::size);
+            if (need_dx) Exec::reserve(dx_, rows * In::size);
         }
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
             if (!ctx.training || Rate == 0.0f) return x;

@@ -20,6 +20,9 @@ struct pass_context {
     std::uint64_t epoch = 0;
     std::uint64_t first_sample = 0;
     std::uint32_t layer_index = 0;
+    /// Rows at and after this index are padding (a static batch's ragged tail): their values
+    /// are computed but must not enter any statistic. Every row is valid by default.
+    std::size_t valid_rows = static_cast<std::size_t>(-1);
 };
 
 /// One variable of a layer: a trainable parameter (with its gradient) or a non-trainable state
@@ -48,9 +51,10 @@ concept LayerImpl = requires(T& layer, const_matrix_view x, const pass_context& 
     { T::out_features } -> std::convertible_to<std::size_t>;
     { T::trainable_count } -> std::convertible_to<std::size_t>;
     { T::non_trainable_count } -> std::convertible_to<std::size_t>;
-    { T::activation_floats_per_sample } -> std::convertible_to<std::size_t>;
+    { T::state_floats } -> std::convertible_to<std::size_t>;
+    { T::buffer_floats(rows, true) } -> std::convertible_to<std::size_t>;
     layer.initialize(s, index);
-    layer.reserve(rows);
+    layer.reserve(rows, true);
     { layer.forward(x, ctx) } -> std::same_as<const_matrix_view>;
     { layer.backward(x, x, x, true, false) } -> std::same_as<const_matrix_view>;
     layer.for_each_variable(detail::variable_probe{});

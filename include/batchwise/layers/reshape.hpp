@@ -30,10 +30,11 @@ public:
     static constexpr std::size_t out_features = In::size;
     static constexpr std::size_t trainable_count = 0;
     static constexpr std::size_t non_trainable_count = 0;
-    static constexpr std::size_t activation_floats_per_sample = 0;
+    static constexpr std::size_t state_floats = 0;
+    static constexpr std::size_t buffer_floats(std::size_t, bool) { return 0; }
 
     void initialize(std::uint64_t, std::uint32_t) {}
-    void reserve(std::size_t) {}
+    void reserve(std::size_t, bool) {}
     const_matrix_view forward(const_matrix_view x, const pass_context&) { return x; }
     const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy,
                                bool need_dx, bool) {

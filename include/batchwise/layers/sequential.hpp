@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <numeric>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -110,6 +111,15 @@ struct Sequential {
     /// The network bound to an execution policy: one implementation object per layer.
     template <ExecutionPolicy Exec>
     class network {
+        template <class Impl>
+        static constexpr std::size_t granularity_of() {
+            if constexpr (requires { Impl::split_granularity; }) {
+                return Impl::split_granularity;
+            } else {
+                return 1;
+            }
+        }
+
         template <std::size_t... I>
         static auto make_tuple_type(std::index_sequence<I...>)
             -> std::tuple<typename Layers::template impl<layer_input_shape<I>, Exec>...>;
@@ -146,9 +156,24 @@ struct Sequential {
             std::index_sequence<I...>) {
             return (layer_impl<I>::non_trainable_count + ... + 0);
         }(std::index_sequence_for<Layers...>{});
-        static constexpr std::size_t activation_floats_per_sample = []<std::size_t... I>(
-            std::index_sequence<I...>) {
-            return (layer_impl<I>::activation_floats_per_sample + ... + 0);
+        /// Floats every layer holds whatever the batch size (parameters, gradients, state).
+        static constexpr std::size_t state_floats = []<std::size_t... I>(std::index_sequence<I...>) {
+            return (layer_impl<I>::state_floats + ... + 0);
+        }(std::index_sequence_for<Layers...>{});
+
+        /// Floats of the per-batch buffers reserve(rows) allocates, exactly.
+        static constexpr std::size_t buffer_floats(std::size_t rows) {
+            return [&]<std::size_t... I>(std::index_sequence<I...>) {
+                return (layer_impl<I>::buffer_floats(rows, needs_input_grad[I]) + ... + 0);
+            }(std::index_sequence_for<Layers...>{});
+        }
+
+        /// Micro-batch sizes that are multiples of this leave every layer's training statistics
+        /// unchanged (1 unless a batch norm uses virtual batches).
+        static constexpr std::size_t split_granularity = []<std::size_t... I>(std::index_sequence<I...>) {
+            std::size_t g = 1;
+            ((g = std::lcm(g, granularity_of<layer_impl<I>>())), ...);
+            return g;
         }(std::index_sequence_for<Layers...>{});
 
         void initialize(std::uint64_t s) {
@@ -158,7 +183,20 @@ struct Sequential {
         }
 
         void reserve(std::size_t rows) {
-            for_each_layer([&]<std::size_t>(auto& layer) { layer.reserve(rows); });
+            for_each_layer([&]<std::size_t I>(auto& layer) { layer.reserve(rows, needs_input_grad[I]); });
+        }
+
+        /// An optimizer step begins / has been applied: layers that gather statistics over the
+        /// whole step (batch norm's moving averages) reset or apply them.
+        void begin_step() {
+            for_each_layer([&]<std::size_t>(auto& layer) {
+                if constexpr (requires { layer.begin_step(); }) layer.begin_step();
+            });
+        }
+        void end_step() {
+            for_each_layer([&]<std::size_t>(auto& layer) {
+                if constexpr (requires { layer.end_step(); }) layer.end_step();
+            });
         }
 
         /// Runs every layer; remembers each layer's input and output for backward.

@@ -39,9 +39,9 @@ struct adam_update {
     float* m;
     float* v;
     float* v_max;  // null unless amsgrad
-    float alpha, lr, beta_1, beta_2, epsilon, decay;
+    float alpha, lr, beta_1, beta_2, epsilon, decay, scale;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const float gi = g[i];
+        const float gi = g[i] * scale;
         const float wi = w[i] - lr * decay * w[i];
         m[i] += (gi - m[i]) * (1.0f - beta_1);
         v[i] += (gi * gi - v[i]) * (1.0f - beta_2);
@@ -56,14 +56,14 @@ struct adam_update {
 
 template <class Exec, class Options>
 void adam_apply(const Options& o, const variable_ref& v, float* const* slots,
-                std::uint64_t step, float lr) {
+                std::uint64_t step, float lr, float grad_scale) {
     const double t = static_cast<double>(step);
     const double alpha = lr * std::sqrt(1.0 - std::pow(double{o.beta_2}, t)) /
                          (1.0 - std::pow(double{o.beta_1}, t));
     Exec::for_each(v.size(), adam_update{v.value, v.grad, slots[0], slots[1],
                                          o.amsgrad ? slots[2] : nullptr,
                                          static_cast<float>(alpha), lr, o.beta_1, o.beta_2,
-                                         o.epsilon, o.weight_decay});
+                                         o.epsilon, o.weight_decay, grad_scale});
 }
 }  // namespace detail
 
@@ -75,8 +75,9 @@ struct Adam {
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr) const {
-        detail::adam_apply<Exec>(options, v, slots, step, lr);
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+               float grad_scale) const {
+        detail::adam_apply<Exec>(options, v, slots, step, lr, grad_scale);
     }
 };
 
@@ -88,8 +89,9 @@ struct AdamW {
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr) const {
-        detail::adam_apply<Exec>(options, v, slots, step, lr);
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+               float grad_scale) const {
+        detail::adam_apply<Exec>(options, v, slots, step, lr, grad_scale);
     }
 };
 

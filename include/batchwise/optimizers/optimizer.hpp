@@ -13,9 +13,11 @@
 
 namespace batchwise {
 
-/// `apply<Exec>(variable, slots, step, learning_rate)` updates one trainable variable in place
-/// from its gradient. `step` counts optimizer steps from 1. `slot_count()` state vectors of
-/// the variable's size are given, zero-initialised before the first step.
+/// `apply<Exec>(variable, slots, step, learning_rate, grad_scale)` updates one trainable variable
+/// in place from grad_scale * its gradient: gradients arrive as sums over the samples of the
+/// effective batch, and grad_scale = 1 / samples turns them into the mean without a pass of its
+/// own. `step` counts optimizer steps from 1. `slot_count()` state vectors of the variable's
+/// size are given, zero-initialised before the first step.
 template <class O, class Exec>
 concept OptimizerFor = ExecutionPolicy<Exec> && requires(const O& opt, const variable_ref& v,
                                                          float* const* slots, std::uint64_t t,
@@ -23,7 +25,7 @@ concept OptimizerFor = ExecutionPolicy<Exec> && requires(const O& opt, const var
     { O::name } -> std::convertible_to<std::string_view>;
     { opt.slot_count() } -> std::convertible_to<std::size_t>;
     { opt.learning_rate() } -> std::convertible_to<float>;
-    opt.template apply<Exec>(v, slots, t, lr);
+    opt.template apply<Exec>(v, slots, t, lr, lr);
 };
 
 }  // namespace batchwise

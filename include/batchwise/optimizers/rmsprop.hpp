@@ -27,9 +27,9 @@ struct rmsprop_update {
     float* velocity;
     float* average_grad;  // null unless centered
     float* momentum_buf;  // null without momentum
-    float lr, rho, momentum, epsilon, decay;
+    float lr, rho, momentum, epsilon, decay, scale;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const float gi = g[i];
+        const float gi = g[i] * scale;
         const float wi = w[i] - lr * decay * w[i];
         velocity[i] = rho * velocity[i] + (1.0f - rho) * gi * gi;
         float denominator = velocity[i];
@@ -58,14 +58,15 @@ struct RMSprop {
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr) const {
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,
+               float grad_scale) const {
         std::size_t next = 1;
         float* average = options.centered ? slots[next++] : nullptr;
         float* momentum = options.momentum != 0.0f ? slots[next++] : nullptr;
         Exec::for_each(v.size(), detail::rmsprop_update{v.value, v.grad, slots[0], average,
                                                         momentum, lr, options.rho,
                                                         options.momentum, options.epsilon,
-                                                        options.weight_decay});
+                                                        options.weight_decay, grad_scale});
     }
 };
 

@@ -23,17 +23,18 @@ struct sgd_update {
     float* w;
     const float* g;
     float* velocity;  // null without momentum
-    float lr, momentum, decay;
+    float lr, momentum, decay, scale;
     bool nesterov;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const float gi = g[i] * scale;
         float wi = w[i] - lr * decay * w[i];
         if (velocity == nullptr) {
-            w[i] = wi - lr * g[i];
+            w[i] = wi - lr * gi;
             return;
         }
-        const float m = momentum * velocity[i] - lr * g[i];
+        const float m = momentum * velocity[i] - lr * gi;
         velocity[i] = m;
-        w[i] = nesterov ? wi + momentum * m - lr * g[i] : wi + m;
+        w[i] = nesterov ? wi + momentum * m - lr * gi : wi + m;
     }
 };
 }  // namespace detail
@@ -46,11 +47,12 @@ struct SGD {
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr) const {
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,
+               float grad_scale) const {
         Exec::for_each(v.size(), detail::sgd_update{v.value, v.grad,
                                                     slot_count() ? slots[0] : nullptr, lr,
                                                     options.momentum, options.weight_decay,
-                                                    options.nesterov});
+                                                    grad_scale, options.nesterov});
     }
 };
 

@@ -37,6 +37,9 @@ public:
     /// Weights, optimizer state and training position: fit() resumes from it exactly.
     virtual void save_checkpoint(const std::filesystem::path& path) const = 0;
     [[nodiscard]] virtual std::uint64_t epochs() const = 0;
+    /// True between optimizer steps; inside an accumulation window a checkpoint would lose the
+    /// gradients gathered so far, so checkpoints wait for the boundary.
+    [[nodiscard]] virtual bool at_step_boundary() const = 0;
 
     /// Asks fit() to stop after the current batch; the first reason given is kept.
     void stop_training(std::string reason) {
@@ -66,6 +69,8 @@ public:
     /// A step's loss was not finite; its update was not applied. Return true when the callback
     /// has handled it (fit then stops and returns); if none does, fit rethrows the error.
     virtual bool on_non_finite_loss(training_context&, const numeric_error&) { return false; }
+    /// A step did not fit in memory and continues as smaller micro-batches.
+    virtual void on_micro_batch_split(training_context&, const micro_batch_split&) {}
     /// A ProgressBar among the callbacks replaces the default one.
     [[nodiscard]] virtual bool is_progress_bar() const { return false; }
 };
@@ -189,7 +194,12 @@ public:
 
     void on_epoch_begin(training_context&, std::uint64_t epoch, std::size_t) override { epoch_ = epoch; }
     void on_batch_end(training_context& ctx, std::uint64_t step, const logs&, const logs&) override {
-        if (o_.save_freq != 0 && (step + 1) % o_.save_freq == 0) save(ctx);
+        if (o_.save_freq != 0 && (step + 1) % o_.save_freq == 0) pending_ = true;
+        // Inside an accumulation window the save waits for the optimizer step.
+        if (pending_ && ctx.at_step_boundary()) {
+            pending_ = false;
+            save(ctx);
+        }
     }
     void on_epoch_end(training_context& ctx, std::uint64_t epoch, const epoch_logs& logs) override {
         if (o_.save_freq != 0) return;
@@ -222,6 +232,7 @@ private:
 
     options o_;
     std::uint64_t epoch_ = 0;
+    bool pending_ = false;
     std::optional<double> best_;
     std::vector<std::filesystem::path> saved_;
 };

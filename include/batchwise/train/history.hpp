@@ -15,6 +15,16 @@
 
 namespace batchwise {
 
+/// A step that did not fit in memory was redone as smaller micro-batches (same step, same
+/// samples, same result); the smaller size is kept for the steps that follow.
+struct micro_batch_split {
+    std::uint64_t epoch = 0;
+    std::uint64_t optimizer_step = 0;  // the step being computed (1-based, as iterations() will read)
+    std::size_t from = 0;              // the micro-batch size that did not fit
+    std::size_t to = 0;                // the size used from then on
+    std::string reason;
+};
+
 /// Named values at the end of an epoch: "loss", metrics, "val_" versions, "learning_rate".
 struct epoch_logs {
     std::vector<std::pair<std::string, double>> values;
@@ -58,6 +68,12 @@ struct History {
     /// Optimizer steps and samples trained in each epoch, and samples left out by
     /// drop_remainder (reported, never silent).
     std::vector<std::size_t> steps, samples, dropped_samples;
+    /// Optimizer steps of each epoch (fewer than batches under gradient accumulation).
+    std::vector<std::size_t> optimizer_steps;
+    /// The largest micro-batch the model ran at the end of each epoch (0: no limit was needed).
+    std::vector<std::size_t> micro_batch_limit;
+    /// Every out-of-memory split, in order.
+    std::vector<micro_batch_split> micro_batch_splits;
     /// Wall seconds of each epoch, validation included.
     std::vector<double> seconds;
     /// Empty when all epochs ran; otherwise who stopped training and why.

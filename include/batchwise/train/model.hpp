@@ -3,13 +3,17 @@
 // summary). Every buffer a step needs grows to the largest batch seen and is then reused.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <limits>
+#include <new>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +24,7 @@
 
 #include "batchwise/batch/accumulation.hpp"
 #include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/batch/memory.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/rng.hpp"
@@ -49,8 +54,8 @@ struct optimizer_base {
     [[nodiscard]] virtual std::string_view name() const = 0;
     [[nodiscard]] virtual std::size_t slot_count() const = 0;
     [[nodiscard]] virtual float learning_rate() const = 0;
-    virtual void apply(const variable_ref& v, float* const* slots, std::uint64_t step,
-                       float lr) const = 0;
+    virtual void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+                       float grad_scale) const = 0;
 };
 template <class O, class Exec>
 struct optimizer_holder final : optimizer_base<Exec> {
@@ -59,9 +64,9 @@ struct optimizer_holder final : optimizer_base<Exec> {
     [[nodiscard]] std::string_view name() const override { return O::name; }
     [[nodiscard]] std::size_t slot_count() const override { return opt.slot_count(); }
     [[nodiscard]] float learning_rate() const override { return opt.learning_rate(); }
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t step,
-               float lr) const override {
-        opt.template apply<Exec>(v, slots, step, lr);
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+               float grad_scale) const override {
+        opt.template apply<Exec>(v, slots, step, lr, grad_scale);
     }
 };
 
@@ -132,6 +137,42 @@ inline std::string with_thousands(std::size_t n) {
 
 }  // namespace detail
 
+namespace detail {
+
+/// Functors that add a micro-batch's gradient into a double or Kahan-compensated sum, and write
+/// the sum back as the float gradient the optimizer reads.
+struct accumulate_double {
+    const float* g;
+    double* sum;
+    bool first;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { sum[i] = first ? g[i] : sum[i] + g[i]; }
+};
+struct accumulate_kahan {
+    const float* g;
+    float* sum;
+    float* compensation;
+    bool first;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        if (first) {
+            sum[i] = g[i];
+            compensation[i] = 0.0f;
+            return;
+        }
+        const float y = g[i] - compensation[i];
+        const float t = sum[i] + y;
+        compensation[i] = (t - sum[i]) - y;
+        sum[i] = t;
+    }
+};
+template <class T>
+struct write_back_sum {
+    const T* sum;
+    float* g;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { g[i] = static_cast<float>(sum[i]); }
+};
+
+}  // namespace detail
+
 /// Options of Model::fit, named as Keras names them.
 struct fit_options {
     /// Train until this many epochs have been completed (counting from epoch 0).
@@ -153,9 +194,6 @@ class Model {
     static_assert(is_sequential_v<Net>,
                   "batchwise::Model<Net, ...>: Net must be a batchwise::Sequential<Input<...>, "
                   "layers...>.");
-    static_assert(Accum::micro_batches == 1,
-                  "batchwise::Model: this build trains with no_accumulation only; accumulation "
-                  "policies that span several micro-batches are not available yet.");
 
 public:
     using network_type = typename Net::template network<Exec>;
@@ -164,6 +202,7 @@ public:
     using batch_policy = Batch;
     using execution_policy = Exec;
     using accumulation_policy = Accum;
+    using accumulator_type = typename Accum::accumulator_type;
     static constexpr std::size_t in_features = input_shape::size;
     static constexpr std::size_t out_features = output_shape::size;
     /// A batch of inputs or outputs: xtensor_fixed for a static batch, xtensor for a dynamic one.
@@ -181,14 +220,34 @@ public:
         variable_ref ref;
     };
 
-    explicit Model(seed s = seed{}) : seed_(s.value), net_(std::make_unique<network_type>()) {
+    explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}
+
+    /// A model held to a memory budget: a step that would exceed it runs as smaller micro-batches.
+    Model(seed s, memory_budget budget)
+        : seed_(s.value), budget_(budget.bytes), net_(std::make_unique<network_type>()) {
         Exec::prepare();
         net_->initialize(seed_);
         name_layers();
         net_->for_each_variable([&](std::size_t layer, const variable_ref& v) {
             variables_.push_back({layer_names_[layer] + "/" + std::string(v.name), layer, v});
         });
-        if constexpr (Batch::is_static) reserve(Batch::extent);
+        allocate_accumulators();
+        if constexpr (Batch::is_static) {
+            const memory_estimate e = estimate_memory(Batch::extent, 0);
+            if (e.total_bytes() > budget_) {
+                throw out_of_memory("Model: static_batch<" + std::to_string(Batch::extent) + "> needs " +
+                                    std::to_string(e.total_bytes()) + " bytes but the memory budget is " +
+                                    std::to_string(budget_) +
+                                    "; a static batch is never split: choose a smaller N or dynamic_batch");
+            }
+            reserve(Batch::extent);
+            // Class indices of other types are converted here: sized now, so no step allocates.
+            host_y_.resize(Batch::extent * out_features);
+        } else if (estimate_memory(0, 0).total_bytes() > budget_) {
+            throw out_of_memory("Model: the parameters and their gradients alone need " +
+                                std::to_string(estimate_memory(0, 0).total_bytes()) +
+                                " bytes but the memory budget is " + std::to_string(budget_));
+        }
     }
 
     Model(const Model&) = delete;
@@ -197,7 +256,8 @@ public:
     Model& operator=(Model&&) noexcept = default;
     ~Model() = default;
 
-    /// Chooses the optimizer, the loss and the metrics, and resets the optimizer state.
+    /// Chooses the optimizer, the loss and the metrics, and resets the optimizer state and any
+    /// open accumulation window.
     template <class Optimizer, class Loss, class... Metrics>
     void compile(Optimizer optimizer, Loss loss, Metrics... metrics) {
         static_assert(OptimizerFor<Optimizer, Exec>,
@@ -217,28 +277,32 @@ public:
             throw shape_error("Model::compile: a sparse loss needs a flat output of class scores, "
                               "but the network outputs " + output_shape::str());
         }
+        const std::size_t slots = optimizer.slot_count();
+        if (slots > max_slots) throw usage_error("Model::compile: the optimizer keeps too many slots");
+        const memory_estimate e = estimate_memory(capacity_, slots);
+        if (e.total_bytes() > budget_) {
+            throw out_of_memory("Model::compile: with " + std::string(Optimizer::name) + "'s state the model needs " +
+                                std::to_string(e.total_bytes()) + " bytes but the memory budget is " +
+                                std::to_string(budget_));
+        }
         optimizer_ = std::make_unique<detail::optimizer_holder<Optimizer, Exec>>(std::move(optimizer));
         loss_ = std::make_unique<detail::loss_holder<Loss, Exec>>(std::move(loss));
         metrics_.clear();
         (metrics_.push_back(std::make_unique<detail::metric_holder<Metrics, Exec>>(metrics)), ...);
         learning_rate_ = optimizer_->learning_rate();
         iterations_ = 0;
-        const std::size_t slots = optimizer_->slot_count();
+        reset_window();
         slot_storage_.clear();
-        slot_pointers_.clear();
+        slot_pointers_.assign(variables_.size(), {});
         for (const auto& v : variables_) {
-            std::array<float*, max_slots> ptrs{};
-            if (v.ref.trainable()) {
-                if (slots > max_slots) throw usage_error("Model::compile: too many optimizer slots");
-                for (std::size_t k = 0; k < slots; ++k) {
-                    slot_storage_.emplace_back();
-                    Exec::reserve(slot_storage_.back(), v.ref.size());
-                    Exec::fill(Exec::data(slot_storage_.back()), v.ref.size(), 0.0f);
-                }
+            if (!v.ref.trainable()) continue;
+            for (std::size_t k = 0; k < slots; ++k) {
+                slot_storage_.emplace_back();
+                Exec::reserve(slot_storage_.back(), v.ref.size());
+                Exec::fill(Exec::data(slot_storage_.back()), v.ref.size(), 0.0f);
             }
-            slot_pointers_.push_back(ptrs);
         }
-        // Pointers are taken once storage has stopped moving.
+        // Pointers are taken once the storage has stopped moving.
         std::size_t next = 0;
         for (std::size_t i = 0; i < variables_.size(); ++i) {
             if (!variables_[i].ref.trainable()) continue;
@@ -246,16 +310,39 @@ public:
         }
     }
 
-    /// One optimizer step on one batch (x: (n, input dims...), y: targets). Returns the loss and
-    /// metrics of the batch as it was before the update.
+    /// Trains on one micro-batch (x: (n, input dims...), y: targets). The optimizer steps when
+    /// the accumulation window is complete (at once with no_accumulation). Returns the loss and
+    /// metrics of this micro-batch, computed before any update it triggers.
     template <class X, class Y>
     logs train_on_batch(const X& x, const Y& y) {
-        return train_step(stage_batch(x, y, "train_on_batch"), "train_on_batch");
+        const std::size_t rows = prepare_host_batch(x, y, "train_on_batch");
+        return feed(host_x_ptr_, host_y_ptr_, nullptr, rows, "train_on_batch");
+    }
+
+    /// Steps the optimizer on a partly filled accumulation window, with the samples it has.
+    /// Returns false when no window was open.
+    bool apply_accumulated() { return finish_step(); }
+
+    /// Whether gradients are waiting in an accumulation window for their optimizer step.
+    [[nodiscard]] bool window_open() const { return window_samples_ > 0; }
+    /// Samples accumulated in the open window.
+    [[nodiscard]] std::size_t window_samples() const { return window_samples_; }
+
+    /// Sets the window of an accumulate_runtime policy; an open window is stepped first.
+    void set_accumulation(accumulation_window w)
+        requires(Accum::runtime)
+    {
+        if (w.samples == 0 && w.micro_batches == 0) {
+            throw usage_error("set_accumulation: a window needs micro_batches > 0 or samples > 0");
+        }
+        finish_step();
+        window_ = w;
     }
 
     /// Trains on every batch of `train` for each epoch, with validation, callbacks (a
     /// ProgressBar is added unless verbose is 0 or one is given) and exact resumption from a
-    /// checkpoint. Each batch may have its own size: the dataset decides.
+    /// checkpoint. Each batch may have its own size: the dataset decides. An accumulation
+    /// window still open at the end of an epoch is stepped with the samples it has.
     template <class... Callbacks>
     History fit(const data::Dataset& train, const fit_options& options = {}, Callbacks&... callbacks) {
         static_assert((std::is_base_of_v<Callback, Callbacks> && ...),
@@ -273,6 +360,17 @@ public:
 
         fit_context ctx(*this, options.epochs);
         History history;
+        // Out-of-memory splits reach the callbacks and the History while fit runs.
+        split_hook_ = [&](const micro_batch_split& e) {
+            history.micro_batch_splits.push_back(e);
+            for (Callback* cb : cbs) cb->on_micro_batch_split(ctx, e);
+        };
+        struct hook_reset {
+            std::function<void(const micro_batch_split&)>& hook;
+            ~hook_reset() { hook = nullptr; }
+        } reset_hook{split_hook_};
+
+        finish_step();  // a window left open by train_on_batch calls is not mixed into this run
         const bool resuming = !options.initial_epoch && resume_.has_value();
         std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->epoch : 0);
         std::size_t skip_steps = resuming ? resume_->step : 0;
@@ -285,10 +383,10 @@ public:
             const std::size_t available = train.cardinality(epoch);
             const std::size_t steps =
                 options.steps_per_epoch == 0 ? available : std::min(available, options.steps_per_epoch);
-            if constexpr (Batch::is_static) check_static_epoch(train, epoch);
             set_position(epoch, 0);
             fit_epoch_ = epoch;
             fit_step_ = 0;
+            const std::uint64_t iterations_before = iterations_;
             for (Callback* cb : cbs) cb->on_epoch_begin(ctx, epoch, steps);
 
             // Resuming inside an epoch: read past the batches already trained, so that the
@@ -300,7 +398,7 @@ public:
 
             double loss_sum = 0.0;
             std::array<double, logs::max_metrics> metric_sums{};
-            std::size_t samples = 0;
+            std::size_t samples = 0, dropped = 0;
             std::vector<std::pair<std::size_t, std::size_t>> sizes;
             bool non_finite = false;
             bool exhausted = false;
@@ -309,10 +407,15 @@ public:
                     exhausted = true;
                     break;
                 }
+                if (Batch::is_static && Batch::tail == ragged_tail::drop && batch_.rows < Batch::extent) {
+                    dropped += batch_.rows;  // left out by the static batch's policy, and reported
+                    fit_step_ = ++step;
+                    continue;
+                }
                 for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
                 logs l;
                 try {
-                    l = train_rows(batch_, "fit");
+                    l = feed(batch_.features.data(), batch_.targets.data(), batch_.ids.data(), batch_.rows, "fit");
                 } catch (const numeric_error& e) {
                     bool handled = false;
                     for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
@@ -324,9 +427,7 @@ public:
                 loss_sum += l.loss * n;
                 for (std::size_t m = 0; m < l.metric_count; ++m) metric_sums[m] += l.values[m] * n;
                 samples += batch_.rows;
-                if (sizes.empty() || sizes.back().first != batch_.rows) {
-                    sizes.emplace_back(batch_.rows, 0);
-                }
+                if (sizes.empty() || sizes.back().first != batch_.rows) sizes.emplace_back(batch_.rows, 0);
                 ++sizes.back().second;
                 fit_step_ = ++step;
                 const logs running = make_logs(loss_sum, metric_sums, samples);
@@ -334,6 +435,11 @@ public:
                 if (ctx.stop_requested()) break;
             }
             if (samples == 0 && non_finite) break;  // nothing of this epoch was trained
+            // At the natural end of the data one more read registers a tail that
+            // drop_remainder left out, so that History reports it.
+            if (!exhausted && step == available && !ctx.stop_requested()) exhausted = !reader.next(batch_);
+            const bool complete = exhausted || step == steps;
+            if (complete && !non_finite) finish_step();  // a partial window counts by its real size
 
             epoch_logs el;
             const logs mean = make_logs(loss_sum, metric_sums, std::max<std::size_t>(samples, 1));
@@ -342,16 +448,11 @@ public:
             if (options.validation && !non_finite) {
                 const logs v = evaluate(*options.validation);
                 el.set("val_loss", v.loss);
-                for (std::size_t m = 0; m < v.metric_count; ++m) {
-                    el.set("val_" + std::string(v.names[m]), v.values[m]);
-                }
+                for (std::size_t m = 0; m < v.metric_count; ++m) el.set("val_" + std::string(v.names[m]), v.values[m]);
             }
             el.set("learning_rate", learning_rate_);
-            // At the natural end of the data one more read registers a tail that
-            // drop_remainder left out, so that History reports it.
-            if (!exhausted && step == available && !ctx.stop_requested()) exhausted = !reader.next(batch_);
-            if (exhausted || step == steps) {
-                // The epoch is complete: a checkpoint taken now resumes at the next one.
+            if (complete && !window_open()) {
+                // A checkpoint taken now resumes at the next epoch.
                 fit_epoch_ = epoch + 1;
                 fit_step_ = 0;
             }
@@ -359,10 +460,11 @@ public:
             for (const auto& [name, v] : el.values) history.history[name].push_back(v);
             history.batch_sizes.push_back(std::move(sizes));
             history.steps.push_back(step);
+            history.optimizer_steps.push_back(static_cast<std::size_t>(iterations_ - iterations_before));
             history.samples.push_back(samples);
-            history.dropped_samples.push_back(reader.dropped());
-            history.seconds.push_back(
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            history.dropped_samples.push_back(reader.dropped() + dropped);
+            history.micro_batch_limit.push_back(limited() ? micro_limit_ : 0);
+            history.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
             for (Callback* cb : cbs) cb->on_epoch_end(ctx, epoch, el);
         }
         history.stop_reason = ctx.stop_reason();
@@ -370,134 +472,24 @@ public:
         return history;
     }
 
-    /// Loss and metrics over every batch of a dataset, in inference mode.
-    logs evaluate(const data::Dataset& ds) {
-        require_compiled("evaluate");
-        check_dataset(ds, "evaluate");
-        const target_description d = loss_->describe();
-        double loss_sum = 0.0;
-        std::array<double, logs::max_metrics> metric_sums{};
-        std::size_t n = 0;
-        auto reader = ds.read(0);
-        while (reader.next(eval_batch_)) {
-            for_each_chunk(eval_batch_, [&](const float* x, const float* y, const std::size_t* ids,
-                                            std::size_t rows) {
-                stage_rows_targets(y, ids, rows, "evaluate");
-                const const_matrix_view pred = infer_rows(x, ids, rows, "evaluate");
-                const const_matrix_view target = target_view(rows);
-                loss_sum += loss_->sum(pred, target, nullptr, 0.0f, Exec::data(row_scratch_));
-                for (std::size_t m = 0; m < metrics_.size(); ++m) {
-                    metric_sums[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
-                }
-            });
-            n += eval_batch_.rows;
-        }
-        if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
-        return make_logs(loss_sum, metric_sums, n);
-    }
-
-    /// Outputs for every sample of a dataset, in the dataset's order.
-    output_tensor predict(const data::Dataset& ds) {
-        check_dataset(ds, "predict", false);
-        typename output_tensor::shape_type out_shape;
-        out_shape[0] = ds.samples(0);
-        for (std::size_t d = 0; d < output_shape::rank; ++d) out_shape[d + 1] = output_shape::dims[d];
-        output_tensor result(out_shape);
-        std::size_t written = 0;
-        auto reader = ds.read(0);
-        while (reader.next(eval_batch_)) {
-            for_each_chunk(eval_batch_, [&](const float* x, const float*, const std::size_t* ids,
-                                            std::size_t rows) {
-                const const_matrix_view pred = infer_rows(x, ids, rows, "predict");
-                Exec::to_host(pred.data, rows * out_features, result.data() + written * out_features);
-                written += rows;
-            });
-        }
-        return result;
-    }
-
-    /// Writes the whole training state: every variable (as save_weights), the optimizer's slots
-    /// and step count, the learning rate, the seed, and the position in training (epoch, step,
-    /// sample). fit() after load_checkpoint() continues exactly where this left off.
-    void save_checkpoint(const std::filesystem::path& path) const {
-        require_compiled("save_checkpoint");
-        auto arrays = weight_arrays();
-        const std::size_t slots = optimizer_->slot_count();
-        for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (!variables_[i].ref.trainable()) continue;
-            for (std::size_t k = 0; k < slots; ++k) {
-                data::npz_array a{variable_shape(variables_[i].ref), std::vector<float>(variables_[i].ref.size())};
-                Exec::to_host(slot_pointers_[i][k], variables_[i].ref.size(), a.values.data());
-                arrays.emplace_back("optimizer/" + variables_[i].name + "/slot" + std::to_string(k), std::move(a));
-            }
-        }
-        arrays.emplace_back("optimizer/iterations", data::int64_array({}, {static_cast<std::int64_t>(iterations_)}));
-        arrays.emplace_back("optimizer/learning_rate", data::npz_array{{}, {learning_rate_}});
-        arrays.emplace_back("training/position",
-                            data::int64_array({4}, {static_cast<std::int64_t>(fit_epoch_),
-                                                    static_cast<std::int64_t>(fit_step_),
-                                                    static_cast<std::int64_t>(sample_cursor_),
-                                                    static_cast<std::int64_t>(seed_)}));
-        data::write_npz(path, arrays);
-    }
-
-    /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
-    /// optimizer (the slots must match); everything is checked before anything is changed.
-    void load_checkpoint(const std::filesystem::path& path) {
-        require_compiled("load_checkpoint");
-        const auto arrays = data::read_npz(path);
-        auto find = [&](const std::string& name) -> const data::npz_array& {
-            for (const auto& [n, a] : arrays) {
-                if (n == name) return a;
-            }
-            throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
-                              "' (a file from save_weights holds weights only; use load_weights)");
-        };
-        const auto& iterations = find("optimizer/iterations");
-        const auto& lr = find("optimizer/learning_rate");
-        const auto& position = find("training/position");
-        if (iterations.integers.size() != 1 || lr.values.size() != 1 || position.integers.size() != 4) {
-            throw shape_error("load_checkpoint: " + path.string() + " has malformed training state");
-        }
-        const std::size_t slots = optimizer_->slot_count();
-        std::vector<std::pair<const data::npz_array*, float*>> slot_copies;
-        for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (!variables_[i].ref.trainable()) continue;
-            for (std::size_t k = 0; k < slots; ++k) {
-                const auto& a = find("optimizer/" + variables_[i].name + "/slot" + std::to_string(k));
-                if (a.values.size() != variables_[i].ref.size()) {
-                    throw shape_error("load_checkpoint: optimizer slot of '" + variables_[i].name +
-                                      "' has " + std::to_string(a.values.size()) + " values, expected " +
-                                      std::to_string(variables_[i].ref.size()));
-                }
-                slot_copies.emplace_back(&a, slot_pointers_[i][k]);
-            }
-        }
-        const std::string extra_slot = variables_.empty() ? "" : "optimizer/" + variables_.front().name + "/slot" + std::to_string(slots);
-        for (const auto& [n, a] : arrays) {
-            if (n == extra_slot) {
-                throw shape_error("load_checkpoint: " + path.string() + " was written with an optimizer "
-                                  "that keeps more state than the compiled " + std::string(optimizer_->name()));
-            }
-        }
-        load_weights_from(arrays, path);  // checks all weights, then copies them
-        for (const auto& [a, dst] : slot_copies) Exec::from_host(a->values.data(), a->values.size(), dst);
-        iterations_ = static_cast<std::uint64_t>(iterations.integers[0]);
-        learning_rate_ = lr.values[0];
-        seed_ = static_cast<std::uint64_t>(position.integers[3]);
-        fit_epoch_ = static_cast<std::uint64_t>(position.integers[0]);
-        fit_step_ = static_cast<std::size_t>(position.integers[1]);
-        set_position(fit_epoch_, static_cast<std::uint64_t>(position.integers[2]));
-        resume_ = resume_point{fit_epoch_, fit_step_};
-    }
-
-    /// Loss of the batch in training mode and every parameter gradient (left in variables()'s
-    /// grad buffers) without updating anything but batch norm's moving statistics. Meant for
-    /// gradient checks and custom loops.
+    /// Loss of the batch in training mode (mean over its samples) and the gradients of that mean
+    /// (left in variables()'s grad buffers), without updating anything. For gradient checks and
+    /// custom loops; not while an accumulation window is open.
     template <class X, class Y>
     float loss_and_gradients(const X& x, const Y& y) {
-        const std::size_t rows = stage_batch(x, y, "loss_and_gradients");
-        return forward_loss_backward(rows, "loss_and_gradients").loss;
+        if (window_open()) {
+            throw usage_error("loss_and_gradients: an accumulation window is open; call "
+                              "apply_accumulated() first");
+        }
+        const std::size_t rows = prepare_host_batch(x, y, "loss_and_gradients");
+        validate(host_x_ptr_, host_y_ptr_, nullptr, rows, "loss_and_gradients");
+        const std::uint64_t cursor = sample_cursor_;  // no step is taken: the position stays
+        step_sums sums;
+        train_rows(host_x_ptr_, host_y_ptr_, rows, 1.0f / static_cast<float>(rows), "loss_and_gradients", sums);
+        write_back_accumulators();
+        reset_window();  // the gradients stay for inspection
+        sample_cursor_ = cursor;
+        return static_cast<float>(sums.loss / static_cast<double>(rows));
     }
 
     /// Outputs for any number of samples, computed in inference mode in chunks of batch_size.
@@ -505,15 +497,15 @@ public:
     output_tensor predict(const X& x, std::size_t batch_size = default_batch_size) {
         const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "predict");
         check_chunk(batch_size, "predict");
-        typename output_tensor::shape_type out_shape;
-        out_shape[0] = n;
-        for (std::size_t d = 0; d < output_shape::rank; ++d) out_shape[d + 1] = output_shape::dims[d];
-        output_tensor result(out_shape);
+        output_tensor result(output_shape_for(n));
         with_float_rows(x, [&](const float* src) {
+            detail::check_finite(src, n, in_features, nullptr, "predict", "input");
             for (std::size_t first = 0; first < n; first += batch_size) {
                 const std::size_t rows = std::min(batch_size, n - first);
-                const const_matrix_view pred = infer_chunk(src, first, rows, "predict");
-                Exec::to_host(pred.data, rows * out_features, result.data() + first * out_features);
+                infer(src + first * in_features, rows, [&](std::size_t offset, const_matrix_view pred) {
+                    Exec::to_host(pred.data, pred.rows * out_features,
+                                  result.data() + (first + offset) * out_features);
+                });
             }
         });
         return result;
@@ -527,27 +519,102 @@ public:
         check_targets(y, n, "evaluate");
         check_chunk(batch_size, "evaluate");
         if (n == 0) throw data_error("evaluate: no samples to evaluate");
-        const target_description d = loss_->describe();
-        double loss_sum = 0.0;
-        std::array<double, logs::max_metrics> metric_sums{};
         // Targets flattened to floats once, so that chunks index them directly.
         xt::xtensor<float, 1> y_float = xt::empty<float>({static_cast<std::size_t>(y.size())});
         std::size_t k = 0;
         for (auto it = y.begin(); it != y.end(); ++it) y_float(k++) = static_cast<float>(*it);
+        eval_sums sums;
         with_float_rows(x, [&](const float* src) {
+            validate(src, y_float.data(), nullptr, n, "evaluate");
             for (std::size_t first = 0; first < n; first += batch_size) {
                 const std::size_t rows = std::min(batch_size, n - first);
-                stage_targets(y_float.data(), first, rows, "evaluate");
-                const const_matrix_view pred = infer_chunk(src, first, rows, "evaluate");
-                const const_matrix_view target = target_view(rows);
-                loss_sum += loss_->sum(pred, target, nullptr, 0.0f, Exec::data(row_scratch_));
-                for (std::size_t m = 0; m < metrics_.size(); ++m) {
-                    metric_sums[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
-                }
+                evaluate_rows(src + first * in_features, y_float.data() + first * target_cols(), rows, sums);
             }
         });
-        return make_logs(loss_sum, metric_sums, n);
+        return make_logs(sums.loss, sums.metrics, n);
     }
+
+    /// Loss and metrics over every batch of a dataset, in inference mode.
+    logs evaluate(const data::Dataset& ds) {
+        require_compiled("evaluate");
+        check_dataset(ds, "evaluate");
+        eval_sums sums;
+        std::size_t n = 0;
+        auto reader = ds.read(0);
+        while (reader.next(eval_batch_)) {
+            validate(eval_batch_.features.data(), eval_batch_.targets.data(), eval_batch_.ids.data(),
+                     eval_batch_.rows, "evaluate");
+            evaluate_rows(eval_batch_.features.data(), eval_batch_.targets.data(), eval_batch_.rows, sums);
+            n += eval_batch_.rows;
+        }
+        if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
+        return make_logs(sums.loss, sums.metrics, n);
+    }
+
+    /// Outputs for every sample of a dataset, in the dataset's order.
+    output_tensor predict(const data::Dataset& ds) {
+        check_dataset(ds, "predict", false);
+        output_tensor result(output_shape_for(ds.samples(0)));
+        std::size_t written = 0;
+        auto reader = ds.read(0);
+        while (reader.next(eval_batch_)) {
+            detail::check_finite(eval_batch_.features.data(), eval_batch_.rows, in_features,
+                                 eval_batch_.ids.data(), "predict", "input");
+            infer(eval_batch_.features.data(), eval_batch_.rows, [&](std::size_t offset, const_matrix_view pred) {
+                Exec::to_host(pred.data, pred.rows * out_features, result.data() + (written + offset) * out_features);
+            });
+            written += eval_batch_.rows;
+        }
+        return result;
+    }
+
+    // ---- memory -------------------------------------------------------------------------------
+
+    /// What training needs at `rows` samples per micro-batch with an optimizer keeping
+    /// `optimizer_slots` vectors per trainable variable. Every term is known from the types:
+    /// this is a constant expression.
+    static constexpr memory_estimate estimate_memory(std::size_t rows, std::size_t optimizer_slots) {
+        constexpr std::size_t trainable = network_type::trainable_count;
+        constexpr std::size_t variables = trainable + network_type::non_trainable_count;
+        memory_estimate e;
+        e.rows = rows;
+        e.parameter_bytes = sizeof(float) * variables;
+        e.gradient_bytes = sizeof(float) * trainable;
+        e.layer_state_bytes = sizeof(float) * (network_type::state_floats - variables - trainable);
+        e.optimizer_bytes = sizeof(float) * trainable * optimizer_slots;
+        e.accumulator_bytes = accumulator_floats * sizeof(float);
+        e.batch_bytes = sizeof(float) * (network_type::buffer_floats(rows) + staging_floats(rows));
+        return e;
+    }
+
+    /// The estimate for the compiled optimizer at the current capacity.
+    [[nodiscard]] memory_estimate memory() const {
+        return estimate_memory(capacity_, optimizer_ ? optimizer_->slot_count() : 0);
+    }
+
+    /// The largest micro-batch whose training fits in `bytes` (0 if not even one sample does).
+    [[nodiscard]] std::size_t max_batch_for(std::size_t bytes) const {
+        const std::size_t slots = optimizer_ ? optimizer_->slot_count() : 0;
+        if (estimate_memory(1, slots).total_bytes() > bytes) return 0;
+        std::size_t lo = 1, hi = 2;
+        while (hi < (std::size_t{1} << 40) && estimate_memory(hi, slots).total_bytes() <= bytes) lo = hi, hi *= 2;
+        while (hi - lo > 1) {
+            const std::size_t mid = lo + (hi - lo) / 2;
+            (estimate_memory(mid, slots).total_bytes() <= bytes ? lo : hi) = mid;
+        }
+        return lo;
+    }
+
+    /// Holds the model to `bytes` from the next allocation on.
+    void set_memory_budget(memory_budget b) { budget_ = b.bytes; }
+    [[nodiscard]] std::size_t memory_budget_bytes() const { return budget_; }
+    /// The largest micro-batch a step currently runs (the static batch, or what out-of-memory
+    /// recovery has settled on; unlimited otherwise).
+    [[nodiscard]] std::size_t micro_batch_limit() const { return micro_limit_; }
+    /// Every out-of-memory split since the model was built.
+    [[nodiscard]] const std::vector<micro_batch_split>& micro_batch_splits() const { return splits_; }
+
+    // ---- variables and files ------------------------------------------------------------------
 
     /// The model's variables in order, with their saved names.
     [[nodiscard]] const std::vector<variable_entry>& variables() const { return variables_; }
@@ -572,6 +639,92 @@ public:
     /// untouched.
     void load_weights(const std::filesystem::path& path) { load_weights_from(data::read_npz(path), path); }
 
+    /// Writes the whole training state: every variable (as save_weights), the optimizer's slots
+    /// and step count, the learning rate, the seed, the micro-batch limit and the position in
+    /// training (epoch, step, sample). fit() after load_checkpoint() continues exactly where this
+    /// left off. Only between optimizer steps: an open accumulation window is a usage_error.
+    void save_checkpoint(const std::filesystem::path& path) const {
+        require_compiled("save_checkpoint");
+        if (window_open()) {
+            throw usage_error("save_checkpoint: an accumulation window is open (" +
+                              std::to_string(window_samples_) +
+                              " samples); checkpoint between optimizer steps");
+        }
+        auto arrays = weight_arrays();
+        const std::size_t slots = optimizer_->slot_count();
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (!variables_[i].ref.trainable()) continue;
+            for (std::size_t k = 0; k < slots; ++k) {
+                data::npz_array a{variable_shape(variables_[i].ref), std::vector<float>(variables_[i].ref.size())};
+                Exec::to_host(slot_pointers_[i][k], variables_[i].ref.size(), a.values.data());
+                arrays.emplace_back("optimizer/" + variables_[i].name + "/slot" + std::to_string(k), std::move(a));
+            }
+        }
+        arrays.emplace_back("optimizer/iterations", data::int64_array({}, {static_cast<std::int64_t>(iterations_)}));
+        arrays.emplace_back("optimizer/learning_rate", data::npz_array{{}, {learning_rate_}});
+        arrays.emplace_back("training/position",
+                            data::int64_array({5}, {static_cast<std::int64_t>(fit_epoch_),
+                                                    static_cast<std::int64_t>(fit_step_),
+                                                    static_cast<std::int64_t>(sample_cursor_),
+                                                    static_cast<std::int64_t>(seed_),
+                                                    static_cast<std::int64_t>(limited() ? micro_limit_ : 0)}));
+        data::write_npz(path, arrays);
+    }
+
+    /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
+    /// optimizer (the slots must match); everything is checked before anything is changed.
+    void load_checkpoint(const std::filesystem::path& path) {
+        require_compiled("load_checkpoint");
+        const auto arrays = data::read_npz(path);
+        auto find = [&](const std::string& name) -> const data::npz_array& {
+            for (const auto& [n, a] : arrays) {
+                if (n == name) return a;
+            }
+            throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
+                              "' (a file from save_weights holds weights only; use load_weights)");
+        };
+        const auto& iterations = find("optimizer/iterations");
+        const auto& lr = find("optimizer/learning_rate");
+        const auto& position = find("training/position");
+        if (iterations.integers.size() != 1 || lr.values.size() != 1 || position.integers.size() != 5) {
+            throw shape_error("load_checkpoint: " + path.string() + " has malformed training state");
+        }
+        const std::size_t slots = optimizer_->slot_count();
+        std::vector<std::pair<const data::npz_array*, float*>> slot_copies;
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (!variables_[i].ref.trainable()) continue;
+            for (std::size_t k = 0; k < slots; ++k) {
+                const auto& a = find("optimizer/" + variables_[i].name + "/slot" + std::to_string(k));
+                if (a.values.size() != variables_[i].ref.size()) {
+                    throw shape_error("load_checkpoint: optimizer slot of '" + variables_[i].name + "' has " +
+                                      std::to_string(a.values.size()) + " values, expected " +
+                                      std::to_string(variables_[i].ref.size()));
+                }
+                slot_copies.emplace_back(&a, slot_pointers_[i][k]);
+            }
+        }
+        const std::string extra_slot =
+            variables_.empty() ? "" : "optimizer/" + variables_.front().name + "/slot" + std::to_string(slots);
+        for (const auto& [n, a] : arrays) {
+            if (n == extra_slot) {
+                throw shape_error("load_checkpoint: " + path.string() +
+                                  " was written with an optimizer that keeps more state than the compiled " +
+                                  std::string(optimizer_->name()));
+            }
+        }
+        load_weights_from(arrays, path);  // checks all weights, then copies them
+        for (const auto& [a, dst] : slot_copies) Exec::from_host(a->values.data(), a->values.size(), dst);
+        reset_window();
+        iterations_ = static_cast<std::uint64_t>(iterations.integers[0]);
+        learning_rate_ = lr.values[0];
+        seed_ = static_cast<std::uint64_t>(position.integers[3]);
+        if (!Batch::is_static && position.integers[4] > 0) micro_limit_ = static_cast<std::size_t>(position.integers[4]);
+        fit_epoch_ = static_cast<std::uint64_t>(position.integers[0]);
+        fit_step_ = static_cast<std::size_t>(position.integers[1]);
+        set_position(fit_epoch_, static_cast<std::uint64_t>(position.integers[2]));
+        resume_ = resume_point{fit_epoch_, fit_step_};
+    }
+
     /// Layers, output shapes (the batch dimension is None for a dynamic batch) and parameter
     /// counts, laid out as Keras prints them.
     void summary(std::ostream& os = std::cout) const {
@@ -583,13 +736,11 @@ public:
             line.resize(std::max<std::size_t>(line.size() + 1, 55), ' ');
             os << line << c << "\n";
         };
-        os << "Model: \"sequential\" (batch " << Batch::str() << ", " << Exec::name << ")\n"
-           << rule << "\n";
+        os << "Model: \"sequential\" (batch " << Batch::str() << ", " << Exec::name << ")\n" << rule << "\n";
         row("Layer (type)", "Output Shape", "Param #");
         os << double_rule << "\n";
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((row(layer_names_[I] + " (" + std::string(Net::layer_names[I]) + ")",
-                  batch_shape_str<I>(),
+            ((row(layer_names_[I] + " (" + std::string(Net::layer_names[I]) + ")", batch_shape_str<I>(),
                   detail::with_thousands(network_type::template layer_impl<I>::trainable_count +
                                          network_type::template layer_impl<I>::non_trainable_count)),
               (I + 1 < sizeof...(I) ? void(os << "\n") : void())),
@@ -598,8 +749,7 @@ public:
         os << double_rule << "\n"
            << "Total params: " << detail::with_thousands(count_params()) << "\n"
            << "Trainable params: " << detail::with_thousands(network_type::trainable_count) << "\n"
-           << "Non-trainable params: " << detail::with_thousands(network_type::non_trainable_count)
-           << "\n"
+           << "Non-trainable params: " << detail::with_thousands(network_type::non_trainable_count) << "\n"
            << rule << "\n";
     }
 
@@ -627,6 +777,21 @@ public:
 
 private:
     static constexpr std::size_t max_slots = 4;
+    static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
+
+    static constexpr bool host_memory = [] {
+        if constexpr (requires { Exec::host_memory; }) return bool{Exec::host_memory};
+        return false;
+    }();
+
+    static constexpr std::size_t accumulator_floats =
+        std::is_same_v<accumulator_type, float> ? 0 : 2 * network_type::trainable_count;
+
+    /// Floats per row of the model's own staging: inputs, targets, the loss gradient, a row
+    /// scratch, and host copies when the policy's memory is not the host's.
+    static constexpr std::size_t staging_floats(std::size_t rows) {
+        return rows * (in_features + 2 * out_features + 1) + (host_memory ? 0 : rows * (in_features + out_features));
+    }
 
     /// What fit's callbacks see of this model.
     class fit_context final : public training_context {
@@ -659,6 +824,7 @@ private:
         void save_weights(const std::filesystem::path& path) const override { m_.save_weights(path); }
         void save_checkpoint(const std::filesystem::path& path) const override { m_.save_checkpoint(path); }
         [[nodiscard]] std::uint64_t epochs() const override { return epochs_; }
+        [[nodiscard]] bool at_step_boundary() const override { return !m_.window_open(); }
 
     private:
         Model& m_;
@@ -669,6 +835,37 @@ private:
         std::uint64_t epoch;
         std::size_t step;
     };
+
+    struct step_sums {
+        double loss = 0.0;
+        std::array<double, logs::max_metrics> metrics{};
+        std::size_t samples = 0;
+    };
+    using eval_sums = step_sums;
+
+    // ---- naming, files --------------------------------------------------------------------------
+
+    void name_layers() {
+        for (std::size_t i = 0; i < network_type::size; ++i) {
+            const std::string base = detail::snake_case(Net::layer_names[i]);
+            std::size_t k = 0;
+            for (std::size_t j = 0; j < i; ++j) k += Net::layer_names[j] == Net::layer_names[i];
+            layer_names_[i] = k == 0 ? base : base + "_" + std::to_string(k);
+        }
+    }
+
+    template <std::size_t I>
+    static std::string batch_shape_str() {
+        std::string s = "(" + Batch::str();
+        for (auto d : Net::template layer_output_shape<I>::dims) s += ", " + std::to_string(d);
+        return s + ")";
+    }
+
+    [[nodiscard]] std::string variable_list() const {
+        std::string s;
+        for (const auto& v : variables_) s += (s.empty() ? "" : ", ") + v.name;
+        return s;
+    }
 
     static std::vector<std::size_t> variable_shape(const variable_ref& v) {
         return v.cols == 0 ? std::vector<std::size_t>{v.rows} : std::vector<std::size_t>{v.rows, v.cols};
@@ -694,23 +891,21 @@ private:
             while (i < variables_.size() && variables_[i].name != name) ++i;
             if (i == variables_.size()) {
                 throw shape_error("load_weights: " + path.string() + " holds an array '" + name +
-                                  "' that this model does not have; its variables are " +
-                                  variable_list());
+                                  "' that this model does not have; its variables are " + variable_list());
             }
             const std::vector<std::size_t> expected = variable_shape(variables_[i].ref);
             if (array.shape != expected || array.dtype != data::npz_dtype::float32) {
-                throw shape_error("load_weights: array '" + name + "' in " + path.string() +
-                                  " has shape " + detail::runtime_shape_str(array.shape) +
+                throw shape_error("load_weights: array '" + name + "' in " + path.string() + " has shape " +
+                                  detail::runtime_shape_str(array.shape) +
                                   (array.dtype != data::npz_dtype::float32 ? " of integers" : "") +
-                                  " but the model's variable has shape " +
-                                  detail::runtime_shape_str(expected) + " of floats");
+                                  " but the model's variable has shape " + detail::runtime_shape_str(expected) +
+                                  " of floats");
             }
             found[i] = &array;
         }
         for (std::size_t i = 0; i < variables_.size(); ++i) {
             if (found[i] == nullptr) {
-                throw shape_error("load_weights: " + path.string() + " has no array '" +
-                                  variables_[i].name + "'");
+                throw shape_error("load_weights: " + path.string() + " has no array '" + variables_[i].name + "'");
             }
         }
         for (std::size_t i = 0; i < variables_.size(); ++i) {
@@ -718,180 +913,26 @@ private:
         }
     }
 
-    /// Optimizer step on staged rows: forward, loss, backward, update, advance the position.
-    logs train_step(std::size_t rows, const char* call) {
-        logs out = forward_loss_backward(rows, call);
-        ++iterations_;
-        for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (variables_[i].ref.trainable()) {
-                optimizer_->apply(variables_[i].ref, slot_pointers_[i].data(), iterations_,
-                                  learning_rate_);
-            }
-        }
-        sample_cursor_ += rows;
-        return out;
-    }
-
-    /// A dataset's samples must be the network's input; its targets what the loss expects.
-    void check_dataset(const data::Dataset& ds, const char* call, bool targets = true) const {
-        if (!ds.batched()) {
-            throw usage_error(std::string(call) + ": the dataset is not batched; call .batch(n) on it "
-                              "(or pass a batch-size schedule)");
-        }
-        if (ds.feature_size() != in_features) {
-            throw shape_error(std::string(call) + ": the dataset's samples have shape " +
-                              detail::runtime_shape_str(ds.sample_shape()) + " but the network's Input is " +
-                              input_shape::str());
-        }
-        if (!targets) return;
-        const std::size_t want = loss_->describe().sparse_labels ? 1 : out_features;
-        if (ds.target_size() != want) {
-            throw shape_error(std::string(call) + ": the dataset has " + std::to_string(ds.target_size()) +
-                              " target values per sample but the loss " + std::string(loss_->name()) +
-                              " needs " + std::to_string(want) +
-                              (want == 1 ? " (one class index)" : " (one per network output)"));
-        }
-    }
-
-    /// A static-batch model trains only full batches; a ragged epoch is refused before it
-    /// starts, so that no sample is silently lost.
-    void check_static_epoch(const data::Dataset& ds, std::uint64_t epoch) const {
-        if (ds.samples(epoch) != ds.cardinality(epoch) * Batch::extent) {
-            throw shape_error("fit: the model has static_batch<" + std::to_string(Batch::extent) +
-                              "> but epoch " + std::to_string(epoch) + " of the dataset has " +
-                              std::to_string(ds.samples(epoch)) + " samples in " +
-                              std::to_string(ds.cardinality(epoch)) + " batches; batch the data by " +
-                              std::to_string(Batch::extent) +
-                              " with drop_remainder = true (the dropped samples are reported), or use "
-                              "dynamic_batch");
-        }
-    }
-
-    /// One dataset batch through train_step, with its sample ids in any error message.
-    logs train_rows(const data::batch_data& b, const char* call) {
-        if (Batch::is_static && b.rows != Batch::extent) {
-            throw shape_error(std::string(call) + ": the model has static_batch<" +
-                              std::to_string(Batch::extent) + "> but a batch has " +
-                              std::to_string(b.rows) + " samples");
-        }
-        reserve(b.rows);
-        detail::copy_checked(b.features.data(), b.rows, in_features, host_staging_x(), 0, call, "input",
-                             b.ids.data());
-        upload(host_staging_x(), b.rows * in_features, x_);
-        stage_rows_targets(b.targets.data(), b.ids.data(), b.rows, call);
-        return train_step(b.rows, call);
-    }
-
-    void stage_rows_targets(const float* y, const std::size_t* ids, std::size_t rows, const char* call) {
-        reserve(rows);
-        if (loss_->describe().sparse_labels) {
-            detail::copy_labels(y, rows, out_features, host_staging_y(), 0, call, ids);
-            upload(host_staging_y(), rows, y_);
-        } else {
-            detail::copy_checked(y, rows, out_features, host_staging_y(), 0, call, "target", ids);
-            upload(host_staging_y(), rows * out_features, y_);
-        }
-    }
-
-    const_matrix_view infer_rows(const float* x, const std::size_t* ids, std::size_t rows, const char* call) {
-        reserve(rows);
-        detail::copy_checked(x, rows, in_features, host_staging_x(), 0, call, "input", ids);
-        upload(host_staging_x(), rows * in_features, x_);
-        pass_context ctx{.training = false, .seed = seed_, .epoch = epoch_, .first_sample = 0};
-        return net_->forward({Exec::data(x_), rows, in_features}, ctx);
-    }
-
-    /// Calls f(x, y, ids, rows) on pieces of a batch no larger than the model can hold: the
-    /// whole batch for a dynamic batch, chunks of N for static_batch<N>.
-    template <class F>
-    void for_each_chunk(const data::batch_data& b, F&& f) {
-        const std::size_t chunk = Batch::is_static ? Batch::extent : std::max<std::size_t>(b.rows, 1);
-        for (std::size_t first = 0; first < b.rows; first += chunk) {
-            const std::size_t rows = std::min(chunk, b.rows - first);
-            f(b.features.data() + first * b.feature_size, b.targets.data() + first * b.target_size,
-              b.ids.data() + first, rows);
-        }
-    }
-
-    void name_layers() {
-        for (std::size_t i = 0; i < network_type::size; ++i) {
-            const std::string base = detail::snake_case(Net::layer_names[i]);
-            std::size_t k = 0;
-            for (std::size_t j = 0; j < i; ++j) k += Net::layer_names[j] == Net::layer_names[i];
-            layer_names_[i] = k == 0 ? base : base + "_" + std::to_string(k);
-        }
-    }
-
-    template <std::size_t I>
-    static std::string batch_shape_str() {
-        std::string s = "(" + Batch::str();
-        for (auto d : Net::template layer_output_shape<I>::dims) s += ", " + std::to_string(d);
-        return s + ")";
-    }
-
-    [[nodiscard]] std::string variable_list() const {
-        std::string s;
-        for (const auto& v : variables_) s += (s.empty() ? "" : ", ") + v.name;
-        return s;
-    }
+    // ---- checks -----------------------------------------------------------------------------------
 
     void require_compiled(const char* call) const {
         if (!loss_) {
             throw usage_error(std::string(call) +
-                              ": the model is not compiled; call compile(optimizer, loss, "
-                              "metrics...) first");
+                              ": the model is not compiled; call compile(optimizer, loss, metrics...) first");
         }
     }
 
     void check_chunk(std::size_t batch_size, const char* call) const {
         if (batch_size == 0) throw shape_error(std::string(call) + ": batch_size must be positive");
-        if (Batch::is_static && batch_size > Batch::extent) {
-            throw shape_error(std::string(call) + ": batch_size " + std::to_string(batch_size) +
-                              " exceeds the model's static batch of " +
-                              std::to_string(Batch::extent));
-        }
     }
 
-    /// Grows every buffer to hold `rows` samples. The only place a step may allocate.
-    void reserve(std::size_t rows) {
-        if (rows <= capacity_) return;
-        net_->reserve(rows);
-        Exec::reserve(x_, rows * in_features);
-        Exec::reserve(y_, rows * out_features);
-        Exec::reserve(grad_, rows * out_features);
-        Exec::reserve(row_scratch_, rows);
-        if constexpr (!host_memory) {
-            host_x_.resize(rows * in_features);
-            host_y_.resize(rows * out_features);
-        }
-        capacity_ = rows;
-    }
-
-    static constexpr bool host_memory = [] {
-        if constexpr (requires { Exec::host_memory; }) return bool{Exec::host_memory};
-        return false;
-    }();
-
-    float* host_staging_x() {
-        if constexpr (host_memory) return Exec::data(x_);
-        else return host_x_.data();
-    }
-    float* host_staging_y() {
-        if constexpr (host_memory) return Exec::data(y_);
-        else return host_y_.data();
-    }
-    void upload(float* host, std::size_t n, typename Exec::vector& dst) {
-        if constexpr (!host_memory) Exec::from_host(host, n, Exec::data(dst));
-    }
+    [[nodiscard]] std::size_t target_cols() const { return loss_ && loss_->describe().sparse_labels ? 1 : out_features; }
 
     template <class Y>
     void check_targets(const Y& y, std::size_t n, const char* call) const {
-        std::size_t rows = 0;
-        if (loss_->describe().sparse_labels) {
-            rows = detail::checked_label_rows(y, call);
-        } else {
-            rows = detail::checked_rows<output_shape>(y, "targets", call);
-        }
+        const std::size_t rows = loss_->describe().sparse_labels
+                                     ? detail::checked_label_rows(y, call)
+                                     : detail::checked_rows<output_shape>(y, "targets", call);
         if (rows != n) {
             throw data_error(std::string(call) + ": " + std::to_string(n) + " input samples but " +
                              std::to_string(rows) + " targets");
@@ -908,48 +949,82 @@ private:
         }
     }
 
-    /// Validates x and y and copies them into the step's buffers. Returns the batch size.
+    /// A dataset's samples must be the network's input; its targets what the loss expects.
+    void check_dataset(const data::Dataset& ds, const char* call, bool targets = true) const {
+        if (!ds.batched()) {
+            throw usage_error(std::string(call) + ": the dataset is not batched; call .batch(n) on it "
+                              "(or pass a batch-size schedule)");
+        }
+        if (ds.feature_size() != in_features) {
+            throw shape_error(std::string(call) + ": the dataset's samples have shape " +
+                              detail::runtime_shape_str(ds.sample_shape()) + " but the network's Input is " +
+                              input_shape::str());
+        }
+        if (!targets) return;
+        const std::size_t want = target_cols();
+        if (ds.target_size() != want) {
+            throw shape_error(std::string(call) + ": the dataset has " + std::to_string(ds.target_size()) +
+                              " target values per sample but the loss " + std::string(loss_->name()) + " needs " +
+                              std::to_string(want) + (want == 1 ? " (one class index)" : " (one per network output)"));
+        }
+    }
+
+    /// Every input finite and every target valid, before any of the batch is trained: a bad
+    /// sample stops the call with nothing of the batch half-accumulated.
+    void validate(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
+        detail::check_finite(x, n, in_features, ids, call, "input");
+        if (loss_->describe().sparse_labels) {
+            for (std::size_t r = 0; r < n; ++r) {
+                const float v = y[r];
+                if (!(v >= 0.0f && v < static_cast<float>(out_features)) || v != std::floor(v)) {
+                    const std::size_t sample = ids ? ids[r] : r;
+                    throw data_error(std::string(call) + ": label " + std::to_string(v) + " of sample " +
+                                         std::to_string(sample) + " is not a class index in [0, " +
+                                         std::to_string(out_features) + ")",
+                                     sample);
+                }
+            }
+        } else {
+            detail::check_finite(y, n, out_features, ids, call, "target");
+        }
+    }
+
+    // ---- host staging ---------------------------------------------------------------------------
+
+    /// Checks x and y and makes them contiguous host floats (without a copy when they already
+    /// are). Returns the number of rows.
     template <class X, class Y>
-    std::size_t stage_batch(const X& x, const Y& y, const char* call) {
+    std::size_t prepare_host_batch(const X& x, const Y& y, const char* call) {
         check_static_rows<X>();
         check_static_rows<Y>();
         require_compiled(call);
         const std::size_t rows = detail::checked_rows<input_shape>(x, "inputs", call);
         check_targets(y, rows, call);
         if (rows == 0) throw data_error(std::string(call) + ": the batch is empty");
-        if (Batch::is_static && rows != Batch::extent) {
-            throw shape_error(std::string(call) + ": the model has static_batch<" +
-                              std::to_string(Batch::extent) + "> but the batch has " +
-                              std::to_string(rows) + " samples");
+        if constexpr (Batch::is_static) {
+            if (rows > Batch::extent || (Batch::tail == ragged_tail::drop && rows != Batch::extent)) {
+                throw shape_error(std::string(call) + ": the model has static_batch<" + std::to_string(Batch::extent) +
+                                  "> but the batch has " + std::to_string(rows) + " samples" +
+                                  (rows > Batch::extent ? "" : " and the policy drops ragged batches"));
+            }
         }
-        reserve(rows);
-        detail::copy_checked(x, in_features, host_staging_x(), call, "input");
-        upload(host_staging_x(), rows * in_features, x_);
-        if (loss_->describe().sparse_labels) {
-            detail::copy_labels(y.begin(), rows, out_features, host_staging_y(), 0, call);
-            upload(host_staging_y(), rows, y_);
+        if constexpr (detail::contiguous_float_rows<X>) {
+            host_x_ptr_ = x.data();
         } else {
-            detail::copy_checked(y, out_features, host_staging_y(), call, "target");
-            upload(host_staging_y(), rows * out_features, y_);
+            if (host_x_.size() < rows * in_features) host_x_.resize(rows * in_features);
+            detail::copy_checked(x, in_features, host_x_.data(), call, "input");
+            host_x_ptr_ = host_x_.data();
+        }
+        if constexpr (detail::contiguous_float_rows<Y>) {
+            host_y_ptr_ = y.data();
+        } else {
+            const std::size_t ty = target_cols();
+            if (host_y_.size() < rows * ty) host_y_.resize(rows * ty);
+            std::size_t k = 0;
+            for (auto it = y.begin(); it != y.end(); ++it) host_y_[k++] = static_cast<float>(*it);
+            host_y_ptr_ = host_y_.data();
         }
         return rows;
-    }
-
-    /// Copies the targets of rows [first, first + rows) of an already-flattened float array.
-    void stage_targets(const float* y, std::size_t first, std::size_t rows, const char* call) {
-        reserve(rows);
-        if (loss_->describe().sparse_labels) {
-            detail::copy_labels(y + first, rows, out_features, host_staging_y(), first, call);
-            upload(host_staging_y(), rows, y_);
-        } else {
-            detail::copy_checked(y + first * out_features, rows, out_features, host_staging_y(),
-                                 first, call, "target");
-            upload(host_staging_y(), rows * out_features, y_);
-        }
-    }
-
-    [[nodiscard]] const_matrix_view target_view(std::size_t rows) const {
-        return {Exec::data(y_), rows, loss_->describe().sparse_labels ? 1 : out_features};
     }
 
     /// Calls f(pointer to row-major float samples), converting x only if it is not already so.
@@ -963,42 +1038,290 @@ private:
         }
     }
 
-    const_matrix_view infer_chunk(const float* src, std::size_t first, std::size_t rows,
-                                  const char* call) {
-        reserve(rows);
-        detail::copy_checked(src + first * in_features, rows, in_features, host_staging_x(), first,
-                             call, "input");
-        upload(host_staging_x(), rows * in_features, x_);
-        pass_context ctx{.training = false, .seed = seed_, .epoch = epoch_, .first_sample = first};
-        return net_->forward({Exec::data(x_), rows, in_features}, ctx);
+    [[nodiscard]] typename output_tensor::shape_type output_shape_for(std::size_t n) const {
+        typename output_tensor::shape_type out_shape;
+        out_shape[0] = n;
+        for (std::size_t d = 0; d < output_shape::rank; ++d) out_shape[d + 1] = output_shape::dims[d];
+        return out_shape;
     }
 
-    logs forward_loss_backward(std::size_t rows, const char* call) {
-        pass_context ctx{
-            .training = true, .seed = seed_, .epoch = epoch_, .first_sample = sample_cursor_};
-        const const_matrix_view pred = net_->forward({Exec::data(x_), rows, in_features}, ctx);
-        const const_matrix_view target = target_view(rows);
-        const double loss_sum = loss_->sum(pred, target, Exec::data(grad_),
-                                           1.0f / static_cast<float>(rows),
-                                           Exec::data(row_scratch_));
-        if (!std::isfinite(loss_sum)) {
-            throw numeric_error(std::string(call) + ": the loss is not finite (" +
-                                std::to_string(loss_sum) + ") at optimizer step " +
-                                std::to_string(iterations_ + 1) +
-                                "; the update was not applied (lower the learning rate, or check "
-                                "the data)");
+    float* staging_x() {
+        if constexpr (host_memory) return Exec::data(x_);
+        else return staging_host_x_.data();
+    }
+    float* staging_y() {
+        if constexpr (host_memory) return Exec::data(y_);
+        else return staging_host_y_.data();
+    }
+
+    /// Copies n rows of inputs (and, when y is given, targets) into the micro-batch buffers of
+    /// `rows` rows; rows past n are zero padding.
+    void stage(const float* x, const float* y, std::size_t n, std::size_t rows) {
+        const std::size_t ty = target_cols();
+        std::copy_n(x, n * in_features, staging_x());
+        if (rows > n) std::fill_n(staging_x() + n * in_features, (rows - n) * in_features, 0.0f);
+        if (y != nullptr) {
+            std::copy_n(y, n * ty, staging_y());
+            if (rows > n) std::fill_n(staging_y() + n * ty, (rows - n) * ty, 0.0f);
         }
-        std::array<double, logs::max_metrics> metric_sums{};
+        if constexpr (!host_memory) {
+            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
+            if (y != nullptr) Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
+        }
+    }
+
+    [[nodiscard]] const_matrix_view target_view(std::size_t rows) const {
+        return {Exec::data(y_), rows, target_cols()};
+    }
+
+    // ---- memory and micro-batches -----------------------------------------------------------------
+
+    [[nodiscard]] bool limited() const { return !Batch::is_static && micro_limit_ != unlimited; }
+
+    /// Grows every buffer to hold `rows` samples: the only place a step may allocate, and the
+    /// first thing a micro-batch does, so that running out of memory changes nothing.
+    void reserve(std::size_t rows) {
+        if (rows <= capacity_) return;
+        const memory_estimate e = estimate_memory(rows, optimizer_ ? optimizer_->slot_count() : 0);
+        if (e.total_bytes() > budget_) {
+            throw out_of_memory("memory budget: a micro-batch of " + std::to_string(rows) + " needs " +
+                                std::to_string(e.total_bytes()) + " bytes (" + std::to_string(e.fixed_bytes()) +
+                                " fixed + " + std::to_string(e.batch_bytes) + " for the batch), the budget is " +
+                                std::to_string(budget_));
+        }
+        net_->reserve(rows);
+        Exec::reserve(x_, rows * in_features);
+        Exec::reserve(y_, rows * out_features);
+        Exec::reserve(grad_, rows * out_features);
+        Exec::reserve(row_scratch_, rows);
+        if constexpr (!host_memory) {
+            staging_host_x_.resize(rows * in_features);
+            staging_host_y_.resize(rows * out_features);
+        }
+        capacity_ = rows;
+    }
+
+    /// A micro-batch of `failed` rows did not fit: continue with half (a multiple of the
+    /// network's split granularity where possible), keep that size, and report it.
+    void shrink_micro_batch(std::size_t failed, const std::string& reason) {
+        if constexpr (Batch::is_static) {
+            throw out_of_memory(reason + "; a static batch is never split into smaller micro-batches");
+        } else {
+            if (failed <= 1) {
+                const memory_estimate one = estimate_memory(1, optimizer_ ? optimizer_->slot_count() : 0);
+                throw out_of_memory("not even one sample fits: a micro-batch of 1 needs " +
+                                    std::to_string(one.total_bytes()) + " bytes (" +
+                                    std::to_string(one.fixed_bytes()) + " fixed + " +
+                                    std::to_string(one.batch_bytes) + " for the sample); " + reason);
+            }
+            constexpr std::size_t g = network_type::split_granularity;
+            std::size_t next = failed / 2;
+            if (g > 1 && next >= g) next -= next % g;
+            micro_limit_ = std::max<std::size_t>(next, 1);
+            splits_.push_back({epoch_, iterations_ + 1, failed, micro_limit_, reason});
+            if (split_hook_) split_hook_(splits_.back());
+        }
+    }
+
+    /// Runs f(offset, rows) over [0, n) in pieces no larger than the micro-batch limit, redoing
+    /// a piece as smaller ones when it runs out of memory. f must allocate (reserve) before it
+    /// changes any state, which every caller here does.
+    template <class F>
+    void in_micro_batches(std::size_t n, F&& f) {
+        std::size_t done = 0;
+        while (done < n) {
+            const std::size_t rows = std::min(n - done, micro_limit_);
+            try {
+                f(done, rows);
+                done += rows;
+            } catch (const out_of_memory& e) {
+                shrink_micro_batch(rows, e.what());
+            } catch (const std::bad_alloc&) {
+                shrink_micro_batch(rows, "an allocation of buffers failed (std::bad_alloc)");
+            }
+        }
+    }
+
+    // ---- training -------------------------------------------------------------------------------
+
+    void allocate_accumulators() {
+        if constexpr (std::is_same_v<accumulator_type, double>) {
+            accumulators_d_.resize(variables_.size());
+            for (std::size_t i = 0; i < variables_.size(); ++i) {
+                if (variables_[i].ref.trainable()) accumulators_d_[i].resize(variables_[i].ref.size());
+            }
+        } else if constexpr (std::is_same_v<accumulator_type, compensated_float>) {
+            accumulators_k_.resize(variables_.size());
+            for (std::size_t i = 0; i < variables_.size(); ++i) {
+                if (!variables_[i].ref.trainable()) continue;
+                Exec::reserve(accumulators_k_[i].first, variables_[i].ref.size());
+                Exec::reserve(accumulators_k_[i].second, variables_[i].ref.size());
+            }
+        }
+    }
+
+    [[nodiscard]] std::size_t window_target_samples() const { return Accum::runtime ? window_.samples : Accum::samples; }
+    [[nodiscard]] std::size_t window_target_batches() const {
+        return Accum::runtime ? window_.micro_batches : Accum::micro_batches;
+    }
+
+    void reset_window() {
+        window_samples_ = 0;
+        window_batches_ = 0;
+        window_has_grads_ = false;
+    }
+
+    /// Trains on n rows as one call's worth of micro-batches: splits them at window boundaries,
+    /// steps the optimizer whenever a window is complete, and returns the rows' loss and metrics.
+    logs feed(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
+        validate(x, y, ids, n, call);
+        step_sums sums;
+        const std::size_t ty = target_cols();
+        std::size_t done = 0;
+        while (done < n) {
+            std::size_t part = n - done;
+            const std::size_t target = window_target_samples();
+            if (target != 0) part = std::min(part, target - window_samples_);
+            train_rows(x + done * in_features, y + done * ty, part, 1.0f, call, sums);
+            done += part;
+            if (target != 0 && window_samples_ == target) finish_step();
+        }
+        ++window_batches_;
+        if (window_target_samples() == 0 && window_batches_ >= window_target_batches()) finish_step();
+        return make_logs(sums.loss, sums.metrics, n);
+    }
+
+    /// Forward and backward over n rows into the open window, in micro-batches.
+    void train_rows(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
+                    step_sums& sums) {
+        const std::size_t ty = target_cols();
+        in_micro_batches(n, [&](std::size_t offset, std::size_t rows) {
+            train_micro_batch(x + offset * in_features, y + offset * ty, rows, grad_scale, call, sums);
+        });
+    }
+
+    void train_micro_batch(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
+                           step_sums& sums) {
+        const std::size_t rows = Batch::is_static ? Batch::extent : n;
+        reserve(rows);  // first: running out of memory here leaves everything as it was
+        stage(x, y, n, rows);
+        if (!window_has_grads_) net_->begin_step();
+        pass_context ctx{.training = true, .seed = seed_, .epoch = epoch_, .first_sample = sample_cursor_,
+                         .valid_rows = n};
+        const const_matrix_view out = net_->forward({Exec::data(x_), rows, in_features}, ctx);
+        const const_matrix_view pred{out.data, n, out_features};
+        const const_matrix_view target = target_view(n);
+        // Gradients are of the sum of the losses; the optimizer divides by the window's samples.
+        const double loss_sum = loss_->sum(pred, target, Exec::data(grad_), grad_scale, Exec::data(row_scratch_));
+        if (!std::isfinite(loss_sum)) {
+            const std::size_t discarded = window_samples_;
+            reset_window();
+            throw numeric_error(std::string(call) + ": the loss is not finite (" + std::to_string(loss_sum) +
+                                ") at optimizer step " + std::to_string(iterations_ + 1) +
+                                "; no update was applied" +
+                                (discarded ? " and the " + std::to_string(discarded) +
+                                                 " samples accumulated for the step were discarded"
+                                           : std::string()) +
+                                " (lower the learning rate, or check the data)");
+        }
+        // Padding rows must not move any gradient.
+        if (rows > n) Exec::fill(Exec::data(grad_) + n * out_features, (rows - n) * out_features, 0.0f);
         const target_description d = loss_->describe();
         for (std::size_t m = 0; m < metrics_.size(); ++m) {
-            metric_sums[m] = metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
+            sums.metrics[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
         }
-        net_->backward({Exec::data(grad_), rows, out_features}, false);
-        return make_logs(loss_sum, metric_sums, rows);
+        constexpr bool float_sums = std::is_same_v<accumulator_type, float>;
+        net_->backward({Exec::data(grad_), rows, out_features}, float_sums && window_has_grads_);
+        if constexpr (!float_sums) add_to_accumulators(!window_has_grads_);
+        window_has_grads_ = true;
+        window_samples_ += n;
+        sample_cursor_ += n;
+        sums.loss += loss_sum;
+        sums.samples += n;
     }
 
-    logs make_logs(double loss_sum, const std::array<double, logs::max_metrics>& metric_sums,
-                   std::size_t n) const {
+    void add_to_accumulators(bool first) {
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            const variable_ref& v = variables_[i].ref;
+            if (!v.trainable()) continue;
+            if constexpr (std::is_same_v<accumulator_type, double>) {
+                // double sums live in host memory: this accumulator is for the CPU policy.
+                static_assert(host_memory, "accumulate<..., double> needs a host-memory policy; use compensated_float");
+                Exec::for_each(v.size(), detail::accumulate_double{v.grad, accumulators_d_[i].data(), first});
+            } else {
+                Exec::for_each(v.size(), detail::accumulate_kahan{v.grad, Exec::data(accumulators_k_[i].first),
+                                                                  Exec::data(accumulators_k_[i].second), first});
+            }
+        }
+    }
+
+    /// Double or compensated sums back into the float gradients the optimizer reads.
+    void write_back_accumulators() {
+        if constexpr (!std::is_same_v<accumulator_type, float>) {
+            if (!window_has_grads_) return;
+            for (std::size_t i = 0; i < variables_.size(); ++i) {
+                const variable_ref& v = variables_[i].ref;
+                if (!v.trainable()) continue;
+                if constexpr (std::is_same_v<accumulator_type, double>) {
+                    Exec::for_each(v.size(), detail::write_back_sum<double>{accumulators_d_[i].data(), v.grad});
+                } else {
+                    Exec::for_each(v.size(), detail::write_back_sum<float>{Exec::data(accumulators_k_[i].first), v.grad});
+                }
+            }
+        }
+    }
+
+    /// The optimizer step of the open window: the gradient sums divided by the window's samples,
+    /// every optimizer state advanced once, batch norm's moving averages updated once.
+    bool finish_step() {
+        if (window_samples_ == 0) {
+            window_batches_ = 0;
+            return false;
+        }
+        write_back_accumulators();
+        const float scale = 1.0f / static_cast<float>(window_samples_);
+        ++iterations_;
+        for (std::size_t i = 0; i < variables_.size(); ++i) {
+            if (variables_[i].ref.trainable()) {
+                optimizer_->apply(variables_[i].ref, slot_pointers_[i].data(), iterations_, learning_rate_, scale);
+            }
+        }
+        net_->end_step();
+        reset_window();
+        return true;
+    }
+
+    // ---- inference ------------------------------------------------------------------------------
+
+    /// Inference over n rows of host inputs in micro-batches; consume(offset, predictions).
+    template <class F>
+    void infer(const float* x, std::size_t n, F&& consume) {
+        in_micro_batches(n, [&](std::size_t offset, std::size_t count) {
+            const std::size_t rows = Batch::is_static ? Batch::extent : count;
+            reserve(rows);
+            stage(x + offset * in_features, nullptr, count, rows);
+            pass_context ctx{.training = false, .seed = seed_, .epoch = epoch_, .first_sample = 0, .valid_rows = count};
+            const const_matrix_view out = net_->forward({Exec::data(x_), rows, in_features}, ctx);
+            consume(offset, const_matrix_view{out.data, count, out_features});
+        });
+    }
+
+    void evaluate_rows(const float* x, const float* y, std::size_t n, eval_sums& sums) {
+        const target_description d = loss_->describe();
+        const std::size_t ty = target_cols();
+        infer(x, n, [&](std::size_t offset, const_matrix_view pred) {
+            const std::size_t count = pred.rows;
+            std::copy_n(y + offset * ty, count * ty, staging_y());
+            if constexpr (!host_memory) Exec::from_host(staging_host_y_.data(), count * ty, Exec::data(y_));
+            const const_matrix_view target = target_view(count);
+            sums.loss += loss_->sum(pred, target, nullptr, 0.0f, Exec::data(row_scratch_));
+            for (std::size_t m = 0; m < metrics_.size(); ++m) {
+                sums.metrics[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
+            }
+        });
+    }
+
+    logs make_logs(double loss_sum, const std::array<double, logs::max_metrics>& metric_sums, std::size_t n) const {
         logs out;
         out.samples = n;
         out.loss = static_cast<float>(loss_sum / static_cast<double>(n));
@@ -1010,7 +1333,10 @@ private:
         return out;
     }
 
+    // ---- state ----------------------------------------------------------------------------------
+
     std::uint64_t seed_ = 0;
+    std::size_t budget_ = std::numeric_limits<std::size_t>::max();
     std::unique_ptr<network_type> net_;
     std::array<std::string, network_type::size> layer_names_{};
     std::vector<variable_entry> variables_;
@@ -1023,11 +1349,28 @@ private:
     float learning_rate_ = 0.0f;
     std::uint64_t iterations_ = 0;
 
+    // The open accumulation window.
+    accumulation_window window_{};
+    std::size_t window_samples_ = 0;
+    std::size_t window_batches_ = 0;
+    bool window_has_grads_ = false;
+    std::vector<std::vector<double>> accumulators_d_;
+    std::vector<std::pair<typename Exec::vector, typename Exec::vector>> accumulators_k_;
+
+    // Micro-batches: the static batch, or what out-of-memory recovery settled on.
+    std::size_t micro_limit_ = Batch::is_static ? Batch::extent : unlimited;
+    std::vector<micro_batch_split> splits_;
+    std::function<void(const micro_batch_split&)> split_hook_;
+
     std::uint64_t epoch_ = 0;
     std::uint64_t sample_cursor_ = 0;
     std::size_t capacity_ = 0;
     typename Exec::vector x_, y_, grad_, row_scratch_;
+    std::vector<float> staging_host_x_, staging_host_y_;
+    // train_on_batch's contiguous host copies, used when the caller's tensors are not already.
     std::vector<float> host_x_, host_y_;
+    const float* host_x_ptr_ = nullptr;
+    const float* host_y_ptr_ = nullptr;
 
     // fit's reusable batch buffers, its position for checkpoints, and a loaded resume point.
     data::batch_data batch_, eval_batch_;

@@ -58,6 +58,14 @@ public:
         o_.out->flush();
     }
 
+    void on_micro_batch_split(training_context&, const micro_batch_split& split) override {
+        *o_.out << (interactive_ && drawn_ ? "\n" : "") << "out of memory at optimizer step "
+                << split.optimizer_step << ": micro-batch " << split.from << " -> " << split.to
+                << ", the step continues (" << split.reason << ")\n";
+        o_.out->flush();
+        drawn_ = false;
+    }
+
     void on_epoch_end(training_context&, std::uint64_t, const epoch_logs& logs) override {
         const double elapsed = seconds(clock::now() - start_);
         const double per_step = done_ > 0 ? elapsed / static_cast<double>(done_) : 0.0;

@@ -123,6 +123,21 @@ void copy_checked(const X& x, std::size_t row_size, float* dst, const char* call
     }
 }
 
+/// Rejects a non-finite value among rows x row_size floats, naming the sample as copy_checked.
+inline void check_finite(const float* src, std::size_t rows, std::size_t row_size, const std::size_t* ids,
+                         const char* call, const char* what) {
+    const std::size_t n = rows * row_size;
+    bool finite = true;
+    for (std::size_t i = 0; i < n; ++i) finite &= std::isfinite(src[i]);
+    if (finite) return;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(src[i])) {
+            const std::size_t row = i / row_size;
+            throw_non_finite(call, what, ids ? ids[row] : row, i % row_size, src[i]);
+        }
+    }
+}
+
 /// Copies `rows` class indices starting at `first`, rejecting anything that is not an integer
 /// in [0, classes). `first_sample` numbers the samples in messages.
 template <class It>

@@ -1,0 +1,32 @@
+// What a model's training costs in memory, known before anything is allocated: bytes that do not
+// depend on the batch (parameters, gradients, optimizer state, accumulators) and bytes per
+// micro-batch row. A memory_budget holds a model to a ceiling; a step that would exceed it is
+// split into smaller micro-batches instead of failing.
+#pragma once
+
+#include <cstddef>
+#include <limits>
+
+namespace batchwise {
+
+/// The most bytes a model may hold in buffers (parameters, state and per-batch buffers).
+struct memory_budget {
+    std::size_t bytes = std::numeric_limits<std::size_t>::max();
+};
+
+struct memory_estimate {
+    std::size_t parameter_bytes = 0;    // every variable's values
+    std::size_t gradient_bytes = 0;     // one gradient per trainable value
+    std::size_t optimizer_bytes = 0;    // optimizer slots
+    std::size_t accumulator_bytes = 0;  // double or compensated gradient sums
+    std::size_t layer_state_bytes = 0;  // other per-layer state (batch norm's step statistics)
+    std::size_t batch_bytes = 0;        // buffers for `rows` samples: activations, gradients, staging
+    std::size_t rows = 0;
+
+    [[nodiscard]] constexpr std::size_t fixed_bytes() const {
+        return parameter_bytes + gradient_bytes + optimizer_bytes + accumulator_bytes + layer_state_bytes;
+    }
+    [[nodiscard]] constexpr std::size_t total_bytes() const { return fixed_bytes() + batch_bytes; }
+};
+
+}  // namespace batchwise
