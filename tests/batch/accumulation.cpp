@@ -1,0 +1,310 @@
+// DESIGN decisions 4, 6 and 8: an optimizer step over micro-batches n1..nk equals the step of one
+// batch of n1+..+nk (relative 1e-5), for every way of splitting, every optimizer family, with and
+// without dropout; out-of-memory splitting keeps the result; ghost batch norm is split-invariant
+// at its virtual batch; accumulator types agree.
+#include "../gradient_check.hpp"
+
+#include <type_traits>
+#include <vector>
+
+namespace bw = batchwise;
+using bw::data::Dataset;
+
+namespace {
+
+constexpr std::size_t N = 128;
+
+using plain_net = bw::Sequential<bw::Input<12>, bw::Dense<24>, bw::Tanh, bw::Dense<16>, bw::ReLU, bw::Dense<4>>;
+using dropout_net = bw::Sequential<bw::Input<12>, bw::Dense<24>, bw::Tanh, bw::Dropout<0.3f>, bw::Dense<16>,
+                                   bw::ReLU, bw::Dropout<0.2f>, bw::Dense<4>>;
+
+/// Equal to relative 1e-5, per variable: ||a - b|| / ||a|| (2-norm). With `elementwise`, also
+/// max |a - b| / max |a|. Both optimizers see gradients whose float rounding depends on the
+/// summation order (one GEMM over 128 rows, or four over 32); SGD passes that on unchanged
+/// (measured max-norm 2e-7), Adam divides by sqrt(v) and so amplifies the rounding of gradients
+/// that nearly cancel to ~1e-3 of the learning rate on a few elements (measured max-norm 1.1e-5,
+/// 2-norm 1.7e-6): the 2-norm bound holds for every optimizer, the element bound for SGD's.
+template <class M1, class M2>
+void check_close(const M1& a, const M2& b, bool elementwise = false, double rel = 1e-5) {
+    const auto wa = a.get_weights(), wb = b.get_weights();
+    REQUIRE(wa.size() == wb.size());
+    for (std::size_t v = 0; v < wa.size(); ++v) {
+        double max_diff = 0.0, max_value = 0.0, sq_diff = 0.0, sq_value = 0.0;
+        for (std::size_t i = 0; i < wa[v].second.size(); ++i) {
+            const double x = wa[v].second(i), d = x - double(wb[v].second(i));
+            max_diff = std::max(max_diff, std::fabs(d));
+            max_value = std::max(max_value, std::fabs(x));
+            sq_diff += d * d;
+            sq_value += x * x;
+        }
+        INFO(wa[v].first << ": 2-norm relative difference " << std::sqrt(sq_diff / sq_value)
+                         << ", max-norm relative difference " << max_diff / max_value);
+        CHECK(std::sqrt(sq_diff) <= rel * std::sqrt(sq_value));
+        if (elementwise) CHECK(max_diff <= rel * max_value);
+    }
+}
+
+struct batch {
+    xt::xtensor<float, 2> x;
+    xt::xtensor<int, 1> y;
+};
+batch make_batch(std::size_t n, std::uint64_t s) {
+    batch b{bw_test::random_matrix(n, 12, s), xt::zeros<int>({n})};
+    for (std::size_t i = 0; i < n; ++i) b.y(i) = static_cast<int>((i * 7 + s) % 4);
+    return b;
+}
+batch rows_of(const batch& b, std::size_t first, std::size_t count) {
+    return {xt::view(b.x, xt::range(first, first + count)), xt::view(b.y, xt::range(first, first + count))};
+}
+
+template <class M, class Opt>
+void compile(M& m, const Opt& opt) {
+    m.compile(opt, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+}
+
+/// `steps` optimizer steps: the reference trains each step's N samples as one batch; the other
+/// model trains the same samples as micro-batches of the given sizes through an accumulation
+/// window set to their count.
+template <class Net, class Opt>
+void compare_split(const Opt& opt, const std::vector<std::size_t>& sizes, std::size_t steps) {
+    bw::Model<Net> whole{bw::seed{21}};
+    bw::Model<Net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_runtime<>> split{bw::seed{21}};
+    compile(whole, opt);
+    compile(split, opt);
+    split.set_accumulation({.micro_batches = sizes.size()});
+    for (std::size_t s = 0; s < steps; ++s) {
+        const batch b = make_batch(N, s + 1);
+        whole.train_on_batch(b.x, b.y);
+        std::size_t first = 0;
+        for (std::size_t n : sizes) {
+            const batch part = rows_of(b, first, n);
+            split.train_on_batch(part.x, part.y);
+            first += n;
+        }
+        REQUIRE(first == N);
+        CHECK_FALSE(split.window_open());
+    }
+    CHECK(whole.iterations() == steps);
+    CHECK(split.iterations() == steps);
+    check_close(whole, split, /*elementwise=*/std::is_same_v<Opt, bw::SGD>);
+}
+
+template <class Net>
+void every_split_every_optimizer() {
+    const std::vector<std::vector<std::size_t>> splits{
+        {32, 32, 32, 32},         // even
+        {96, 32},                 // uneven
+        {50, 50, 28},             // ragged last micro-batch
+        {1, 63, 7, 57},           // anything
+    };
+    for (const auto& sizes : splits) {
+        INFO("split of " << sizes.size() << " micro-batches, first " << sizes.front());
+        for (std::size_t steps : {1, 4}) {
+            compare_split<Net>(bw::SGD{{.learning_rate = 0.1f}}, sizes, steps);
+            compare_split<Net>(bw::SGD{{.learning_rate = 0.05f, .momentum = 0.9f, .nesterov = true}}, sizes, steps);
+            compare_split<Net>(bw::Adam{{.learning_rate = 0.01f}}, sizes, steps);
+            compare_split<Net>(bw::AdamW{{.learning_rate = 0.01f, .weight_decay = 0.1f}}, sizes, steps);
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("accumulation is exact for every split, optimizer and step count, without dropout") {
+    every_split_every_optimizer<plain_net>();
+}
+
+TEST_CASE("accumulation is exact with dropout: masks do not depend on the split") {
+    every_split_every_optimizer<dropout_net>();
+}
+
+TEST_CASE("accumulate_to<N> steps every N samples, splitting a batch that crosses the boundary") {
+    bw::Model<plain_net> whole{bw::seed{3}};
+    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_to<100>> to100{bw::seed{3}};
+    compile(whole, bw::Adam{});
+    compile(to100, bw::Adam{});
+    const batch b = make_batch(300, 9);
+    for (std::size_t first = 0; first < 300; first += 100) {
+        const batch part = rows_of(b, first, 100);
+        whole.train_on_batch(part.x, part.y);
+    }
+    // 300 samples in batches of 64: steps fall inside the 2nd and 4th batches.
+    for (std::size_t first = 0; first < 300; first += 64) {
+        const batch part = rows_of(b, first, std::min<std::size_t>(64, 300 - first));
+        to100.train_on_batch(part.x, part.y);
+    }
+    CHECK(to100.iterations() == 3);
+    CHECK_FALSE(to100.window_open());
+    check_close(whole, to100);
+}
+
+TEST_CASE("accumulate<K> in fit: a ragged last micro-batch and a partial window at the epoch's end") {
+    // 112 samples as 32, 32, 32, 16 with accumulate<4>: one step of 112. 100 samples with
+    // accumulate<8>: a window of 4 micro-batches (32, 32, 32, 4) stepped at the epoch's end.
+    for (std::size_t n : {112, 100}) {
+        const Dataset data = Dataset(make_batch(n, 4).x, make_batch(n, 4).y).shuffle(n, bw::seed{2});
+        bw::Model<dropout_net> whole{bw::seed{5}};
+        compile(whole, bw::Adam{});
+        whole.fit(data.batch(n), {.epochs = 3, .verbose = 0});
+
+        bw::Model<dropout_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<4>> four{bw::seed{5}};
+        bw::Model<dropout_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8>> eight{bw::seed{5}};
+        compile(four, bw::Adam{});
+        compile(eight, bw::Adam{});
+        const bw::History h4 = four.fit(data.batch(32), {.epochs = 3, .verbose = 0});
+        const bw::History h8 = eight.fit(data.batch(32), {.epochs = 3, .verbose = 0});
+        CHECK(h4.optimizer_steps == std::vector<std::size_t>{1, 1, 1});
+        CHECK(h8.optimizer_steps == std::vector<std::size_t>{1, 1, 1});
+        CHECK(h4.steps == std::vector<std::size_t>{4, 4, 4});
+        check_close(whole, four);
+        check_close(whole, eight);
+    }
+}
+
+TEST_CASE("the optimizer state advances once per optimizer step, not per micro-batch") {
+    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<4>> m{bw::seed{1}};
+    compile(m, bw::Adam{});
+    const batch b = make_batch(64, 1);
+    for (int i = 0; i < 3; ++i) m.train_on_batch(rows_of(b, 16 * i, 16).x, rows_of(b, 16 * i, 16).y);
+    CHECK(m.iterations() == 0);
+    CHECK(m.window_open());
+    CHECK(m.window_samples() == 48);
+    CHECK_THROWS_AS(m.save_checkpoint("unused.npz"), bw::usage_error);
+    CHECK_THROWS_AS(m.loss_and_gradients(b.x, b.y), bw::usage_error);
+    m.train_on_batch(rows_of(b, 48, 16).x, rows_of(b, 48, 16).y);
+    CHECK(m.iterations() == 1);
+    CHECK_FALSE(m.apply_accumulated());  // nothing open
+    m.train_on_batch(rows_of(b, 0, 5).x, rows_of(b, 0, 5).y);
+    CHECK(m.apply_accumulated());        // a partial window, stepped with its 5 samples
+    CHECK(m.iterations() == 2);
+}
+
+TEST_CASE("double and compensated accumulators agree with float sums") {
+    const std::vector<std::size_t> sizes{16, 16, 16, 16, 16, 16, 16, 16};
+    bw::Model<plain_net> whole{bw::seed{8}};
+    compile(whole, bw::SGD{{.learning_rate = 0.1f}});
+    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8, double>> d{bw::seed{8}};
+    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8, bw::compensated_float>> k{bw::seed{8}};
+    compile(d, bw::SGD{{.learning_rate = 0.1f}});
+    compile(k, bw::SGD{{.learning_rate = 0.1f}});
+    for (std::uint64_t s = 0; s < 3; ++s) {
+        const batch b = make_batch(N, 40 + s);
+        whole.train_on_batch(b.x, b.y);
+        for (std::size_t i = 0; i < 8; ++i) {
+            d.train_on_batch(rows_of(b, 16 * i, 16).x, rows_of(b, 16 * i, 16).y);
+            k.train_on_batch(rows_of(b, 16 * i, 16).x, rows_of(b, 16 * i, 16).y);
+        }
+    }
+    check_close(whole, d);
+    check_close(whole, k);
+    static_assert(decltype(d)::estimate_memory(1, 0).accumulator_bytes == 8 * decltype(d)::network_type::trainable_count);
+}
+
+TEST_CASE("ghost batch norm: statistics per virtual batch, moving averages from the whole step") {
+    // No bias before batch norm: its gradient is zero in exact arithmetic, so the bias would only
+    // carry rounding noise (Keras users drop it for the same reason).
+    using ghost = bw::Sequential<bw::Input<12>, bw::Dense<16, bw::no_bias>, bw::BatchNormalization<0.9f, 1e-3f, 16>,
+                                 bw::ReLU, bw::Dense<4>>;
+    // Split points at multiples of the virtual batch (16) leave every statistic unchanged.
+    bw::Model<ghost> whole{bw::seed{2}};
+    bw::Model<ghost, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<3>> split{bw::seed{2}};
+    compile(whole, bw::Adam{});
+    compile(split, bw::Adam{});
+    for (std::uint64_t s = 0; s < 3; ++s) {
+        const batch b = make_batch(96, 60 + s);
+        whole.train_on_batch(b.x, b.y);
+        split.train_on_batch(rows_of(b, 0, 32).x, rows_of(b, 0, 32).y);
+        split.train_on_batch(rows_of(b, 32, 48).x, rows_of(b, 32, 48).y);
+        split.train_on_batch(rows_of(b, 80, 16).x, rows_of(b, 80, 16).y);
+    }
+    check_close(whole, split);  // includes moving mean and variance
+    static_assert(decltype(split)::network_type::split_granularity == 16);
+
+    // Without virtual batches the statistics are per micro-batch (documented), and the moving
+    // averages still come from the whole step: after one step of two halves they equal those of
+    // one batch of both halves.
+    using per_micro = bw::Sequential<bw::Input<12>, bw::BatchNormalization<0.5f>>;
+    bw::Model<per_micro> one{bw::seed{1}};
+    bw::Model<per_micro, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<2>> two{bw::seed{1}};
+    one.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
+    two.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(40, 12, 3, -2.0f, 5.0f);
+    const xt::xtensor<float, 2> y = xt::zeros<float>({40, 12});
+    one.train_on_batch(x, y);
+    const xt::xtensor<float, 2> x1 = xt::view(x, xt::range(0, 25)), x2 = xt::view(x, xt::range(25, 40));
+    const xt::xtensor<float, 2> y1 = xt::view(y, xt::range(0, 25)), y2 = xt::view(y, xt::range(25, 40));
+    two.train_on_batch(x1, y1);
+    two.train_on_batch(x2, y2);
+    const auto a = one.get_weights(), b = two.get_weights();
+    CHECK(a[2].first == "batch_normalization/moving_mean");
+    CHECK(xt::allclose(a[2].second, b[2].second, 1e-5, 1e-6));
+    CHECK(xt::allclose(a[3].second, b[3].second, 1e-5, 1e-6));
+}
+
+TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same weights") {
+    using Net = bw::Sequential<bw::Input<12>, bw::Dense<64>, bw::ReLU, bw::Dropout<0.25f>, bw::Dense<64>, bw::ReLU,
+                               bw::Dense<4>>;
+    const Dataset data = Dataset(make_batch(600, 3).x, make_batch(600, 3).y).shuffle(600, bw::seed{4});
+    bw::Model<Net> unsplit{bw::seed{6}};
+    compile(unsplit, bw::Adam{});
+    unsplit.fit(data.batch(bw::schedule::phased{{0, 40}, {1, 200}}), {.epochs = 3, .verbose = 0});
+
+    // A budget that holds a micro-batch of 100 but not 200: epoch 0 (batches of 40) fits, the
+    // larger batches of epoch 1 are split in the middle of training.
+    bw::Model<Net> probe{bw::seed{6}};
+    compile(probe, bw::Adam{});
+    const std::size_t budget = decltype(probe)::estimate_memory(150, 2).total_bytes();
+    bw::Model<Net> limited{bw::seed{6}, bw::memory_budget{budget}};
+    compile(limited, bw::Adam{});
+    struct split_log final : bw::Callback {
+        std::vector<bw::micro_batch_split> seen;
+        void on_micro_batch_split(bw::training_context&, const bw::micro_batch_split& e) override { seen.push_back(e); }
+    } log;
+    const bw::History h = limited.fit(data.batch(bw::schedule::phased{{0, 40}, {1, 200}}), {.epochs = 3, .verbose = 0}, log);
+    REQUIRE(h.micro_batch_splits.size() == 1);
+    CHECK(h.micro_batch_splits[0].from == 200);
+    CHECK(h.micro_batch_splits[0].to == 100);
+    CHECK(h.micro_batch_splits[0].epoch == 1);
+    CHECK(h.micro_batch_splits[0].reason.find("memory budget") != std::string::npos);
+    CHECK(log.seen.size() == 1);
+    CHECK(h.micro_batch_limit == std::vector<std::size_t>{0, 100, 100});
+    CHECK(h.optimizer_steps == std::vector<std::size_t>{15, 3, 3});  // same steps as unsplit
+    CHECK(limited.micro_batch_limit() == 100);
+    CHECK(limited.memory().total_bytes() <= budget);
+    CHECK(limited.iterations() == unsplit.iterations());
+    check_close(unsplit, limited);
+}
+
+TEST_CASE("out of memory: not even one sample fits, and static batches never split") {
+    using Net = bw::Sequential<bw::Input<12>, bw::Dense<64>, bw::ReLU, bw::Dense<4>>;
+    using M = bw::Model<Net>;
+    const std::size_t fixed = M::estimate_memory(0, 0).total_bytes();
+    M tight{bw::seed{1}, bw::memory_budget{fixed + 10}};
+    compile(tight, bw::SGD{});
+    const batch b = make_batch(8, 1);
+    CHECK_THROWS_WITH_AS(tight.train_on_batch(b.x, b.y), doctest::Contains("not even one sample fits"), bw::out_of_memory);
+    CHECK(tight.iterations() == 0);
+    CHECK(tight.max_batch_for(fixed + 10) == 0);
+    CHECK(tight.max_batch_for(M::estimate_memory(37, 0).total_bytes()) == 37);
+
+    CHECK_THROWS_WITH_AS((bw::Model<Net>{bw::seed{1}, bw::memory_budget{fixed / 2}}),
+                         doctest::Contains("parameters and their gradients alone"), bw::out_of_memory);
+    using S = bw::Model<Net, bw::static_batch<64>>;
+    CHECK_THROWS_WITH_AS((S{bw::seed{1}, bw::memory_budget{S::estimate_memory(32, 0).total_bytes()}}),
+                         doctest::Contains("a static batch is never split"), bw::out_of_memory);
+    // The Adam state that compile() adds must fit too.
+    M small{bw::seed{1}, bw::memory_budget{M::estimate_memory(0, 1).total_bytes()}};
+    CHECK_THROWS_AS(small.compile(bw::Adam{}, bw::MeanSquaredError{}), bw::out_of_memory);
+}
+
+TEST_CASE("memory estimates are constant expressions that grow with the batch") {
+    using M = bw::Model<bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>>;
+    constexpr auto e = M::estimate_memory(2048, 0);
+    static_assert(e.parameter_bytes == 4 * 269322);
+    static_assert(e.gradient_bytes == 4 * 269322);
+    static_assert(M::estimate_memory(2048, 2).optimizer_bytes == 2 * 4 * 269322);
+    // The first Dense keeps no input gradient: no layer before it learns.
+    static_assert(e.batch_bytes == 4 * 2048 * ((256) + (256 + 256) + (256 + 256) + (256 + 256) + (10 + 256) +
+                                               (784 + 2 * 10 + 1)));
+    CHECK(e.total_bytes() > M::estimate_memory(1024, 0).total_bytes());
+}
