@@ -1107,13 +1107,7 @@ private:
         if constexpr (Batch::is_static) {
             throw out_of_memory(reason + "; a static batch is never split into smaller micro-batches");
         } else {
-            if (failed <= 1) {
-                const memory_estimate one = estimate_memory(1, optimizer_ ? optimizer_->slot_count() : 0);
-                throw out_of_memory("not even one sample fits: a micro-batch of 1 needs " +
-                                    std::to_string(one.total_bytes()) + " bytes (" +
-                                    std::to_string(one.fixed_bytes()) + " fixed + " +
-                                    std::to_string(one.batch_bytes) + " for the sample); " + reason);
-            }
+            if (failed <= 1) throw out_of_memory("not even one sample fits: " + reason);
             constexpr std::size_t g = network_type::split_granularity;
             std::size_t next = failed / 2;
             if (g > 1 && next >= g) next -= next % g;
@@ -1137,7 +1131,10 @@ private:
             } catch (const out_of_memory& e) {
                 shrink_micro_batch(rows, e.what());
             } catch (const std::bad_alloc&) {
-                shrink_micro_batch(rows, "an allocation of buffers failed (std::bad_alloc)");
+                const memory_estimate e = estimate_memory(rows, optimizer_ ? optimizer_->slot_count() : 0);
+                shrink_micro_batch(rows, "allocating buffers for a micro-batch of " + std::to_string(rows) +
+                                             " failed (std::bad_alloc; the model needs " +
+                                             std::to_string(e.total_bytes()) + " bytes at that size)");
             }
         }
     }
