@@ -13,6 +13,7 @@ packages=(
     libbenchmark-dev          # benchmark harness
     dataset-fashion-mnist     # the real Fashion-MNIST, for the main example
     python3-numpy             # checks that our .npz files are what numpy reads and writes
+    python3-venv              # a virtual environment for Conan 2 from PyPI (the Conan package test)
 )
 
 missing=()
