@@ -36,33 +36,51 @@ threads="$OPENBLAS_NUM_THREADS"  # Keras gets the same thread count as batchwise
 # --- build batchwise's example, or say why it is skipped ------------------------------------------
 batchwise=build/release/examples/fashion_mnist
 cmake --preset release >/dev/null
-if cmake --build --preset release --target help 2>/dev/null | grep -qw fashion_mnist; then
+# Captured before grepping: under pipefail, grep -q closing the pipe early fails the pipeline.
+targets="$(cmake --build --preset release --target help 2>/dev/null || true)"
+if grep -qw fashion_mnist <<<"$targets"; then
     cmake --build --preset release -j "$(nproc)" --target fashion_mnist
 else
-    echo "fashion_mnist.sh: the build has no fashion_mnist target (examples/fashion_mnist.cpp" \
-         "not there yet); skipping batchwise, running Keras only" >&2
+    echo "fashion_mnist.sh: the build has no fashion_mnist target; skipping batchwise," \
+         "running Keras only" >&2
     batchwise=""
 fi
 
 # --- runs -----------------------------------------------------------------------------------------
 logs="$(mktemp -d "${TMPDIR:-/tmp}/fashion_mnist_bench.XXXXXX")"
 
-# The value after "<label>: " on a program's output line, trailing "s" removed.
-field() { sed -n "s/^$2: *\([0-9.]*\)s\{0,1\}\$/\1/p" "$1" | tail -n1; }
+# The number after "<label>: " on a program's last such output line (a unit after it is dropped).
+field() { sed -n "s/^$2: *\([0-9.]*\).*/\1/p" "$1" | tail -n1; }
 
-# run NAME ROUND COMMAND...: runs it, keeps its output in $logs, appends "NAME ROUND acc wall fit".
+# CPU-seconds the whole machine has been busy (user..steal, /proc/stat), in clock ticks.
+busy_ticks() {
+    local _ user nice system irq softirq steal
+    read -r _ user nice system _ _ irq softirq steal _ </proc/stat  # skips idle, iowait
+    echo $((user + nice + system + irq + softirq + steal))
+}
+clk_tck="$(getconf CLK_TCK)"
+
+# run NAME ROUND COMMAND...: runs it, keeps its output in $logs, appends
+# "NAME ROUND accuracy wall fit other" to $results. "other" is the CPU (in cores, averaged over the
+# run) that everything except the benchmark used meanwhile: this is a 2-core machine where a
+# concurrent compile slows either system by half, so a run with other load above ~0.1 is suspect.
 results="$logs/results.txt"
 : >"$results"
 run() {
     local name="$1" round="$2"; shift 2
-    local log="$logs/$name.$round.log"
+    local log="$logs/$name.$round.log" times="$logs/$name.$round.time"
     echo "fashion_mnist.sh: round $round/$rounds: $name" >&2
-    if ! "$@" >"$log" 2>&1; then
-        echo "fashion_mnist.sh: $name failed; its output:" >&2
+    local busy_before busy_after status=0
+    busy_before="$(busy_ticks)"
+    # bash's time keyword: the command's wall, user and system seconds, children included.
+    { TIMEFORMAT='%R %U %S'; time "$@" >"$log" 2>&1 || status=$?; } 2>"$times"
+    busy_after="$(busy_ticks)"
+    if ((status != 0)); then
+        echo "fashion_mnist.sh: $name failed (exit $status); its output:" >&2
         cat "$log" >&2
         exit 1
     fi
-    local acc wall fit
+    local acc wall fit other
     acc="$(field "$log" "Test accuracy")"
     wall="$(field "$log" "Wall time")"
     fit="$(field "$log" "Fit time")"
@@ -70,7 +88,9 @@ run() {
         echo "fashion_mnist.sh: $name did not print Test accuracy / Wall time / Fit time; see $log" >&2
         exit 1
     fi
-    echo "$name $round $acc $wall $fit" >>"$results"
+    other="$(awk -v b="$((busy_after - busy_before))" -v hz="$clk_tck" '
+        { o = (b / hz - $2 - $3) / $1; printf "%.2f", (o < 0 ? 0 : o) }' "$times")"
+    echo "$name $round $acc $wall $fit $other" >>"$results"
 }
 
 for ((r = 1; r <= rounds; r++)); do
@@ -88,12 +108,12 @@ echo "Fashion-MNIST MLP 784-256-256-10, dropout 0.2, Adam 1e-3, batch 128, 20 ep
      "$(date -u '+%Y-%m-%d %H:%M UTC'), CPU: ${cpu:-unknown}, nproc $(nproc)," \
      "threads $threads, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, TensorFlow $tf_version"
 echo
-echo "| system | round | test accuracy | wall s | fit s | Keras wall / batchwise wall |"
-echo "|---|---|---|---|---|---|"
+echo "| system | round | test accuracy | wall s | fit s | Keras wall / batchwise wall | other CPU load (cores) |"
+echo "|---|---|---|---|---|---|---|"
 # The ratio is taken within a round (the two runs that ran back to back); with several rounds a
 # median row follows each system.
 awk -v rounds="$rounds" '
-    { name[NR] = $1; round[NR] = $2; acc[NR] = $3; wall[NR] = $4; fit[NR] = $5
+    { name[NR] = $1; round[NR] = $2; acc[NR] = $3; wall[NR] = $4; fit[NR] = $5; other[NR] = $6
       w[$1, $2] = $4 }
     function median(sys, col,    n, i, j, t, v) {
         n = 0
@@ -106,7 +126,7 @@ awk -v rounds="$rounds" '
             ratio = ""
             if (name[i] == "keras" && (("batchwise", round[i]) in w))
                 ratio = sprintf("%.2f", wall[i] / w["batchwise", round[i]])
-            printf "| %s | %s | %s | %.2f | %.2f | %s |\n", name[i], round[i], acc[i], wall[i], fit[i], ratio
+            printf "| %s | %s | %s | %.2f | %.2f | %s | %s |\n", name[i], round[i], acc[i], wall[i], fit[i], ratio, other[i]
         }
         if (rounds > 1) {
             split("batchwise keras", systems, " ")
@@ -117,9 +137,10 @@ awk -v rounds="$rounds" '
                 ratio = ""
                 if (sys == "keras" && (("batchwise", 1) in w))
                     ratio = sprintf("%.2f", median("keras", 4) / median("batchwise", 4))
-                printf "| %s | median | %.4f | %.2f | %.2f | %s |\n", sys, median(sys, 3), median(sys, 4), median(sys, 5), ratio
+                printf "| %s | median | %.4f | %.2f | %.2f | %s | |\n", sys, median(sys, 3), median(sys, 4), median(sys, 5), ratio
             }
         }
     }' "$results"
 echo
+echo "other CPU load: what the rest of the machine used during the run; above ~0.1 the timing is suspect."
 echo "Logs: $logs" >&2
