@@ -30,9 +30,8 @@ BATCHWISE_HOST_DEVICE inline void mulhilo(std::uint32_t a, std::uint32_t b, std:
     lo = static_cast<std::uint32_t>(p);
 }
 
-/// Philox4x32 with 10 rounds; returns the first of the four 32-bit words, which is all the
-/// library needs per (key, counter) and keeps the functors small.
-BATCHWISE_HOST_DEVICE inline std::uint32_t philox(philox_key k, philox_counter c) {
+/// Philox4x32 with 10 rounds: four independent 32-bit words per (key, counter).
+BATCHWISE_HOST_DEVICE inline philox_counter philox4(philox_key k, philox_counter c) {
     for (int round = 0; round < 10; ++round) {
         std::uint32_t hi0, lo0, hi1, lo1;
         mulhilo(0xD2511F53u, c.c0, hi0, lo0);
@@ -41,8 +40,11 @@ BATCHWISE_HOST_DEVICE inline std::uint32_t philox(philox_key k, philox_counter c
         k.k0 += 0x9E3779B9u;
         k.k1 += 0xBB67AE85u;
     }
-    return c.c0;
+    return c;
 }
+
+/// The first word only, for uses that need one number per counter.
+BATCHWISE_HOST_DEVICE inline std::uint32_t philox(philox_key k, philox_counter c) { return philox4(k, c).c0; }
 
 /// Uniform float in [0, 1) from the top 24 bits, so every value is exactly representable.
 BATCHWISE_HOST_DEVICE inline float to_unit_float(std::uint32_t bits) {
@@ -58,6 +60,19 @@ BATCHWISE_HOST_DEVICE inline philox_key make_key(std::uint64_t seed_value, strea
     return philox_key{static_cast<std::uint32_t>(seed_value) ^ (layer * 0x9E3779B1u),
                       static_cast<std::uint32_t>(seed_value >> 32) ^
                           (static_cast<std::uint32_t>(s) * 0x85EBCA6Bu)};
+}
+
+/// Four uniform [0, 1) values for units 4q .. 4q + 3 of (key, epoch, sample): one Philox call
+/// serves four units, which is what makes a dropout mask cheap.
+struct uniform4 {
+    float u[4];
+};
+BATCHWISE_HOST_DEVICE inline uniform4 uniform_quad(philox_key key, std::uint64_t epoch, std::uint64_t sample,
+                                                   std::uint64_t quad) {
+    const philox_counter w =
+        philox4(key, philox_counter{static_cast<std::uint32_t>(quad) | 0x80000000u, static_cast<std::uint32_t>(sample),
+                                    static_cast<std::uint32_t>(sample >> 32), static_cast<std::uint32_t>(epoch)});
+    return {{to_unit_float(w.c0), to_unit_float(w.c1), to_unit_float(w.c2), to_unit_float(w.c3)}};
 }
 
 /// Uniform [0, 1) for (key, epoch, sample, unit): the Dropout mask and any per-sample noise.

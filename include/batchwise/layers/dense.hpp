@@ -31,7 +31,11 @@ struct add_row_vector {
     float* out;
     const float* vec;
     std::size_t cols;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { out[i] += vec[i % cols]; }
+    // One row per call: a contiguous inner loop vectorises; an index i % cols per element does not.
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t r) const {
+        float* row = out + r * cols;
+        for (std::size_t j = 0; j < cols; ++j) row[j] += vec[j];
+    }
 };
 }  // namespace detail
 
@@ -90,7 +94,7 @@ struct Dense {
             const matrix_view y{Exec::data(out_), x.rows, Units};
             Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), 0.0f, y);
             if constexpr (use_bias) {
-                Exec::for_each(y.size(), detail::add_row_vector{y.data, Exec::data(bias_), Units});
+                Exec::for_each(y.rows, detail::add_row_vector{y.data, Exec::data(bias_), Units});
             }
             return y;
         }

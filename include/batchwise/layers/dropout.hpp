@@ -15,7 +15,8 @@ namespace detail {
 
 /// The mask of (sample, unit) is a function of the model seed, the layer, the epoch and the
 /// sample's index in the epoch only: the same sample gets the same mask in a batch of 128, in
-/// four micro-batches of 32, after an out-of-memory split, or on another device.
+/// four micro-batches of 32, after an out-of-memory split, or on another device. One Philox call
+/// draws units 4q .. 4q + 3 of a sample; index i of the functor is (row, q).
 struct dropout_forward {
     const float* x;
     float* y;
@@ -24,14 +25,20 @@ struct dropout_forward {
     std::uint64_t epoch;
     std::uint64_t first_sample;
     std::size_t cols;
+    std::size_t quads;  // per row: ceil(cols / 4)
     float rate;
     float scale;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t row = i / cols;
-        const std::size_t unit = i % cols;
-        const float u = rng::uniform(key, epoch, first_sample + row, unit);
-        mask[i] = u >= rate ? scale : 0.0f;
-        y[i] = x[i] * mask[i];
+        const std::size_t row = i / quads;
+        const std::size_t q = i % quads;
+        const rng::uniform4 u = rng::uniform_quad(key, epoch, first_sample + row, q);
+        const std::size_t first = 4 * q;
+        const std::size_t count = cols - first < 4 ? cols - first : 4;
+        for (std::size_t k = 0; k < count; ++k) {
+            const std::size_t j = row * cols + first + k;
+            mask[j] = u.u[k] >= rate ? scale : 0.0f;
+            y[j] = x[j] * mask[j];
+        }
     }
 };
 
@@ -78,11 +85,12 @@ struct Dropout {
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
             if (!ctx.training || Rate == 0.0f) return x;
             const matrix_view y{Exec::data(out_), x.rows, x.cols};
-            Exec::for_each(x.size(),
+            const std::size_t quads = (x.cols + 3) / 4;
+            Exec::for_each(x.rows * quads,
                            detail::dropout_forward{
                                x.data, y.data, Exec::data(mask_),
                                rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index),
-                               ctx.epoch, ctx.first_sample, x.cols, Rate, 1.0f / (1.0f - Rate)});
+                               ctx.epoch, ctx.first_sample, x.cols, quads, Rate, 1.0f / (1.0f - Rate)});
             return y;
         }
         // Backward is only ever called after a training forward pass, which filled the mask.

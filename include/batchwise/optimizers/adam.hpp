@@ -33,24 +33,28 @@ struct adamw_options {
 };
 
 namespace detail {
+/// AMSGrad is a template argument, not a run-time test, so the loop has no branch and vectorises.
+template <bool AMSGrad>
 struct adam_update {
     float* w;
     const float* g;
     float* m;
     float* v;
-    float* v_max;  // null unless amsgrad
+    float* v_max;  // used only with AMSGrad
     float alpha, lr, beta_1, beta_2, epsilon, decay, scale;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const float gi = g[i] * scale;
         const float wi = w[i] - lr * decay * w[i];
-        m[i] += (gi - m[i]) * (1.0f - beta_1);
-        v[i] += (gi * gi - v[i]) * (1.0f - beta_2);
-        float vi = v[i];
-        if (v_max != nullptr) {
-            v_max[i] = v_max[i] > vi ? v_max[i] : vi;
-            vi = v_max[i];
+        const float mi = m[i] + (gi - m[i]) * (1.0f - beta_1);
+        const float vi = v[i] + (gi * gi - v[i]) * (1.0f - beta_2);
+        m[i] = mi;
+        v[i] = vi;
+        float denominator = vi;
+        if constexpr (AMSGrad) {
+            denominator = v_max[i] > vi ? v_max[i] : vi;
+            v_max[i] = denominator;
         }
-        w[i] = wi - alpha * m[i] / (std::sqrt(vi) + epsilon);
+        w[i] = wi - alpha * mi / (std::sqrt(denominator) + epsilon);
     }
 };
 
@@ -60,10 +64,14 @@ void adam_apply(const Options& o, const variable_ref& v, float* const* slots,
     const double t = static_cast<double>(step);
     const double alpha = lr * std::sqrt(1.0 - std::pow(double{o.beta_2}, t)) /
                          (1.0 - std::pow(double{o.beta_1}, t));
-    Exec::for_each(v.size(), adam_update{v.value, v.grad, slots[0], slots[1],
-                                         o.amsgrad ? slots[2] : nullptr,
-                                         static_cast<float>(alpha), lr, o.beta_1, o.beta_2,
-                                         o.epsilon, o.weight_decay, grad_scale});
+    const auto a = static_cast<float>(alpha);
+    if (o.amsgrad) {
+        Exec::for_each(v.size(), adam_update<true>{v.value, v.grad, slots[0], slots[1], slots[2], a, lr, o.beta_1,
+                                                   o.beta_2, o.epsilon, o.weight_decay, grad_scale});
+    } else {
+        Exec::for_each(v.size(), adam_update<false>{v.value, v.grad, slots[0], slots[1], nullptr, a, lr, o.beta_1,
+                                                    o.beta_2, o.epsilon, o.weight_decay, grad_scale});
+    }
 }
 }  // namespace detail
 

@@ -19,22 +19,25 @@ struct sgd_options {
 };
 
 namespace detail {
+/// The variant is a template argument, not a run-time test, so the loop has no branch and
+/// vectorises.
+enum class sgd_kind { plain, momentum, nesterov };
+template <sgd_kind Kind>
 struct sgd_update {
     float* w;
     const float* g;
-    float* velocity;  // null without momentum
+    float* velocity;  // used with momentum
     float lr, momentum, decay, scale;
-    bool nesterov;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const float gi = g[i] * scale;
-        float wi = w[i] - lr * decay * w[i];
-        if (velocity == nullptr) {
+        const float wi = w[i] - lr * decay * w[i];
+        if constexpr (Kind == sgd_kind::plain) {
             w[i] = wi - lr * gi;
-            return;
+        } else {
+            const float m = momentum * velocity[i] - lr * gi;
+            velocity[i] = m;
+            w[i] = Kind == sgd_kind::nesterov ? wi + momentum * m - lr * gi : wi + m;
         }
-        const float m = momentum * velocity[i] - lr * gi;
-        velocity[i] = m;
-        w[i] = nesterov ? wi + momentum * m - lr * gi : wi + m;
     }
 };
 }  // namespace detail
@@ -49,10 +52,19 @@ struct SGD {
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,
                float grad_scale) const {
-        Exec::for_each(v.size(), detail::sgd_update{v.value, v.grad,
-                                                    slot_count() ? slots[0] : nullptr, lr,
-                                                    options.momentum, options.weight_decay,
-                                                    grad_scale, options.nesterov});
+        using detail::sgd_kind;
+        if (options.momentum == 0.0f) {
+            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::plain>{v.value, v.grad, nullptr, lr, 0.0f,
+                                                                         options.weight_decay, grad_scale});
+        } else if (options.nesterov) {
+            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::nesterov>{v.value, v.grad, slots[0], lr,
+                                                                            options.momentum, options.weight_decay,
+                                                                            grad_scale});
+        } else {
+            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::momentum>{v.value, v.grad, slots[0], lr,
+                                                                            options.momentum, options.weight_decay,
+                                                                            grad_scale});
+        }
     }
 };
 
