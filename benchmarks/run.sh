@@ -190,7 +190,7 @@ meta = {
     "machine": "$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores",
     "blas": "OpenBLAS $openblas_version (Debian, pthread), kernel $corename, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}",
     "threads": "OPENBLAS_NUM_THREADS and OMP_NUM_THREADS = $thread_configs in turn; PyTorch/libtorch: torch.set_num_threads(intra-op) 1, and also $first_threads at $first_threads BLAS threads for batch >= 128; 1 inter-op thread; Keras: tf.config intra-op = BLAS threads, inter-op 1",
-    "compiler": "$(c++ --version | head -n1), CMake preset benchmarks (Release, -O3, no -march)",
+    "compiler": "$(c++ --version | head -n1), CMake preset benchmarks (Release, -O3, -march=native -fno-math-errno via BATCHWISE_NATIVE_ARCH)",
     "load_before": "$load_before (1, 5, 15 min load average)",
     "load_after": "$load_after",
     "duration": "${duration}s for the whole run, build included",
