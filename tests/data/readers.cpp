@@ -6,6 +6,8 @@
 #include "batchwise/data/npz.hpp"
 
 #include <doctest/doctest.h>
+
+#include "../temp_files.hpp"
 #include <zlib.h>
 
 #include <algorithm>
@@ -30,36 +32,11 @@ using batchwise::io_error;
 using batchwise::usage_error;
 using bytes = std::vector<unsigned char>;
 
-/// A unique path under the system temp directory, removed (with its .tmp sibling) at scope exit.
-class temp_path {
-public:
-    explicit temp_path(const std::string& suffix = "") {
-        static std::atomic<unsigned> counter{0};
-        const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-        path_ = fs::temp_directory_path() /
-                ("batchwise_readers_test_" + std::to_string(stamp) + "_" + std::to_string(counter++) + suffix);
-    }
-    ~temp_path() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-        fs::remove(tmp(), ec);
-    }
-    temp_path(const temp_path&) = delete;
-    temp_path& operator=(const temp_path&) = delete;
-
-    [[nodiscard]] const fs::path& path() const { return path_; }
-    [[nodiscard]] fs::path tmp() const { return fs::path(path_) += ".tmp"; }
-    [[nodiscard]] std::string quoted() const { return "\"" + path_.string() + "\""; }
-
-private:
-    fs::path path_;
+/// Scratch files named after this test file.
+struct temp_path : bw_test::temp_path {
+    explicit temp_path(const std::string& suffix = "") : bw_test::temp_path("readers_test", suffix) {}
 };
-
-void write_file(const fs::path& path, const bytes& data) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
-    REQUIRE(out.good());
-}
+using bw_test::write_file;
 
 void write_text(const fs::path& path, const std::string& text) { write_file(path, bytes(text.begin(), text.end())); }
 

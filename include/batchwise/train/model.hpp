@@ -974,16 +974,7 @@ private:
     void validate(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
         detail::check_finite(x, n, in_features, ids, call, "input");
         if (loss_->describe().sparse_labels) {
-            for (std::size_t r = 0; r < n; ++r) {
-                const float v = y[r];
-                if (!(v >= 0.0f && v < static_cast<float>(out_features)) || v != std::floor(v)) {
-                    const std::size_t sample = ids ? ids[r] : r;
-                    throw data_error(std::string(call) + ": label " + std::to_string(v) + " of sample " +
-                                         std::to_string(sample) + " is not a class index in [0, " +
-                                         std::to_string(out_features) + ")",
-                                     sample);
-                }
-            }
+            detail::check_labels(y, n, out_features, ids, call);
         } else {
             detail::check_finite(y, n, out_features, ids, call, "target");
         }

@@ -138,21 +138,19 @@ inline void check_finite(const float* src, std::size_t rows, std::size_t row_siz
     }
 }
 
-/// Copies `rows` class indices starting at `first`, rejecting anything that is not an integer
-/// in [0, classes). `first_sample` numbers the samples in messages.
-template <class It>
-void copy_labels(It first, std::size_t rows, std::size_t classes, float* dst,
-                 std::size_t first_sample, const char* call, const std::size_t* ids = nullptr) {
-    for (std::size_t r = 0; r < rows; ++r, ++first) {
-        const double v = static_cast<double>(*first);
-        if (!(v >= 0.0 && v < static_cast<double>(classes)) || v != std::floor(v)) {
-            const std::size_t sample = ids ? ids[r] : first_sample + r;
+/// Rejects anything among `rows` labels that is not an integer class index in [0, classes),
+/// naming the sample as check_finite does.
+inline void check_labels(const float* y, std::size_t rows, std::size_t classes, const std::size_t* ids,
+                         const char* call) {
+    for (std::size_t r = 0; r < rows; ++r) {
+        const float v = y[r];
+        if (!(v >= 0.0f && v < static_cast<float>(classes)) || v != std::floor(v)) {
+            const std::size_t sample = ids ? ids[r] : r;
             throw data_error(std::string(call) + ": label " + std::to_string(v) + " of sample " +
                                  std::to_string(sample) + " is not a class index in [0, " +
                                  std::to_string(classes) + ")",
                              sample);
         }
-        dst[r] = static_cast<float>(v);
     }
 }
 
