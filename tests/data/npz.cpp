@@ -578,12 +578,11 @@ TEST_CASE("npz: read_npz refuses bad .npy entries, naming entry, offset and expe
 // Runs only when BATCHWISE_NPZ_INTEROP_SCRIPT names tests/data/npz_numpy_interop.py, as that script
 // sets it when CTest runs it on this binary: NumPy reads what write_npz wrote, then writes
 // np.savez and np.savez_compressed archives for us to read.
-TEST_CASE("npz: numpy interop") {
+TEST_CASE("npz: numpy interop" * doctest::skip()) {
     const char* script = std::getenv("BATCHWISE_NPZ_INTEROP_SCRIPT");
-    if (script == nullptr) {
-        MESSAGE("BATCHWISE_NPZ_INTEROP_SCRIPT is not set; skipping the numpy interop check");
-        return;
-    }
+    // Run alone it would check nothing: it is marked skip (so CTest's discovery leaves it out)
+    // and the script runs it with --no-skip (CTest entry npz.numpy_interop).
+    REQUIRE_MESSAGE(script != nullptr, "run this case through tests/data/npz_numpy_interop.py");
     const char* python_env = std::getenv("BATCHWISE_PYTHON");
     const std::string python = python_env ? python_env : "/usr/bin/python3";
     const temp_path dir("");
