@@ -174,6 +174,10 @@ TEST_CASE("the optimizer state advances once per optimizer step, not per micro-b
     m.train_on_batch(rows_of(b, 48, 16).x, rows_of(b, 48, 16).y);
     CHECK(m.iterations() == 1);
     CHECK_FALSE(m.apply_accumulated());  // nothing open
+    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_runtime<>> runtime{bw::seed{1}};
+    compile(runtime, bw::Adam{});
+    CHECK_THROWS_WITH_AS(runtime.set_accumulation({.micro_batches = 0, .samples = 0}),
+                         doctest::Contains("needs micro_batches > 0 or samples > 0"), bw::usage_error);
     m.train_on_batch(rows_of(b, 0, 5).x, rows_of(b, 0, 5).y);
     CHECK(m.apply_accumulated());        // a partial window, stepped with its 5 samples
     CHECK(m.iterations() == 2);

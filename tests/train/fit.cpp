@@ -175,12 +175,15 @@ TEST_CASE("EarlyStopping stops after patience and restores the best weights") {
     const bw::History h2 = r.fit(two_blobs(200, 7).batch(20),
                                  {.epochs = 30, .validation = two_blobs(60, 8).batch(60), .verbose = 0}, snap, restore);
     REQUIRE(restore.best());
-    if (!h2.stop_reason.empty()) {
-        CHECK(h2.stop_reason.find("restored the weights of epoch") != std::string::npos);
-        std::vector<float> now;
-        for (const auto& [n, v] : r.get_weights()) now.insert(now.end(), v.begin(), v.end());
-        CHECK(now == snap.per_epoch[restore.best_epoch()]);
-    }
+    // Validation accuracy saturates long before 30 epochs, so training must stop early, and the
+    // weights put back are those of an earlier epoch than the last one trained.
+    REQUIRE(h2.size() < 30);
+    CHECK(h2.stop_reason.find("restored the weights of epoch") != std::string::npos);
+    CHECK(restore.best_epoch() + 1 < h2.size());
+    std::vector<float> now;
+    for (const auto& [n, v] : r.get_weights()) now.insert(now.end(), v.begin(), v.end());
+    CHECK(now == snap.per_epoch[restore.best_epoch()]);
+    CHECK(now != snap.per_epoch.back());
     bw::EarlyStopping missing({.monitor = "val_loss"});
     CHECK_THROWS_WITH_AS(m.fit(two_blobs(8, 1).batch(8), {.epochs = 1, .verbose = 0}, missing),
                          doctest::Contains("needs validation data"), bw::usage_error);
@@ -347,6 +350,8 @@ TEST_CASE("ModelCheckpoint writes atomically, per epoch or only when the monitor
     CHECK(weights_of(loaded) == weights_of(m));
     std::filesystem::remove_all(dir);
     CHECK_THROWS_AS(bw::ModelCheckpoint({.filepath = ""}), bw::usage_error);
+    CHECK_THROWS_WITH_AS(bw::ModelCheckpoint({.filepath = "x.npz", .save_best_only = true, .save_freq = 3}),
+                         doctest::Contains("save_best_only needs epoch logs"), bw::usage_error);
 }
 
 TEST_CASE("LearningRateScheduler and CsvLogger") {
@@ -366,6 +371,12 @@ TEST_CASE("LearningRateScheduler and CsvLogger") {
     while (std::getline(in, line)) ++rows;
     CHECK(rows == 3);
     std::filesystem::remove(csv);
+    // A log that cannot be written is an io_error naming the file, before any training.
+    const auto before = m.iterations();
+    bw::CsvLogger unwritable({.filename = temp_path("no_such_dir") / "log.csv"});
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(8, 1).batch(8), {.verbose = 0}, unwritable),
+                         doctest::Contains("log.csv"), bw::io_error);
+    CHECK(m.iterations() == before);
     bw::LearningRateScheduler broken([](std::uint64_t, float) { return -1.0f; });
     CHECK_THROWS_AS(m.fit(two_blobs(8, 1).batch(8), {.verbose = 0}, broken), bw::usage_error);
 }

@@ -2,9 +2,12 @@
 // batchwise::error, so callers can catch one type or the precise one they can recover from.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace batchwise {
 
@@ -64,5 +67,22 @@ class usage_error : public error {
 public:
     using error::error;
 };
+
+namespace detail {
+/// A file name (or any text) in double quotes, as every error message that names a file writes
+/// it. Appending instead of `"\"" + std::string(s)` sidesteps a GCC 12 -Wrestrict false positive.
+inline std::string in_quotes(std::string_view s) {
+    std::string quoted;
+    quoted.reserve(s.size() + 2);
+    quoted.append(1, '"').append(s).append(1, '"');
+    return quoted;
+}
+/// Exactly a path (a template, so a std::string, which converts to both, takes the overload above).
+template <class P>
+    requires std::same_as<P, std::filesystem::path>
+std::string in_quotes(const P& path) {
+    return in_quotes(std::string_view(path.native()));
+}
+}  // namespace detail
 
 }  // namespace batchwise

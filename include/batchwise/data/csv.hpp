@@ -37,12 +37,7 @@ struct csv_data {
 
 namespace csv_detail {
 
-inline std::string in_quotes(std::string_view s) {
-    std::string quoted;
-    quoted.reserve(s.size() + 2);
-    quoted.append(1, '"').append(s).append(1, '"');
-    return quoted;
-}
+using batchwise::detail::in_quotes;
 
 struct line {
     std::string_view text;

@@ -36,7 +36,7 @@ inline constexpr int classes = 10;
 inline constexpr std::string_view package_hint =
     "; the Debian package dataset-fashion-mnist provides these files (apt-get install dataset-fashion-mnist)";
 
-inline std::string in_quotes(const std::filesystem::path& path) { return "\"" + path.string() + "\""; }
+using batchwise::detail::in_quotes;
 
 /// DIR/NAME.gz, or DIR/NAME when someone has decompressed the files.
 inline std::filesystem::path find_file(const std::filesystem::path& dir, const std::string& name) {

@@ -83,12 +83,7 @@ using bytes = std::vector<unsigned char>;
 inline constexpr std::uint64_t max_deflate_ratio = 1032;
 inline constexpr std::size_t compressed_chunk = std::size_t{1} << 20;
 
-inline std::string in_quotes(std::string_view s) {
-    std::string quoted;
-    quoted.reserve(s.size() + 2);
-    quoted.append(1, '"').append(s).append(1, '"');
-    return quoted;
-}
+using batchwise::detail::in_quotes;
 
 inline std::string shape_text(const std::vector<std::size_t>& shape) {
     std::string text = "(";

@@ -75,13 +75,7 @@ inline void put_le(bytes& out, std::uint64_t v, int size) {
 inline void put_u16(bytes& out, std::uint64_t v) { put_le(out, v, 2); }
 inline void put_u32(bytes& out, std::uint64_t v) { put_le(out, v, 4); }
 
-// Appending instead of `"\"" + std::string(s)` sidesteps a GCC 12 -Wrestrict false positive.
-inline std::string in_quotes(std::string_view s) {
-    std::string quoted;
-    quoted.reserve(s.size() + 2);
-    quoted.append(1, '"').append(s).append(1, '"');
-    return quoted;
-}
+using batchwise::detail::in_quotes;
 
 inline std::string hex32(std::uint32_t v) {
     constexpr std::string_view digits = "0123456789abcdef";
