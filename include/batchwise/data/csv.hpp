@@ -132,11 +132,11 @@ public:
         if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);  // UTF-8 BOM, as Excel writes
 
         std::vector<line> lines;
-        for (std::size_t number = 1; !rest.empty(); ++number) {
+        for (std::size_t line_number = 1; !rest.empty(); ++line_number) {
             const std::size_t cut = rest.find('\n');
             std::string_view current = rest.substr(0, cut);
             if (current.ends_with('\r')) current.remove_suffix(1);
-            lines.push_back({current, number});
+            lines.push_back({current, line_number});
             rest.remove_prefix(cut == std::string_view::npos ? rest.size() : cut + 1);
         }
         // Blank lines at the end are an editor's habit; anywhere else they are a lost row.

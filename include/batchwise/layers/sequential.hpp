@@ -4,7 +4,6 @@
 #pragma once
 
 #include <array>
-#include <numeric>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -20,6 +19,19 @@
 namespace batchwise {
 
 namespace detail {
+
+/// std::lcm is not a constant expression under nvcc (libstdc++ checks overflow with a builtin
+/// nvcc's front end cannot evaluate), and the granularity below must be one.
+constexpr std::size_t least_common_multiple(std::size_t a, std::size_t b) {
+    std::size_t x = a;
+    std::size_t y = b;
+    while (y != 0) {
+        const std::size_t r = x % y;
+        x = y;
+        y = r;
+    }
+    return x == 0 ? 0 : a / x * b;
+}
 
 template <class T>
 inline constexpr bool always_false = false;
@@ -172,7 +184,7 @@ struct Sequential {
         /// unchanged (1 unless a batch norm uses virtual batches).
         static constexpr std::size_t split_granularity = []<std::size_t... I>(std::index_sequence<I...>) {
             std::size_t g = 1;
-            ((g = std::lcm(g, granularity_of<layer_impl<I>>())), ...);
+            ((g = detail::least_common_multiple(g, granularity_of<layer_impl<I>>())), ...);
             return g;
         }(std::index_sequence_for<Layers...>{});
 

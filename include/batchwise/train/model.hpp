@@ -188,6 +188,20 @@ struct fit_options {
     int verbose = 1;
 };
 
+namespace detail {
+/// The host buffer a policy without host memory stages batches through: its own host_vector
+/// when it names one, std::vector otherwise.
+template <class Exec>
+struct host_staging {
+    using type = std::vector<float>;
+};
+template <class Exec>
+    requires requires { typename Exec::host_vector; }
+struct host_staging<Exec> {
+    using type = typename Exec::host_vector;
+};
+}  // namespace detail
+
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
           AccumulationPolicy Accum = no_accumulation>
 class Model {
@@ -1081,6 +1095,7 @@ private:
                                 std::to_string(budget_));
         }
         net_->reserve(rows);
+        if constexpr (requires { Exec::reserve_rows(rows); }) Exec::reserve_rows(rows);
         Exec::reserve(x_, rows * in_features);
         Exec::reserve(y_, rows * out_features);
         Exec::reserve(grad_, rows * out_features);
@@ -1354,7 +1369,9 @@ private:
     std::uint64_t sample_cursor_ = 0;
     std::size_t capacity_ = 0;
     typename Exec::vector x_, y_, grad_, row_scratch_;
-    std::vector<float> staging_host_x_, staging_host_y_;
+    // Host side of the staging when the policy's memory is not the host's, in the memory the
+    // policy copies from fastest (page-locked for CUDA).
+    typename detail::host_staging<Exec>::type staging_host_x_, staging_host_y_;
     // train_on_batch's contiguous host copies, used when the caller's tensors are not already.
     std::vector<float> host_x_, host_y_;
     const float* host_x_ptr_ = nullptr;

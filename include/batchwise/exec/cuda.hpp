@@ -1,0 +1,260 @@
+// `cuda`: the Thrust execution policy on an NVIDIA GPU. Storage is device memory, element-wise
+// work and reductions are the Thrust algorithms and functors of exec/thrust.hpp (the same ones
+// thrust_host runs in CI), GEMM and column sums are cuBLAS. Compiled by nvcc only.
+//
+// All work runs on one non-blocking stream per process, without synchronising between kernels
+// (thrust::cuda::par_nosync); the host waits only where it reads a result (loss and metric sums,
+// predictions, saved weights) or before memory is reallocated.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "<batchwise/exec/cuda.hpp> is compiled by nvcc; on the host use cpu_blas or thrust_host"
+#endif
+
+#include <cstddef>
+#include <new>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <thrust/system/cuda/execution_policy.h>
+
+#include "batchwise/core/errors.hpp"
+#include "batchwise/exec/thrust.hpp"
+
+namespace batchwise {
+
+/// Which arithmetic cuBLAS may use for fp32 GEMMs. TF32 tensor cores are several times faster
+/// on Ampere and later but round the inputs to 10 mantissa bits, so the default is plain fp32,
+/// the precision the CPU policies and the exactness tests assume.
+enum class cuda_math { fp32, tf32 };
+
+namespace detail {
+
+inline std::string cuda_version_string(int v) {
+    return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+/// A failed runtime call as device_error, naming the call. An allocation failure is a
+/// std::bad_alloc instead, so that out-of-memory recovery retries the step smaller.
+inline void check_cuda(cudaError_t status, const char* call) {
+    if (status == cudaSuccess) return;
+    if (status == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();  // clear the sticky-free error so the retry starts clean
+        throw std::bad_alloc();
+    }
+    throw device_error(std::string("CUDA: ") + call + " failed: " + cudaGetErrorName(status) + " (" +
+                       cudaGetErrorString(status) + ")");
+}
+
+inline void check_cublas(cublasStatus_t status, const char* call) {
+    if (status == CUBLAS_STATUS_SUCCESS) return;
+    if (status == CUBLAS_STATUS_ALLOC_FAILED) throw std::bad_alloc();
+    throw device_error(std::string("cuBLAS: ") + call + " failed: " + cublasGetStatusName(status) + " (" +
+                       cublasGetStatusString(status) + ")");
+}
+
+/// Why this process cannot use a GPU, or an empty string when it can: no driver, a driver older
+/// than the runtime the program was built with, no device, or a device the program has no code
+/// for. Checked before anything is allocated, because without a driver the first allocation
+/// fails deep inside Thrust.
+inline std::string cuda_unusable_reason() {
+    int driver = 0;
+    int runtime = 0;
+    (void)cudaRuntimeGetVersion(&runtime);
+    if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
+        (void)cudaGetLastError();
+        return "no NVIDIA driver is installed (libcuda could not be loaded); this program needs a GPU "
+               "with a driver for CUDA " + cuda_version_string(runtime) + " or newer";
+    }
+    if (driver < runtime) {
+        return "the NVIDIA driver is too old: it supports CUDA " + cuda_version_string(driver) +
+               " but this program was built with CUDA " + cuda_version_string(runtime) + "; update the driver";
+    }
+    int count = 0;
+    const cudaError_t counted = cudaGetDeviceCount(&count);
+    if (counted != cudaSuccess || count == 0) {
+        (void)cudaGetLastError();
+        return std::string("no CUDA device is available") +
+               (counted != cudaSuccess ? std::string(" (") + cudaGetErrorName(counted) + ": " +
+                                             cudaGetErrorString(counted) + ")"
+                                       : std::string(" (the driver sees none; check CUDA_VISIBLE_DEVICES)"));
+    }
+    return {};
+}
+
+/// Clears the element it is given; launched once to learn whether the program carries code the
+/// device can run (a binary built for other architectures fails here, not mid-training).
+struct probe_kernel {
+    float* p;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { p[i] = 0.0f; }
+};
+
+/// The process's device state: stream, cuBLAS handle and the ones vector column sums multiply by.
+class cuda_context {
+public:
+    static cuda_context& get() {
+        static cuda_context context;
+        return context;
+    }
+
+    cudaStream_t stream() const { return stream_; }
+    cublasHandle_t cublas() const { return cublas_; }
+    auto policy() const { return thrust::cuda::par_nosync.on(stream_); }
+
+    /// Ones for rows rows; grown where the model allocates (reserve_rows).
+    const float* ones(std::size_t rows) const { return ones_.size() >= rows ? thrust::raw_pointer_cast(ones_.data()) : nullptr; }
+    void reserve_ones(std::size_t rows) {
+        if (ones_.size() >= rows) return;
+        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        ones_.resize(rows, 1.0f);
+    }
+
+    cuda_context(const cuda_context&) = delete;
+    cuda_context& operator=(const cuda_context&) = delete;
+
+private:
+    cuda_context() {
+        const std::string reason = cuda_unusable_reason();
+        if (!reason.empty()) throw device_error("batchwise::cuda: " + reason);
+        check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        check_cublas(cublasCreate(&cublas_), "cublasCreate");
+        check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+        try {
+            thrust::device_vector<float> probe(1);
+            thrust::for_each_n(thrust::cuda::par.on(stream_), thrust::counting_iterator<std::size_t>(0), 1,
+                               probe_kernel{thrust::raw_pointer_cast(probe.data())});
+        } catch (const thrust::system_error& e) {
+            int device = 0;
+            cudaDeviceProp props{};
+            (void)cudaGetDevice(&device);
+            (void)cudaGetDeviceProperties(&props, device);
+            throw device_error("batchwise::cuda: the GPU '" + std::string(props.name) + "' (sm_" +
+                               std::to_string(props.major) + std::to_string(props.minor) +
+                               ") cannot run this program's kernels (" + e.what() +
+                               "); build with CMAKE_CUDA_ARCHITECTURES including " + std::to_string(props.major) +
+                               std::to_string(props.minor));
+        }
+    }
+    // Destroyed at exit, when the driver may already be shutting down: errors are ignored.
+    ~cuda_context() {
+        if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+        if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    }
+
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    thrust::device_vector<float> ones_;
+};
+
+/// Page-locked host memory for batch staging: cudaMemcpyAsync from it neither waits for the
+/// copy nor goes through a driver bounce buffer. Grows, never shrinks; contents are transient.
+class pinned_host_buffer {
+public:
+    pinned_host_buffer() = default;
+    pinned_host_buffer(const pinned_host_buffer&) = delete;
+    pinned_host_buffer& operator=(const pinned_host_buffer&) = delete;
+    pinned_host_buffer(pinned_host_buffer&& o) noexcept
+        : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    pinned_host_buffer& operator=(pinned_host_buffer&& o) noexcept {
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+        return *this;
+    }
+    ~pinned_host_buffer() {
+        if (data_ != nullptr) (void)cudaFreeHost(data_);
+    }
+
+    void resize(std::size_t n) {
+        if (n <= size_) return;
+        // A pending copy may still read the old buffer.
+        check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
+        void* fresh = nullptr;
+        check_cuda(cudaMallocHost(&fresh, n * sizeof(float)), "cudaMallocHost");
+        if (data_ != nullptr) (void)cudaFreeHost(data_);
+        data_ = static_cast<float*>(fresh);
+        size_ = n;
+    }
+    float* data() { return data_; }
+    const float* data() const { return data_; }
+    std::size_t size() const { return size_; }
+
+private:
+    float* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+template <cuda_math Math>
+struct cublas_backend {
+    static constexpr std::string_view name = Math == cuda_math::tf32 ? "cuda (tf32)" : "cuda";
+    using host_vector = pinned_host_buffer;
+
+    static void prepare() { (void)cuda_context::get(); }
+    static auto policy() { return cuda_context::get().policy(); }
+    static void synchronize() {
+        check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
+    }
+    static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_ones(rows); }
+
+    /// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap and
+    /// keep their own transposes, with no copy.
+    static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a, const_matrix_view b,
+                     float beta, matrix_view c) {
+        cublasHandle_t h = cuda_context::get().cublas();
+        check_cublas(cublasSetMathMode(h, Math == cuda_math::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+                     "cublasSetMathMode");
+        const int m = static_cast<int>(c.rows);
+        const int n = static_cast<int>(c.cols);
+        const int k = static_cast<int>(ta == transpose::yes ? a.rows : a.cols);
+        check_cublas(cublasSgemm(h, tb == transpose::yes ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                 ta == transpose::yes ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b.data,
+                                 static_cast<int>(b.cols), a.data, static_cast<int>(a.cols), &beta, c.data, n),
+                     "cublasSgemm");
+    }
+
+    /// Row-major A (rows x cols) is column-major A^T; its row sums are A^T times ones. Without
+    /// reserved ones (a network used outside a Model) the per-column functor does it.
+    static void column_sums(const_matrix_view a, float* out, float beta) {
+        cuda_context& ctx = cuda_context::get();
+        const float* ones = ctx.ones(a.rows);
+        if (ones == nullptr || a.rows == 0) {
+            thrust::for_each_n(ctx.policy(), thrust::counting_iterator<std::size_t>(0), a.cols,
+                               column_sum{a.data, a.rows, a.cols, out, beta});
+            return;
+        }
+        const float alpha = 1.0f;
+        check_cublas(cublasSgemv(ctx.cublas(), CUBLAS_OP_N, static_cast<int>(a.cols), static_cast<int>(a.rows),
+                                 &alpha, a.data, static_cast<int>(a.cols), ones, 1, &beta, out, 1),
+                     "cublasSgemv");
+    }
+
+    static void to_host(const float* src, std::size_t n, float* host_dst) {
+        cuda_context& ctx = cuda_context::get();
+        check_cuda(cudaMemcpyAsync(host_dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream()),
+                   "cudaMemcpyAsync (device to host)");
+        check_cuda(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize");
+    }
+    /// Queued on the stream, so ordered before the kernels that read it. The model rewrites its
+    /// staging only after a result has come back to the host (a loss sum, a prediction), which
+    /// waits for this copy too.
+    static void from_host(const float* host_src, std::size_t n, float* dst) {
+        check_cuda(cudaMemcpyAsync(dst, host_src, n * sizeof(float), cudaMemcpyHostToDevice,
+                                   cuda_context::get().stream()),
+                   "cudaMemcpyAsync (host to device)");
+    }
+};
+
+}  // namespace detail
+
+/// The CUDA execution policy with a chosen GEMM precision.
+template <cuda_math Math = cuda_math::fp32>
+using cuda_policy = thrust_policy<detail::cublas_backend<Math>>;
+
+/// The CUDA execution policy: Thrust and cuBLAS in fp32.
+using cuda = cuda_policy<>;
+/// The CUDA execution policy with TF32 tensor-core GEMMs.
+using cuda_tf32 = cuda_policy<cuda_math::tf32>;
+
+}  // namespace batchwise
