@@ -5,7 +5,7 @@
 
 #include <doctest/doctest.h>
 
-#include <batchwise/batchwise.hpp>
+#include "policy.hpp"
 
 #include <cmath>
 #include <cstddef>
@@ -33,7 +33,7 @@ void check_parameter_gradients(M& model, const X& x, const Y& y, float step = 1e
     // Every later call overwrites the gradients, so all of them are kept before any probe.
     std::vector<std::vector<float>> analytic_all;
     for (const auto& v : model.variables()) {
-        analytic_all.emplace_back(v.ref.grad, v.ref.grad == nullptr ? v.ref.grad : v.ref.grad + v.ref.size());
+        analytic_all.push_back(host_copy(v.ref.grad, v.ref.grad == nullptr ? 0 : v.ref.size()));
     }
     std::size_t checked = 0;
     for (std::size_t k = 0; k < model.variables().size(); ++k) {
@@ -42,12 +42,12 @@ void check_parameter_gradients(M& model, const X& x, const Y& y, float step = 1e
         const std::vector<float>& analytic = analytic_all[k];
         const std::size_t stride = std::max<std::size_t>(1, v.ref.size() / max_elements);
         for (std::size_t i = 0; i < v.ref.size(); i += stride) {
-            const float saved = v.ref.value[i];
-            v.ref.value[i] = saved + step;
+            const float saved = host_element(v.ref.value, i);
+            set_element(v.ref.value, i, saved + step);
             const double up = model.loss_and_gradients(x, y);
-            v.ref.value[i] = saved - step;
+            set_element(v.ref.value, i, saved - step);
             const double down = model.loss_and_gradients(x, y);
-            v.ref.value[i] = saved;
+            set_element(v.ref.value, i, saved);
             const double numeric = (up - down) / (2.0 * step);
             INFO(v.name << "[" << i << "]: analytic " << analytic[i] << ", numeric " << numeric);
             CHECK(std::fabs(analytic[i] - numeric) <= tolerance * (std::fabs(numeric) + 1e-2));

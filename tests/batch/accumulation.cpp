@@ -67,8 +67,8 @@ void compile(M& m, const Opt& opt) {
 /// window set to their count.
 template <class Net, class Opt>
 void compare_split(const Opt& opt, const std::vector<std::size_t>& sizes, std::size_t steps) {
-    bw::Model<Net> whole{bw::seed{21}};
-    bw::Model<Net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_runtime<>> split{bw::seed{21}};
+    bw_test::Model<Net> whole{bw::seed{21}};
+    bw_test::Model<Net, bw::dynamic_batch, bw_test::exec, bw::accumulate_runtime<>> split{bw::seed{21}};
     compile(whole, opt);
     compile(split, opt);
     split.set_accumulation({.micro_batches = sizes.size()});
@@ -119,8 +119,8 @@ TEST_CASE("accumulation is exact with dropout: masks do not depend on the split"
 }
 
 TEST_CASE("accumulate_to<N> steps every N samples, splitting a batch that crosses the boundary") {
-    bw::Model<plain_net> whole{bw::seed{3}};
-    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_to<100>> to100{bw::seed{3}};
+    bw_test::Model<plain_net> whole{bw::seed{3}};
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate_to<100>> to100{bw::seed{3}};
     compile(whole, bw::Adam{});
     compile(to100, bw::Adam{});
     const batch b = make_batch(300, 9);
@@ -143,12 +143,12 @@ TEST_CASE("accumulate<K> in fit: a ragged last micro-batch and a partial window 
     // accumulate<8>: a window of 4 micro-batches (32, 32, 32, 4) stepped at the epoch's end.
     for (std::size_t n : {112, 100}) {
         const Dataset data = Dataset(make_batch(n, 4).x, make_batch(n, 4).y).shuffle(n, bw::seed{2});
-        bw::Model<dropout_net> whole{bw::seed{5}};
+        bw_test::Model<dropout_net> whole{bw::seed{5}};
         compile(whole, bw::Adam{});
         whole.fit(data.batch(n), {.epochs = 3, .verbose = 0});
 
-        bw::Model<dropout_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<4>> four{bw::seed{5}};
-        bw::Model<dropout_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8>> eight{bw::seed{5}};
+        bw_test::Model<dropout_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<4>> four{bw::seed{5}};
+        bw_test::Model<dropout_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<8>> eight{bw::seed{5}};
         compile(four, bw::Adam{});
         compile(eight, bw::Adam{});
         const bw::History h4 = four.fit(data.batch(32), {.epochs = 3, .verbose = 0});
@@ -162,7 +162,7 @@ TEST_CASE("accumulate<K> in fit: a ragged last micro-batch and a partial window 
 }
 
 TEST_CASE("the optimizer state advances once per optimizer step, not per micro-batch") {
-    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<4>> m{bw::seed{1}};
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<4>> m{bw::seed{1}};
     compile(m, bw::Adam{});
     const batch b = make_batch(64, 1);
     for (int i = 0; i < 3; ++i) m.train_on_batch(rows_of(b, 16 * i, 16).x, rows_of(b, 16 * i, 16).y);
@@ -174,7 +174,7 @@ TEST_CASE("the optimizer state advances once per optimizer step, not per micro-b
     m.train_on_batch(rows_of(b, 48, 16).x, rows_of(b, 48, 16).y);
     CHECK(m.iterations() == 1);
     CHECK_FALSE(m.apply_accumulated());  // nothing open
-    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate_runtime<>> runtime{bw::seed{1}};
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate_runtime<>> runtime{bw::seed{1}};
     compile(runtime, bw::Adam{});
     CHECK_THROWS_WITH_AS(runtime.set_accumulation({.micro_batches = 0, .samples = 0}),
                          doctest::Contains("needs micro_batches > 0 or samples > 0"), bw::usage_error);
@@ -185,10 +185,10 @@ TEST_CASE("the optimizer state advances once per optimizer step, not per micro-b
 
 TEST_CASE("double and compensated accumulators agree with float sums") {
     const std::vector<std::size_t> sizes{16, 16, 16, 16, 16, 16, 16, 16};
-    bw::Model<plain_net> whole{bw::seed{8}};
+    bw_test::Model<plain_net> whole{bw::seed{8}};
     compile(whole, bw::SGD{{.learning_rate = 0.1f}});
-    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8, double>> d{bw::seed{8}};
-    bw::Model<plain_net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<8, bw::compensated_float>> k{bw::seed{8}};
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<8, double>> d{bw::seed{8}};
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<8, bw::compensated_float>> k{bw::seed{8}};
     compile(d, bw::SGD{{.learning_rate = 0.1f}});
     compile(k, bw::SGD{{.learning_rate = 0.1f}});
     for (std::uint64_t s = 0; s < 3; ++s) {
@@ -210,8 +210,8 @@ TEST_CASE("ghost batch norm: statistics per virtual batch, moving averages from 
     using ghost = bw::Sequential<bw::Input<12>, bw::Dense<16, bw::no_bias>, bw::BatchNormalization<0.9f, 1e-3f, 16>,
                                  bw::ReLU, bw::Dense<4>>;
     // Split points at multiples of the virtual batch (16) leave every statistic unchanged.
-    bw::Model<ghost> whole{bw::seed{2}};
-    bw::Model<ghost, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<3>> split{bw::seed{2}};
+    bw_test::Model<ghost> whole{bw::seed{2}};
+    bw_test::Model<ghost, bw::dynamic_batch, bw_test::exec, bw::accumulate<3>> split{bw::seed{2}};
     compile(whole, bw::Adam{});
     compile(split, bw::Adam{});
     for (std::uint64_t s = 0; s < 3; ++s) {
@@ -228,8 +228,8 @@ TEST_CASE("ghost batch norm: statistics per virtual batch, moving averages from 
     // averages still come from the whole step: after one step of two halves they equal those of
     // one batch of both halves.
     using per_micro = bw::Sequential<bw::Input<12>, bw::BatchNormalization<0.5f>>;
-    bw::Model<per_micro> one{bw::seed{1}};
-    bw::Model<per_micro, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<2>> two{bw::seed{1}};
+    bw_test::Model<per_micro> one{bw::seed{1}};
+    bw_test::Model<per_micro, bw::dynamic_batch, bw_test::exec, bw::accumulate<2>> two{bw::seed{1}};
     one.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
     two.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
     const auto x = bw_test::random_matrix(40, 12, 3, -2.0f, 5.0f);
@@ -249,16 +249,16 @@ TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same
     using Net = bw::Sequential<bw::Input<12>, bw::Dense<64>, bw::ReLU, bw::Dropout<0.25f>, bw::Dense<64>, bw::ReLU,
                                bw::Dense<4>>;
     const Dataset data = Dataset(make_batch(600, 3).x, make_batch(600, 3).y).shuffle(600, bw::seed{4});
-    bw::Model<Net> unsplit{bw::seed{6}};
+    bw_test::Model<Net> unsplit{bw::seed{6}};
     compile(unsplit, bw::Adam{});
     unsplit.fit(data.batch(bw::schedule::phased{{0, 40}, {1, 200}}), {.epochs = 3, .verbose = 0});
 
     // A budget that holds a micro-batch of 100 but not 200: epoch 0 (batches of 40) fits, the
     // larger batches of epoch 1 are split in the middle of training.
-    bw::Model<Net> probe{bw::seed{6}};
+    bw_test::Model<Net> probe{bw::seed{6}};
     compile(probe, bw::Adam{});
     const std::size_t budget = decltype(probe)::estimate_memory(150, 2).total_bytes();
-    bw::Model<Net> limited{bw::seed{6}, bw::memory_budget{budget}};
+    bw_test::Model<Net> limited{bw::seed{6}, bw::memory_budget{budget}};
     compile(limited, bw::Adam{});
     struct split_log final : bw::Callback {
         std::vector<bw::micro_batch_split> seen;
@@ -281,7 +281,7 @@ TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same
 
 TEST_CASE("out of memory: not even one sample fits, and static batches never split") {
     using Net = bw::Sequential<bw::Input<12>, bw::Dense<64>, bw::ReLU, bw::Dense<4>>;
-    using M = bw::Model<Net>;
+    using M = bw_test::Model<Net>;
     const std::size_t fixed = M::estimate_memory(0, 0).total_bytes();
     M tight{bw::seed{1}, bw::memory_budget{fixed + 10}};
     compile(tight, bw::SGD{});
@@ -291,9 +291,9 @@ TEST_CASE("out of memory: not even one sample fits, and static batches never spl
     CHECK(tight.max_batch_for(fixed + 10) == 0);
     CHECK(tight.max_batch_for(M::estimate_memory(37, 0).total_bytes()) == 37);
 
-    CHECK_THROWS_WITH_AS((bw::Model<Net>{bw::seed{1}, bw::memory_budget{fixed / 2}}),
+    CHECK_THROWS_WITH_AS((bw_test::Model<Net>{bw::seed{1}, bw::memory_budget{fixed / 2}}),
                          doctest::Contains("parameters and their gradients alone"), bw::out_of_memory);
-    using S = bw::Model<Net, bw::static_batch<64>>;
+    using S = bw_test::Model<Net, bw::static_batch<64>>;
     CHECK_THROWS_WITH_AS((S{bw::seed{1}, bw::memory_budget{S::estimate_memory(32, 0).total_bytes()}}),
                          doctest::Contains("a static batch is never split"), bw::out_of_memory);
     // The Adam state that compile() adds must fit too.
@@ -302,13 +302,15 @@ TEST_CASE("out of memory: not even one sample fits, and static batches never spl
 }
 
 TEST_CASE("memory estimates are constant expressions that grow with the batch") {
-    using M = bw::Model<bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>>;
+    using M = bw_test::Model<bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>>;
     constexpr auto e = M::estimate_memory(2048, 0);
     static_assert(e.parameter_bytes == 4 * 269322);
     static_assert(e.gradient_bytes == 4 * 269322);
     static_assert(M::estimate_memory(2048, 2).optimizer_bytes == 2 * 4 * 269322);
     // The first Dense keeps no input gradient: no layer before it learns.
     static_assert(e.batch_bytes == 4 * 2048 * ((256) + (256 + 256) + (256 + 256) + (256 + 256) + (10 + 256) +
-                                               (784 + 2 * 10 + 1)));
+                                               (784 + 2 * 10 + 1) +
+                                               // host staging when the policy's memory is not the host's
+                                               (bw_test::exec::host_memory ? 0 : 784 + 10)));
     CHECK(e.total_bytes() > M::estimate_memory(1024, 0).total_bytes());
 }

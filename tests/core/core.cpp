@@ -1,7 +1,7 @@
 // Shapes, the counter-based generator, the error hierarchy, the BLAS kernel check, naming.
 #include <doctest/doctest.h>
 
-#include <batchwise/batchwise.hpp>
+#include "../policy.hpp"
 
 #include <cmath>
 #include <cstdlib>
@@ -26,7 +26,7 @@ TEST_CASE("Sequential infers shapes along the list") {
     static_assert(std::is_same_v<Net::layer_input_shape<1>, bw::shape<12>>);
     static_assert(std::is_same_v<Net::layer_output_shape<3>, bw::shape<2, 4>>);
     static_assert(Net::well_formed);
-    using Impl = Net::network<bw::cpu_blas>;
+    using Impl = Net::network<bw_test::exec>;
     static_assert(Impl::trainable_count == 12 * 8 + 8 + 8 * 5 + 5);
     // Only layers after the first trainable one need an input gradient.
     CHECK_FALSE(Impl::needs_input_grad[0]);
@@ -36,11 +36,11 @@ TEST_CASE("Sequential infers shapes along the list") {
 }
 
 TEST_CASE("concepts accept the library's types and reject others") {
-    CHECK(bw::ExecutionPolicy<bw::cpu_blas>);
+    CHECK(bw::ExecutionPolicy<bw_test::exec>);
     CHECK_FALSE(bw::ExecutionPolicy<int>);
     CHECK(bw::BatchPolicy<bw::static_batch<32>>);
     CHECK(bw::BatchPolicy<bw::dynamic_batch>);
-    CHECK_FALSE(bw::BatchPolicy<bw::cpu_blas>);
+    CHECK_FALSE(bw::BatchPolicy<bw_test::exec>);
     CHECK(bw::AccumulationPolicy<bw::no_accumulation>);
     CHECK(bw::Layer<bw::Dense<3>>);
     CHECK(bw::Layer<bw::ReLU>);
@@ -48,11 +48,11 @@ TEST_CASE("concepts accept the library's types and reject others") {
     CHECK(bw::Layer<bw::BatchNorm>);
     CHECK_FALSE(bw::Layer<bw::Input<3>>);
     CHECK_FALSE(bw::Layer<double>);
-    CHECK(bw::LayerImpl<bw::Dense<3>::impl<bw::shape<4>, bw::cpu_blas>>);
-    CHECK(bw::LayerImpl<bw::BatchNorm::impl<bw::shape<4>, bw::cpu_blas>>);
-    CHECK(bw::OptimizerFor<bw::Adam, bw::cpu_blas>);
-    CHECK(bw::LossFor<bw::SparseCategoricalCrossentropy, bw::cpu_blas>);
-    CHECK(bw::MetricFor<bw::metrics::accuracy_metric, bw::cpu_blas>);
+    CHECK(bw::LayerImpl<bw::Dense<3>::impl<bw::shape<4>, bw_test::exec>>);
+    CHECK(bw::LayerImpl<bw::BatchNorm::impl<bw::shape<4>, bw_test::exec>>);
+    CHECK(bw::OptimizerFor<bw::Adam, bw_test::exec>);
+    CHECK(bw::LossFor<bw::SparseCategoricalCrossentropy, bw_test::exec>);
+    CHECK(bw::MetricFor<bw::metrics::accuracy_metric, bw_test::exec>);
 }
 
 TEST_CASE("philox: known answer, determinism and independence of streams") {

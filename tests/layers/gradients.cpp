@@ -14,7 +14,7 @@ using probe_net = bw::Sequential<bw::Input<5>, bw::Dense<4>, LayerUnderTest, bw:
 
 template <class Net, class Batch>
 void check_net(std::uint64_t s, float step = 1e-2f, double tolerance = 2e-2) {
-    bw::Model<Net, Batch> model{bw::seed{s}};
+    bw_test::Model<Net, Batch> model{bw::seed{s}};
     model.compile(bw::SGD{}, bw::MeanSquaredError{});
     const auto x = bw_test::random_matrix(rows, Net::input_shape::size, s + 1);
     const auto y = bw_test::random_matrix(rows, Net::output_shape::size, s + 2);
@@ -90,7 +90,7 @@ TEST_CASE("gradient: a deep mixed network") {
 
 TEST_CASE("BatchNorm: training uses batch statistics, inference the moving averages") {
     using Net = bw::Sequential<bw::Input<2>, bw::BatchNormalization<0.5f, 1e-3f>>;
-    bw::Model<Net> model;
+    bw_test::Model<Net> model;
     model.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
     xt::xtensor<float, 2> x = {{1.0f, 10.0f}, {3.0f, 30.0f}};
     xt::xtensor<float, 2> y = xt::zeros<float>({2, 2});
@@ -111,7 +111,7 @@ TEST_CASE("BatchNorm: training uses batch statistics, inference the moving avera
 
 TEST_CASE("Dropout: inference is the identity, training keeps about 1 - rate scaled up") {
     using Net = bw::Sequential<bw::Input<1000>, bw::Dropout<0.25f>>;
-    bw::Model<Net> model{bw::seed{5}};
+    bw_test::Model<Net> model{bw::seed{5}};
     model.compile(bw::SGD{}, bw::MeanSquaredError{});
     const xt::xtensor<float, 2> x = xt::ones<float>({4, 1000});
     CHECK(model.predict(x) == x);

@@ -13,13 +13,20 @@ namespace {
 template <class Loss>
 double loss_mean(const Loss& loss, const xt::xtensor<float, 2>& pred,
                  const xt::xtensor<float, 2>& target, xt::xtensor<float, 2>* grad = nullptr) {
-    std::vector<float> rows(pred.shape()[0]);
-    const bw::const_matrix_view p{pred.data(), pred.shape()[0], pred.shape()[1]};
-    const bw::const_matrix_view t{target.data(), target.shape()[0], target.shape()[1]};
+    // In the policy's memory, as a model would hand them over.
+    bw_test::device_array rows(pred.shape()[0]);
+    bw_test::device_array p_dev(std::vector<float>(pred.begin(), pred.end()));
+    bw_test::device_array t_dev(std::vector<float>(target.begin(), target.end()));
+    bw_test::device_array g_dev(grad ? grad->size() : 0);
+    const bw::const_matrix_view p{p_dev.data(), pred.shape()[0], pred.shape()[1]};
+    const bw::const_matrix_view t{t_dev.data(), target.shape()[0], target.shape()[1]};
     const float scale = 1.0f / static_cast<float>(pred.shape()[0]);
-    return loss.template sum<bw::cpu_blas>(p, t, grad ? grad->data() : nullptr, scale,
-                                           rows.data()) /
-           static_cast<double>(pred.shape()[0]);
+    const double sum = loss.template sum<bw_test::exec>(p, t, grad ? g_dev.data() : nullptr, scale, rows.data());
+    if (grad) {
+        const std::vector<float> g = g_dev.host();
+        std::copy(g.begin(), g.end(), grad->begin());
+    }
+    return sum / static_cast<double>(pred.shape()[0]);
 }
 
 /// d(mean loss)/d(pred) by central differences in double, against the loss's own gradient.
@@ -133,7 +140,7 @@ void check_losses_through_model() {
     xt::xtensor<float, 2> one_hot = xt::zeros<float>({6, 3});
     for (std::size_t i = 0; i < 6; ++i) one_hot(i, static_cast<std::size_t>(labels(i, 0))) = 1.0f;
     auto check = [&](auto net_tag, auto loss, const auto& y) {
-        bw::Model<typename decltype(net_tag)::type, Batch> m{bw::seed{1}};
+        bw_test::Model<typename decltype(net_tag)::type, Batch> m{bw::seed{1}};
         m.compile(bw::SGD{}, loss);
         INFO(decltype(loss)::name);
         bw_test::check_parameter_gradients(m, x, y);

@@ -21,7 +21,7 @@ double grad_at(std::size_t t, std::size_t i) {
            (1.0 + 0.5 * static_cast<double>(i));
 }
 
-/// Runs `steps` updates of `opt` through its public apply<cpu_blas> and compares with
+/// Runs `steps` updates of `opt` through its public apply on the test policy and compares with
 /// `reference(w, t, g)`, which updates w in double.
 template <class Opt>
 void check_against_reference(const Opt& opt, std::size_t steps,
@@ -29,7 +29,11 @@ void check_against_reference(const Opt& opt, std::size_t steps,
     std::vector<float> w(n), g(n);
     vec w_ref{};
     for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<float>(w_ref[i] = 0.5 - 0.3 * i);
-    std::vector<std::vector<float>> slots(opt.slot_count(), std::vector<float>(n, 0.0f));
+    // Weights, gradients and slots in the policy's memory, as a model holds them.
+    bw_test::device_array w_dev(w);
+    bw_test::device_array g_dev(n);
+    std::vector<bw_test::device_array> slots;
+    for (std::size_t k = 0; k < opt.slot_count(); ++k) slots.emplace_back(n);
     std::vector<float*> slot_ptrs;
     for (auto& s : slots) slot_ptrs.push_back(s.data());
     for (std::size_t t = 1; t <= steps; ++t) {
@@ -37,10 +41,12 @@ void check_against_reference(const Opt& opt, std::size_t steps,
         // Gradients arrive as sums; grad_scale turns them into the mean: pass twice the gradient
         // with a scale of one half.
         for (std::size_t i = 0; i < n; ++i) g[i] = 2.0f * static_cast<float>(g_ref[i] = grad_at(t, i));
-        opt.template apply<bw::cpu_blas>(bw::variable_ref{"w", w.data(), g.data(), n, 0},
-                                         slot_ptrs.data(), t, opt.learning_rate(), 0.5f);
+        bw_test::exec::from_host(g.data(), n, g_dev.data());
+        opt.template apply<bw_test::exec>(bw::variable_ref{"w", w_dev.data(), g_dev.data(), n, 0},
+                                          slot_ptrs.data(), t, opt.learning_rate(), 0.5f);
         reference(w_ref, t, g_ref);
     }
+    w = w_dev.host();
     for (std::size_t i = 0; i < n; ++i) {
         INFO(Opt::name << " element " << i);
         CHECK(w[i] == doctest::Approx(w_ref[i]).epsilon(1e-5).scale(1.0));
@@ -133,7 +139,7 @@ TEST_CASE("RMSprop update rules: plain, centred, with momentum") {
 
 TEST_CASE("the optimizer step count advances once per train_on_batch and resets on compile") {
     using Net = bw::Sequential<bw::Input<2>, bw::Dense<1>>;
-    bw::Model<Net> m;
+    bw_test::Model<Net> m;
     m.compile(bw::Adam{}, bw::MeanSquaredError{});
     const xt::xtensor<float, 2> x = {{1, 2}, {3, 4}};
     const xt::xtensor<float, 2> y = {{1}, {2}};
@@ -202,7 +208,7 @@ struct separable_task {
 
 template <class Task, class Batch, class Opt>
 float train_task(const Opt& opt, int steps) {
-    bw::Model<typename Task::net, Batch> model{bw::seed{7}};
+    bw_test::Model<typename Task::net, Batch> model{bw::seed{7}};
     model.compile(opt, Task::loss());
     const auto [x, y] = Task::data();
     for (int s = 0; s < steps; ++s) model.train_on_batch(x, y);

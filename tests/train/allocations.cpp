@@ -149,7 +149,7 @@ void check_steady_state(Model& model, std::size_t largest, const std::vector<std
 TEST_CASE("no heap allocation in steady state: dynamic batch, varying sizes") {
     using Net = bw::Sequential<bw::Input<20>, bw::Dense<32>, bw::BatchNorm, bw::ReLU,
                                bw::Dropout<0.3f>, bw::Dense<16>, bw::Tanh, bw::Dense<5>>;
-    bw::Model<Net> model{bw::seed{1}};
+    bw_test::Model<Net> model{bw::seed{1}};
     model.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
                   bw::metrics::accuracy);
     auto labels = [](std::size_t n) {
@@ -169,7 +169,7 @@ TEST_CASE("no heap allocation in steady state: static batch, every optimizer") {
         return y;
     };
     auto run = [&](auto optimizer) {
-        bw::Model<Net, bw::static_batch<32>> model{bw::seed{2}};
+        bw_test::Model<Net, bw::static_batch<32>> model{bw::seed{2}};
         model.compile(optimizer, bw::CategoricalCrossentropy{}, bw::metrics::accuracy,
                       bw::metrics::mse);
         // Static buffers are sized at construction, so even the first step allocates nothing.
@@ -188,7 +188,7 @@ TEST_CASE("no heap allocation in steady state: static batch, every optimizer") {
 TEST_CASE("no heap allocation in steady state at mlp-bench size, where OpenBLAS runs threaded") {
     using Net = bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dropout<0.2f>, bw::Dense<256>, bw::ReLU,
                                bw::Dense<10>>;
-    bw::Model<Net> model{bw::seed{2}};
+    bw_test::Model<Net> model{bw::seed{2}};
     model.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
     const auto x = bw_test::random_matrix(512, 784, 3, 0.0f, 1.0f);
     xt::xtensor<float, 1> y = xt::zeros<float>({std::size_t{512}});
@@ -207,7 +207,7 @@ TEST_CASE("no heap allocation in steady state at mlp-bench size, where OpenBLAS 
 
 TEST_CASE("the memory estimate is within 10% of the measured heap peak (mlp-bench, batch 2048)") {
     using Net = bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>;
-    using M = bw::Model<Net>;
+    using M = bw_test::Model<Net>;
     // The data exists before measuring starts: it is the caller's, not the model's.
     const auto x = bw_test::random_matrix(2048, 784, 1, 0.0f, 1.0f);
     xt::xtensor<float, 1> y = xt::zeros<float>({std::size_t{2048}});
@@ -238,8 +238,8 @@ TEST_CASE("an allocation that really fails (std::bad_alloc) splits the step, wit
     xt::xtensor<int, 1> y = xt::zeros<int>({std::size_t{512}});
     for (std::size_t i = 0; i < 512; ++i) y(i) = static_cast<int>(i % 8);
 
-    bw::Model<Net> reference{bw::seed{3}};
-    bw::Model<Net> constrained{bw::seed{3}};
+    bw_test::Model<Net> reference{bw::seed{3}};
+    bw_test::Model<Net> constrained{bw::seed{3}};
     for (auto* m : {&reference, &constrained}) m->compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
     const xt::xtensor<float, 2> warm_x = xt::view(x, xt::range(0, 64));
     const xt::xtensor<int, 1> warm_y = xt::view(y, xt::range(0, 64));

@@ -33,7 +33,7 @@ Dataset two_blobs(std::size_t n, std::uint64_t s) {
 
 using net = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::BatchNorm, bw::ReLU, bw::Dropout<0.25f>,
                            bw::Dense<2>>;
-using model_t = bw::Model<net>;
+using model_t = bw_test::Model<net>;
 
 template <class M>
 void compile(M& m) {
@@ -195,11 +195,11 @@ TEST_CASE("a non-finite loss: an error without TerminateOnNaN, a clean stop with
     xt::xtensor<float, 2> y = xt::ones<float>({64, 1});
     y(40, 0) = 3e38f;  // squared, this overflows to infinity
     const Dataset d(x, y);
-    bw::Model<regression> m{bw::seed{1}};
+    bw_test::Model<regression> m{bw::seed{1}};
     m.compile(bw::SGD{}, bw::MeanSquaredError{});
     CHECK_THROWS_AS(m.fit(d.batch(8), {.epochs = 2, .verbose = 0}), bw::numeric_error);
 
-    bw::Model<regression> t{bw::seed{1}};
+    bw_test::Model<regression> t{bw::seed{1}};
     t.compile(bw::SGD{}, bw::MeanSquaredError{});
     bw::TerminateOnNaN guard;
     const bw::History h = t.fit(d.batch(8), {.epochs = 2, .verbose = 0}, guard);
@@ -240,14 +240,14 @@ TEST_CASE("fit refuses a dataset that does not fit the model, before training") 
 
 TEST_CASE("static batch: a ragged tail is padded and masked, or dropped and reported") {
     const Dataset data = two_blobs(40, 1).batch(16);  // 16, 16, 8
-    bw::Model<net, bw::static_batch<16>> padded{bw::seed{1}};
+    bw_test::Model<net, bw::static_batch<16>> padded{bw::seed{1}};
     compile(padded);
     const bw::History h = padded.fit(data, {.epochs = 2, .verbose = 0});
     CHECK(h.samples == std::vector<std::size_t>{40, 40});
     CHECK(h.dropped_samples == std::vector<std::size_t>{0, 0});
     CHECK(padded.iterations() == 6);
 
-    bw::Model<net, bw::static_batch<16, bw::ragged_tail::drop>> dropping{bw::seed{1}};
+    bw_test::Model<net, bw::static_batch<16, bw::ragged_tail::drop>> dropping{bw::seed{1}};
     compile(dropping);
     const bw::History d = dropping.fit(data, {.epochs = 2, .verbose = 0});
     CHECK(d.dropped_samples == std::vector<std::size_t>{8, 8});
@@ -255,7 +255,7 @@ TEST_CASE("static batch: a ragged tail is padded and masked, or dropped and repo
     CHECK(dropping.iterations() == 4);
 
     // Batches larger than the static batch run as micro-batches of 16 in one optimizer step.
-    bw::Model<net, bw::static_batch<16>> big{bw::seed{1}};
+    bw_test::Model<net, bw::static_batch<16>> big{bw::seed{1}};
     compile(big);
     const bw::History b = big.fit(two_blobs(64, 1).batch(32), {.epochs = 1, .verbose = 0});
     CHECK(b.optimizer_steps == std::vector<std::size_t>{2});

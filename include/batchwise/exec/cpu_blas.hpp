@@ -110,10 +110,17 @@ struct cpu_blas {
         detail::keep_freed_memory_for_reuse();
     }
 
-    /// Grows `v` to at least `n` floats; never shrinks, so a later smaller batch reuses it.
+    /// Storage for double-precision gradient accumulators (accumulate<K, double>).
+    using double_vector = xt::xtensor<double, 1>;
+
+    /// Grows `v` to at least `n` elements; never shrinks, so a later smaller batch reuses it.
     static void reserve(vector& v, std::size_t n) {
         if (v.size() < n) v.resize({n});
     }
+    static void reserve(double_vector& v, std::size_t n) {
+        if (v.size() < n) v.resize({n});
+    }
+    static double* data(double_vector& v) { return v.data(); }
     static float* data(vector& v) { return v.data(); }
     static const float* data(const vector& v) { return v.data(); }
     static std::size_t size(const vector& v) { return v.size(); }

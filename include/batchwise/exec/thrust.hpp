@@ -68,15 +68,20 @@ struct thrust_policy {
     /// Called once when a model is built: raises device_error when the device is unusable.
     static void prepare() { Backend::prepare(); }
 
-    /// Grows `v` to at least `n` floats; never shrinks. A failed device allocation arrives as
+    /// Grows `v` to at least `n` elements; never shrinks. A failed device allocation arrives as
     /// thrust::system::detail::bad_alloc, a std::bad_alloc, which the model's out-of-memory
     /// recovery handles like any other.
-    static void reserve(vector& v, std::size_t n) {
+    /// Storage for double-precision gradient accumulators (accumulate<K, double>).
+    using double_vector = thrust::device_vector<double>;
+
+    template <class T>
+    static void reserve(thrust::device_vector<T>& v, std::size_t n) {
         if (v.size() >= n) return;
         // Work queued on the device may still use the old storage that resize frees.
         Backend::synchronize();
         v.resize(n);
     }
+    static double* data(double_vector& v) { return thrust::raw_pointer_cast(v.data()); }
     /// Per-row scratch the backend keeps (column sums by BLAS need a vector of ones), grown
     /// where the model allocates, so that no later call of the step has to.
     static void reserve_rows(std::size_t rows) { Backend::reserve_rows(rows); }

@@ -93,6 +93,8 @@ struct accuracy_metric {
 
 struct mean_absolute_error_metric {
     static constexpr std::string_view name = "mae";
+    /// Compares each output with a target of the same shape, never with a class index.
+    static constexpr bool needs_dense_targets = true;
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, target_description,
                float* scratch) const {
@@ -104,6 +106,7 @@ struct mean_absolute_error_metric {
 
 struct mean_squared_error_metric {
     static constexpr std::string_view name = "mse";
+    static constexpr bool needs_dense_targets = true;
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, target_description,
                float* scratch) const {

@@ -200,11 +200,29 @@ template <class Exec>
 struct host_staging<Exec> {
     using type = typename Exec::host_vector;
 };
+
+/// Where double accumulators live: the policy's double_vector. A policy without one can still
+/// train, with float or compensated_float accumulators.
+template <class Exec>
+struct double_storage {
+    struct unavailable {};
+    using type = unavailable;
+};
+template <class Exec>
+    requires requires { typename Exec::double_vector; }
+struct double_storage<Exec> {
+    using type = typename Exec::double_vector;
+};
 }  // namespace detail
 
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
           AccumulationPolicy Accum = no_accumulation>
 class Model {
+    static_assert(!std::is_same_v<typename Accum::accumulator_type, double> ||
+                      !std::is_same_v<typename detail::double_storage<Exec>::type,
+                                      typename detail::double_storage<void>::type>,
+                  "batchwise::Model: accumulate<..., double> needs an execution policy with a "
+                  "double_vector; use compensated_float with this one");
     static_assert(is_sequential_v<Net>,
                   "batchwise::Model<Net, ...>: Net must be a batchwise::Sequential<Input<...>, "
                   "layers...>.");
@@ -290,6 +308,17 @@ public:
         if (d.sparse_labels && output_shape::rank != 1) {
             throw shape_error("Model::compile: a sparse loss needs a flat output of class scores, "
                               "but the network outputs " + output_shape::str());
+        }
+        if (d.sparse_labels) {
+            // A sparse target is one class index per sample: an error metric would compare the
+            // scores with memory past the labels.
+            std::string_view dense_only;
+            ((dense_only = dense_only.empty() && metric_needs_dense_targets<Metrics> ? Metrics::name : dense_only), ...);
+            if (!dense_only.empty()) {
+                throw usage_error("Model::compile: metric '" + std::string(dense_only) + "' compares outputs with "
+                                  "targets of the same shape, but " + std::string(Loss::name) +
+                                  " takes one class index per sample; use metrics::accuracy");
+            }
         }
         const std::size_t slots = optimizer.slot_count();
         if (slots > max_slots) throw usage_error("Model::compile: the optimizer keeps too many slots");
@@ -793,6 +822,12 @@ private:
     static constexpr std::size_t max_slots = 4;
     static constexpr std::size_t unlimited = std::numeric_limits<std::size_t>::max();
 
+    template <class Metric>
+    static constexpr bool metric_needs_dense_targets = [] {
+        if constexpr (requires { Metric::needs_dense_targets; }) return bool{Metric::needs_dense_targets};
+        return false;
+    }();
+
     static constexpr bool host_memory = [] {
         if constexpr (requires { Exec::host_memory; }) return bool{Exec::host_memory};
         return false;
@@ -1151,7 +1186,7 @@ private:
         if constexpr (std::is_same_v<accumulator_type, double>) {
             accumulators_d_.resize(variables_.size());
             for (std::size_t i = 0; i < variables_.size(); ++i) {
-                if (variables_[i].ref.trainable()) accumulators_d_[i].resize(variables_[i].ref.size());
+                if (variables_[i].ref.trainable()) Exec::reserve(accumulators_d_[i], variables_[i].ref.size());
             }
         } else if constexpr (std::is_same_v<accumulator_type, compensated_float>) {
             accumulators_k_.resize(variables_.size());
@@ -1248,9 +1283,7 @@ private:
             const variable_ref& v = variables_[i].ref;
             if (!v.trainable()) continue;
             if constexpr (std::is_same_v<accumulator_type, double>) {
-                // double sums live in host memory: this accumulator is for the CPU policy.
-                static_assert(host_memory, "accumulate<..., double> needs a host-memory policy; use compensated_float");
-                Exec::for_each(v.size(), detail::accumulate_double{v.grad, accumulators_d_[i].data(), first});
+                Exec::for_each(v.size(), detail::accumulate_double{v.grad, Exec::data(accumulators_d_[i]), first});
             } else {
                 Exec::for_each(v.size(), detail::accumulate_kahan{v.grad, Exec::data(accumulators_k_[i].first),
                                                                   Exec::data(accumulators_k_[i].second), first});
@@ -1266,7 +1299,7 @@ private:
                 const variable_ref& v = variables_[i].ref;
                 if (!v.trainable()) continue;
                 if constexpr (std::is_same_v<accumulator_type, double>) {
-                    Exec::for_each(v.size(), detail::write_back_sum<double>{accumulators_d_[i].data(), v.grad});
+                    Exec::for_each(v.size(), detail::write_back_sum<double>{Exec::data(accumulators_d_[i]), v.grad});
                 } else {
                     Exec::for_each(v.size(), detail::write_back_sum<float>{Exec::data(accumulators_k_[i].first), v.grad});
                 }
@@ -1357,7 +1390,7 @@ private:
     std::size_t window_samples_ = 0;
     std::size_t window_batches_ = 0;
     bool window_has_grads_ = false;
-    std::vector<std::vector<double>> accumulators_d_;
+    std::vector<typename detail::double_storage<Exec>::type> accumulators_d_;
     std::vector<std::pair<typename Exec::vector, typename Exec::vector>> accumulators_k_;
 
     // Micro-batches: the static batch, or what out-of-memory recovery settled on.
