@@ -29,4 +29,5 @@ install(FILES
         "${PROJECT_BINARY_DIR}/batchwiseConfig.cmake"
         "${PROJECT_BINARY_DIR}/batchwiseConfigVersion.cmake"
         "${PROJECT_SOURCE_DIR}/cmake/BatchwiseDependencies.cmake"
+        "${PROJECT_SOURCE_DIR}/cmake/BatchwiseThrust.cmake"
         DESTINATION "${BATCHWISE_INSTALL_CMAKEDIR}")

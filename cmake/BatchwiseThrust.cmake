@@ -5,7 +5,10 @@
 #   batchwise::thrust_host  g++ (or any host compiler), Thrust's CPP device system, CBLAS GEMM
 #   batchwise::cuda         nvcc, Thrust's CUDA system, the CUDA runtime and cuBLAS
 #
-# Neither is defined when no CUDA toolkit is found; the CPU library does not need one.
+# Neither is defined when no CUDA toolkit is found; the CPU library does not need one. The same
+# file serves the source tree and the installed package (batchwiseConfig.cmake includes it for
+# the components thrust_host and cuda). The targets are IMPORTED GLOBAL so that a project that
+# adds batchwise with add_subdirectory or FetchContent sees them too.
 
 find_package(CUDAToolkit QUIET)
 set(_batchwise_cccl_hints /usr/local/cuda/include/cccl)
@@ -27,25 +30,25 @@ if(BATCHWISE_CCCL_INCLUDE_DIR AND NOT TARGET batchwise::thrust_host)
         message(WARNING "batchwise: the Thrust at ${BATCHWISE_CCCL_INCLUDE_DIR} is older than 2.0; "
                         "batchwise::thrust_host is not defined")
     else()
-        add_library(batchwise_thrust_host INTERFACE)
-        add_library(batchwise::thrust_host ALIAS batchwise_thrust_host)
-        target_include_directories(batchwise_thrust_host SYSTEM INTERFACE "${BATCHWISE_CCCL_INCLUDE_DIR}")
+        add_library(batchwise::thrust_host INTERFACE IMPORTED GLOBAL)
+        target_include_directories(batchwise::thrust_host SYSTEM INTERFACE "${BATCHWISE_CCCL_INCLUDE_DIR}")
         # The device system is fixed for a whole program: every file that links this target
         # must see the same value.
-        target_compile_definitions(batchwise_thrust_host INTERFACE THRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_CPP)
-        target_link_libraries(batchwise_thrust_host INTERFACE batchwise::batchwise)
-        message(STATUS "batchwise: Thrust ${_batchwise_thrust_version} for thrust_host from ${BATCHWISE_CCCL_INCLUDE_DIR}")
+        target_compile_definitions(batchwise::thrust_host INTERFACE THRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_CPP)
+        target_link_libraries(batchwise::thrust_host INTERFACE batchwise::batchwise)
+        if(NOT batchwise_FIND_QUIETLY)
+            message(STATUS "batchwise: Thrust ${_batchwise_thrust_version} for thrust_host from ${BATCHWISE_CCCL_INCLUDE_DIR}")
+        endif()
     endif()
     unset(_batchwise_thrust_line)
     unset(_batchwise_thrust_version)
 endif()
 
 if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND NOT TARGET batchwise::cuda)
-    add_library(batchwise_cuda INTERFACE)
-    add_library(batchwise::cuda ALIAS batchwise_cuda)
-    target_link_libraries(batchwise_cuda INTERFACE batchwise::batchwise CUDA::cudart CUDA::cublas)
+    add_library(batchwise::cuda INTERFACE IMPORTED GLOBAL)
+    target_link_libraries(batchwise::cuda INTERFACE batchwise::batchwise CUDA::cudart CUDA::cublas)
     # C++20 by flag: CMake 3.25's compile features do not know nvcc 13's dialects. libstdc++'s
     # constexpr functions (std::max, numeric_limits) are called from device code.
-    target_compile_options(batchwise_cuda INTERFACE
+    target_compile_options(batchwise::cuda INTERFACE
         $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr>)
 endif()

@@ -12,12 +12,13 @@ namespace bw = batchwise;
 
 TEST_CASE("cuda: building a model needs a usable GPU, and says why there is none") {
     using Net = bw::Sequential<bw::Input<4>, bw::Dense<3>>;
+    using cuda_model = bw::Model<Net, bw::dynamic_batch, bw::cuda>;
     const std::string reason = bw::detail::cuda_unusable_reason();
     if (!reason.empty()) {
         INFO("this machine: " << reason);
-        CHECK_THROWS_AS(bw::Model<Net, bw::dynamic_batch, bw::cuda>{bw::seed{1}}, bw::device_error);
+        CHECK_THROWS_AS(cuda_model{bw::seed{1}}, bw::device_error);
         try {
-            bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{1}};
+            cuda_model model{bw::seed{1}};
             FAIL("no device_error");
         } catch (const bw::device_error& e) {
             const std::string what = e.what();
@@ -28,7 +29,7 @@ TEST_CASE("cuda: building a model needs a usable GPU, and says why there is none
         bw::Model<Net> cpu{bw::seed{1}};
         CHECK(cpu.variables().size() == 2);
     } else {
-        bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{1}};
+        cuda_model model{bw::seed{1}};
         model.compile(bw::SGD{}, bw::MeanSquaredError{});
         xt::xtensor<float, 2> x = xt::ones<float>({2, 4});
         xt::xtensor<float, 2> y = xt::zeros<float>({2, 3});

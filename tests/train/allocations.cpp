@@ -76,30 +76,35 @@ void forget(void* p) {
 }
 }  // namespace
 
+// noexcept as glibc declares them (__THROW). nvcc also knows malloc and free as device functions
+// and so takes these for __host__ __device__; they are only ever called on the host.
+#if defined(__CUDACC__)
+#pragma nv_diag_suppress 20011
+#endif
 extern "C" {
-void* malloc(std::size_t n) {
+void* malloc(std::size_t n) noexcept {
     void* caller = __builtin_return_address(0);
     return refuse(n, caller) ? nullptr : note(__libc_malloc(n), caller);
 }
-void* calloc(std::size_t n, std::size_t size) {
+void* calloc(std::size_t n, std::size_t size) noexcept {
     void* caller = __builtin_return_address(0);
     return refuse(n * size, caller) ? nullptr : note(__libc_calloc(n, size), caller);
 }
-void* realloc(void* p, std::size_t n) {
+void* realloc(void* p, std::size_t n) noexcept {
     void* caller = __builtin_return_address(0);
     if (refuse(n, caller)) return nullptr;
     forget(p);
     return note(__libc_realloc(p, n), caller);
 }
-void free(void* p) {
+void free(void* p) noexcept {
     forget(p);
     __libc_free(p);
 }
-void* aligned_alloc(std::size_t alignment, std::size_t n) {
+void* aligned_alloc(std::size_t alignment, std::size_t n) noexcept {
     void* caller = __builtin_return_address(0);
     return refuse(n, caller) ? nullptr : note(__libc_memalign(alignment, n), caller);
 }
-int posix_memalign(void** out, std::size_t alignment, std::size_t n) {
+int posix_memalign(void** out, std::size_t alignment, std::size_t n) noexcept {
     void* caller = __builtin_return_address(0);
     *out = refuse(n, caller) ? nullptr : note(__libc_memalign(alignment, n), caller);
     return *out == nullptr ? 12 /* ENOMEM */ : 0;
