@@ -149,8 +149,9 @@ struct options {
     int intra_threads = 1;
 };
 
-inline options parse(int argc, char** argv, const char* usage) {
+inline options parse(int argc, char** argv, const char* usage, std::size_t samples = default_samples) {
     options o;
+    o.samples = samples;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto value = [&]() -> std::string {

@@ -1,0 +1,192 @@
+// gpu-mlp (BENCHMARKS.md) for batchwise on the cuda policy: mlp-bench's network (784 -> 256 ->
+// 256 -> 10, ReLU, softmax cross-entropy from logits, plain SGD lr 0.01, fp32, TF32 off) on the
+// GPU at batch 128 ... 65536, and the cuBLAS roofline of the step's 8 GEMMs.
+//
+//   gpu_mlp --mode static  --batch N   Model<Net, static_batch<N>, cuda>, train_on_batch over
+//                                      batches held in host memory (each is staged through
+//                                      pinned memory and copied, as a training loop does)
+//   gpu_mlp --mode dynamic --batch N   Model<Net, dynamic_batch, cuda>, the same loop
+//   gpu_mlp --mode roofline --batch N  the 8 SGEMMs of one step through cuBLAS on device
+//                                      buffers, timed with CUDA events: the GEMM limit
+//
+// Samples/s over whole epochs (default 131072 samples, so that batch 65536 makes two steps),
+// median of --reps after a warm-up epoch; the device is synchronised before the clock is read.
+// Prints one JSON line (bench_common.hpp). benchmarks/gpu.sh runs it beside PyTorch.
+#include <batchwise/cuda.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <utility>
+
+#include "bench_common.hpp"
+
+namespace bw = batchwise;
+
+namespace {
+
+using Net = bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>;
+constexpr std::size_t gpu_samples = 131072;
+
+void check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "gpu_mlp: %s: %s\n", what, cudaGetErrorString(e));
+        std::exit(1);
+    }
+}
+
+std::string device_name() {
+    cudaDeviceProp p{};
+    int d = 0;
+    check(cudaGetDevice(&d), "cudaGetDevice");
+    check(cudaGetDeviceProperties(&p, d), "cudaGetDeviceProperties");
+    return p.name;
+}
+
+template <class Model>
+std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others) {
+    using X = typename Model::input_batch;
+    constexpr bool fixed = Model::batch_policy::is_static;
+    using Y = std::conditional_t<fixed, xt::xtensor_fixed<float, xt::xshape<Model::batch_policy::extent>>,
+                                 xt::xtensor<float, 1>>;
+    const std::size_t n = o.batch;
+    const std::size_t steps = d.samples / n;
+    // Large static batches live on the heap: xtensor_fixed of 65536 x 784 floats would not fit
+    // on a stack.
+    std::vector<std::unique_ptr<X>> xs(steps);
+    std::vector<std::unique_ptr<Y>> ys(steps);
+    for (std::size_t s = 0; s < steps; ++s) {
+        xs[s] = std::make_unique<X>();
+        ys[s] = std::make_unique<Y>();
+        if constexpr (!fixed) {
+            *xs[s] = X::from_shape({n, bench::in_features});
+            *ys[s] = Y::from_shape({n});
+        }
+        std::copy_n(d.x.data() + s * n * bench::in_features, n * bench::in_features, xs[s]->data());
+        for (std::size_t i = 0; i < n; ++i) ys[s]->data()[i] = static_cast<float>(d.y[s * n + i]);
+    }
+    std::vector<double> rates;
+    double others_sum = 0.0;
+    float last = 0.0f;
+    for (int rep = 0; rep <= o.reps; ++rep) {  // rep 0 is the warm-up epoch
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+        bench::region r;
+        for (std::size_t s = 0; s < steps; ++s) last = model.train_on_batch(*xs[s], *ys[s]).loss;
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+        r.stop();
+        if (rep > 0) {
+            rates.push_back(static_cast<double>(d.samples) / r.wall());
+            others_sum += r.others();
+        }
+    }
+    if (!std::isfinite(last)) {
+        std::fprintf(stderr, "gpu_mlp: the loss is not finite (%g)\n", static_cast<double>(last));
+        std::exit(1);
+    }
+    others = others_sum / o.reps;
+    return rates;
+}
+
+template <class Model>
+void compile(Model& model) {
+    model.compile(bw::SGD{{.learning_rate = 0.01f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+}
+
+std::string extra() { return "\"device\": \"" + device_name() + "\", \"tf32\": false"; }
+
+template <std::size_t N>
+bool run_static(const bench::dataset& d, const bench::options& o) {
+    if (o.batch != N) return false;
+    auto model = std::make_unique<bw::Model<Net, bw::static_batch<N>, bw::cuda>>(bw::seed{42});
+    compile(*model);
+    double others = 0.0;
+    const auto rates = train_epochs(*model, d, o, others);
+    bench::print_result("gpu-mlp", "batchwise static", N, "samples/s", rates, others, extra());
+    return true;
+}
+
+void run_dynamic(const bench::dataset& d, const bench::options& o) {
+    bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{42}};
+    compile(model);
+    double others = 0.0;
+    const auto rates = train_epochs(model, d, o, others);
+    bench::print_result("gpu-mlp", "batchwise dynamic", o.batch, "samples/s", rates, others, extra());
+}
+
+/// The 8 GEMMs of a step with the operand layouts batchwise's Dense uses (kernel (in, out)):
+/// forward Y = X W, weight gradient dW = X^T dY, input gradient dX = dY W^T, through the same
+/// cuda policy call (cublasSgemm, default math).
+void run_roofline(const bench::options& o) {
+    using E = bw::cuda;
+    E::prepare();
+    const std::size_t n = o.batch;
+    constexpr std::size_t d0 = 784, d1 = 256, d2 = 256, d3 = 10;
+    E::vector x, w1, w2, w3, h1, h2, z, dz, dh2, dh1, g1, g2, g3;
+    for (auto [v, size] : {std::pair{&x, n * d0}, {&w1, d0 * d1}, {&w2, d1 * d2}, {&w3, d2 * d3}, {&h1, n * d1},
+                           {&h2, n * d2}, {&z, n * d3}, {&dz, n * d3}, {&dh2, n * d2}, {&dh1, n * d1},
+                           {&g1, d0 * d1}, {&g2, d1 * d2}, {&g3, d2 * d3}}) {
+        E::reserve(*v, size);
+        E::fill(E::data(*v), size, 0.01f);
+    }
+    using bw::transpose;
+    auto m = [&](E::vector& v, std::size_t r, std::size_t c) { return bw::matrix_view{E::data(v), r, c}; };
+    auto step = [&] {
+        E::gemm(transpose::no, transpose::no, 1.0f, m(x, n, d0), m(w1, d0, d1), 0.0f, m(h1, n, d1));
+        E::gemm(transpose::no, transpose::no, 1.0f, m(h1, n, d1), m(w2, d1, d2), 0.0f, m(h2, n, d2));
+        E::gemm(transpose::no, transpose::no, 1.0f, m(h2, n, d2), m(w3, d2, d3), 0.0f, m(z, n, d3));
+        E::gemm(transpose::yes, transpose::no, 1.0f, m(h2, n, d2), m(dz, n, d3), 0.0f, m(g3, d2, d3));
+        E::gemm(transpose::no, transpose::yes, 1.0f, m(dz, n, d3), m(w3, d2, d3), 0.0f, m(dh2, n, d2));
+        E::gemm(transpose::yes, transpose::no, 1.0f, m(h1, n, d1), m(dh2, n, d2), 0.0f, m(g2, d1, d2));
+        E::gemm(transpose::no, transpose::yes, 1.0f, m(dh2, n, d2), m(w2, d1, d2), 0.0f, m(dh1, n, d1));
+        E::gemm(transpose::yes, transpose::no, 1.0f, m(x, n, d0), m(dh1, n, d1), 0.0f, m(g1, d0, d1));
+    };
+    const cudaStream_t stream = bw::detail::cuda_context::get().stream();
+    cudaEvent_t start{}, stop{};
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    const std::size_t steps = std::max<std::size_t>(1, o.samples / n);
+    std::vector<double> rates;
+    for (int rep = 0; rep <= o.reps; ++rep) {
+        check(cudaEventRecord(start, stream), "cudaEventRecord");
+        for (std::size_t s = 0; s < steps; ++s) step();
+        check(cudaEventRecord(stop, stream), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+        float ms = 0.0f;
+        check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+        if (rep > 0) rates.push_back(static_cast<double>(steps * n) / (1e-3 * ms));
+    }
+    bench::print_result("gpu-mlp", "cuBLAS roofline (8 GEMMs)", n, "samples/s", rates, 0.0, extra());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const char* usage = "usage: gpu_mlp --batch N --mode static|dynamic|roofline [--reps R] [--samples S]\n";
+    const bench::options o = bench::parse(argc, argv, usage, gpu_samples);
+    try {
+        if (o.mode == "roofline") {
+            run_roofline(o);
+            return 0;
+        }
+        const bench::dataset d = bench::make_dataset(o.samples);
+        if (o.mode == "static") {
+            const bool ran = [&]<std::size_t... N>(std::index_sequence<N...>) {
+                return (run_static<N>(d, o) || ...);
+            }(std::index_sequence<128, 512, 2048, 8192, 32768, 65536>{});
+            if (!ran) {
+                std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated (128 512 2048 8192 32768 65536)\n",
+                             o.batch);
+                return 2;
+            }
+        } else if (o.mode == "dynamic") {
+            run_dynamic(d, o);
+        } else {
+            std::fprintf(stderr, "%s", usage);
+            return 2;
+        }
+    } catch (const bw::device_error& e) {
+        std::fprintf(stderr, "gpu_mlp: %s\n", e.what());
+        return 3;
+    }
+    return 0;
+}
