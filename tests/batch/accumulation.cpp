@@ -100,7 +100,10 @@ void every_split_every_optimizer() {
     for (const auto& sizes : splits) {
         INFO("split of " << sizes.size() << " micro-batches, first " << sizes.front());
         for (std::size_t steps : {1, 4}) {
+            // Plain SGD: the whole batch steps each Dense kernel inside its gradient GEMM, the
+            // split one in a separate pass after the window; with decay, beta = 1 - lr * decay.
             compare_split<Net>(bw::SGD{{.learning_rate = 0.1f}}, sizes, steps);
+            compare_split<Net>(bw::SGD{{.learning_rate = 0.1f, .weight_decay = 0.2f}}, sizes, steps);
             compare_split<Net>(bw::SGD{{.learning_rate = 0.05f, .momentum = 0.9f, .nesterov = true}}, sizes, steps);
             compare_split<Net>(bw::Adam{{.learning_rate = 0.01f}}, sizes, steps);
             compare_split<Net>(bw::AdamW{{.learning_rate = 0.01f, .weight_decay = 0.1f}}, sizes, steps);

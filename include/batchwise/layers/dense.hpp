@@ -27,14 +27,15 @@ struct pick_initializer<Default, First, Rest...> {
 };
 
 /// out(i, j) += bias(j), one pass over the GEMM result.
-struct add_row_vector {
+/// Writes the bias into every row of the output, which the forward GEMM then adds to (beta = 1).
+struct copy_row_vector {
     float* out;
     const float* vec;
     std::size_t cols;
     // One row per call: a contiguous inner loop vectorises; an index i % cols per element does not.
     BATCHWISE_HOST_DEVICE void operator()(std::size_t r) const {
         float* row = out + r * cols;
-        for (std::size_t j = 0; j < cols; ++j) row[j] += vec[j];
+        for (std::size_t j = 0; j < cols; ++j) row[j] = vec[j];
     }
 };
 }  // namespace detail
@@ -92,10 +93,12 @@ struct Dense {
 
         const_matrix_view forward(const_matrix_view x, const pass_context&) {
             const matrix_view y{Exec::data(out_), x.rows, Units};
-            Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), 0.0f, y);
+            // The bias goes in first and the GEMM accumulates onto it: one pass over the output
+            // instead of two, since a GEMM with beta = 0 clears its output in a pass of its own.
             if constexpr (use_bias) {
-                Exec::for_each(y.rows, detail::add_row_vector{y.data, Exec::data(bias_), Units});
+                Exec::for_each(y.rows, detail::copy_row_vector{y.data, Exec::data(bias_), Units});
             }
+            Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), use_bias ? 1.0f : 0.0f, y);
             return y;
         }
 
@@ -108,6 +111,25 @@ struct Dense {
             if (!need_dx) return {};
             const matrix_view dx{Exec::data(dx_), x.rows, in_features};
             Exec::gemm(transpose::no, transpose::yes, 1.0f, dy, kernel(), 0.0f, dx);
+            return dx;
+        }
+
+        /// The variable backward_and_update updates in place of computing its gradient.
+        static constexpr std::string_view variable_updated_in_gemm = "kernel";
+
+        /// backward() with the optimizer step of the kernel folded into its gradient GEMM. The
+        /// input gradient is taken first, from the kernel before the step; the bias gradient is
+        /// left for the optimizer as usual.
+        const_matrix_view backward_and_update(const_matrix_view x, const_matrix_view, const_matrix_view dy,
+                                              bool need_dx, const update_in_gemm& u) {
+            matrix_view dx{};
+            if (need_dx) {
+                dx = {Exec::data(dx_), x.rows, in_features};
+                Exec::gemm(transpose::no, transpose::yes, 1.0f, dy, kernel(), 0.0f, dx);
+            }
+            Exec::gemm(transpose::yes, transpose::no, u.alpha, x, dy, u.beta,
+                       matrix_view{Exec::data(kernel_), in_features, Units});
+            if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), 0.0f);
             return dx;
         }
 

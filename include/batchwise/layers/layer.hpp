@@ -37,6 +37,15 @@ struct variable_ref {
     [[nodiscard]] bool trainable() const { return grad != nullptr; }
 };
 
+/// An optimizer step a layer may apply inside its weight-gradient GEMM, W = beta W + alpha X^T dY,
+/// instead of writing the gradient and updating W in a second pass over it. Plain SGD is such a
+/// step (alpha = -learning rate / samples, beta = 1 - learning rate * weight decay); the model
+/// asks for it only when one micro-batch is the whole optimizer step.
+struct update_in_gemm {
+    float alpha = 0.0f;
+    float beta = 1.0f;
+};
+
 namespace detail {
 struct variable_probe {
     void operator()(const variable_ref&) const {}

@@ -233,6 +233,25 @@ struct Sequential {
             }(std::make_index_sequence<size>{});
         }
 
+        /// Whether layer I can apply an optimizer step inside its gradient GEMM, and to which of
+        /// its variables (update_in_gemm).
+        template <std::size_t I>
+        static constexpr std::string_view variable_updated_in_gemm() {
+            if constexpr (requires { layer_impl<I>::variable_updated_in_gemm; }) {
+                return layer_impl<I>::variable_updated_in_gemm;
+            } else {
+                return {};
+            }
+        }
+
+        /// The gradients of a micro-batch that is a whole optimizer step, with layers that can
+        /// (Dense) applying the step `u` to their kernel inside the gradient GEMM instead.
+        void backward_and_update(const_matrix_view dy, const update_in_gemm& u) {
+            [&]<std::size_t... I>(std::index_sequence<I...>) {
+                ((dy = backward_layer_and_update<size - 1 - I>(dy, u)), ...);
+            }(std::make_index_sequence<size>{});
+        }
+
         /// f.template operator()<I>(layer) for every layer in order.
         template <class F>
         void for_each_layer(F&& f) {
@@ -250,6 +269,16 @@ struct Sequential {
         }
 
     private:
+        template <std::size_t I>
+        const_matrix_view backward_layer_and_update(const_matrix_view dy, const update_in_gemm& u) {
+            auto& layer = std::get<I>(layers_);
+            if constexpr (!variable_updated_in_gemm<I>().empty()) {
+                return layer.backward_and_update(inputs_[I], outputs_[I], dy, needs_input_grad[I], u);
+            } else {
+                return layer.backward(inputs_[I], outputs_[I], dy, needs_input_grad[I], false);
+            }
+        }
+
         layers_tuple layers_;
         std::array<const_matrix_view, size> inputs_{};
         std::array<const_matrix_view, size> outputs_{};

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "batchwise/optimizers/optimizer.hpp"
@@ -48,6 +49,13 @@ struct SGD {
 
     [[nodiscard]] std::size_t slot_count() const { return options.momentum != 0.0f ? 1 : 0; }
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
+
+    /// Plain SGD is one multiply-add per weight, which a layer can fold into its gradient GEMM
+    /// (update_in_gemm); with momentum the velocity needs the gradient itself.
+    [[nodiscard]] std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const {
+        if (options.momentum != 0.0f) return std::nullopt;
+        return update_in_gemm{-lr * grad_scale, 1.0f - lr * options.weight_decay};
+    }
 
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,

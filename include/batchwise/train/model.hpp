@@ -56,6 +56,9 @@ struct optimizer_base {
     [[nodiscard]] virtual float learning_rate() const = 0;
     virtual void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                        float grad_scale) const = 0;
+    /// The step as an update a layer can apply inside its gradient GEMM, where the optimizer
+    /// has one (plain SGD).
+    [[nodiscard]] virtual std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const = 0;
 };
 template <class O, class Exec>
 struct optimizer_holder final : optimizer_base<Exec> {
@@ -67,6 +70,13 @@ struct optimizer_holder final : optimizer_base<Exec> {
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const override {
         opt.template apply<Exec>(v, slots, step, lr, grad_scale);
+    }
+    [[nodiscard]] std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const override {
+        if constexpr (requires { opt.in_gemm(lr, grad_scale); }) {
+            return opt.in_gemm(lr, grad_scale);
+        } else {
+            return std::nullopt;
+        }
     }
 };
 
@@ -263,6 +273,13 @@ public:
         net_->for_each_variable([&](std::size_t layer, const variable_ref& v) {
             variables_.push_back({layer_names_[layer] + "/" + std::string(v.name), layer, v});
         });
+        const auto in_gemm_names = []<std::size_t... I>(std::index_sequence<I...>) {
+            return std::array<std::string_view, network_type::size>{
+                network_type::template variable_updated_in_gemm<I>()...};
+        }(std::make_index_sequence<network_type::size>{});
+        for (const auto& v : variables_) {
+            updated_in_gemm_.push_back(!in_gemm_names[v.layer].empty() && v.ref.name == in_gemm_names[v.layer]);
+        }
         allocate_accumulators();
         if constexpr (Batch::is_static) {
             const memory_estimate e = estimate_memory(Batch::extent, 0);
@@ -275,7 +292,7 @@ public:
             reserve(Batch::extent);
             // Class indices of other types are converted here: sized now, so no step allocates.
             host_y_.resize(Batch::extent * out_features);
-        } else if (estimate_memory(0, 0).total_bytes() > budget_) {
+        } else if (const std::size_t fixed = estimate_memory(0, 0).total_bytes(); fixed != 0 && fixed > budget_) {
             throw out_of_memory("Model: the parameters and their gradients alone need " +
                                 std::to_string(estimate_memory(0, 0).total_bytes()) +
                                 " bytes but the memory budget is " + std::to_string(budget_));
@@ -1204,6 +1221,7 @@ private:
     }
 
     void reset_window() {
+        step_in_gemm_ = false;
         window_samples_ = 0;
         window_batches_ = 0;
         window_has_grads_ = false;
@@ -1220,7 +1238,11 @@ private:
             std::size_t part = n - done;
             const std::size_t target = window_target_samples();
             if (target != 0) part = std::min(part, target - window_samples_);
-            train_rows(x + done * in_features, y + done * ty, part, 1.0f, call, sums);
+            // These rows alone make the next optimizer step: the step may be folded into the
+            // layers' gradient GEMMs when they run as one micro-batch.
+            const bool whole_step = window_samples_ == 0 && !window_has_grads_ &&
+                                    (target != 0 ? part == target : window_batches_ + 1 >= window_target_batches());
+            train_rows(x + done * in_features, y + done * ty, part, 1.0f, call, sums, whole_step);
             done += part;
             if (target != 0 && window_samples_ == target) finish_step();
         }
@@ -1231,15 +1253,16 @@ private:
 
     /// Forward and backward over n rows into the open window, in micro-batches.
     void train_rows(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
-                    step_sums& sums) {
+                    step_sums& sums, bool whole_step = false) {
         const std::size_t ty = target_cols();
         in_micro_batches(n, [&](std::size_t offset, std::size_t rows) {
-            train_micro_batch(x + offset * in_features, y + offset * ty, rows, grad_scale, call, sums);
+            train_micro_batch(x + offset * in_features, y + offset * ty, rows, grad_scale, call, sums,
+                              whole_step && rows == n);
         });
     }
 
     void train_micro_batch(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
-                           step_sums& sums) {
+                           step_sums& sums, bool whole_step = false) {
         const std::size_t rows = Batch::is_static ? Batch::extent : n;
         reserve(rows);  // first: running out of memory here leaves everything as it was
         stage(x, y, n, rows);
@@ -1269,7 +1292,17 @@ private:
             sums.metrics[m] += metrics_[m]->sum(pred, target, d, Exec::data(row_scratch_));
         }
         constexpr bool float_sums = std::is_same_v<accumulator_type, float>;
-        net_->backward({Exec::data(grad_), rows, out_features}, float_sums && window_has_grads_);
+        // A micro-batch that is the whole step with plain SGD: each Dense updates its kernel in
+        // the gradient GEMM (W = W - lr/n X^T dY), saving a pass over the weights that costs as
+        // much as the GEMMs at small batches. The rest is stepped by finish_step as usual.
+        std::optional<update_in_gemm> in_gemm;
+        if (float_sums && whole_step) in_gemm = optimizer_->in_gemm(learning_rate_, 1.0f / static_cast<float>(n));
+        if (in_gemm) {
+            net_->backward_and_update({Exec::data(grad_), rows, out_features}, *in_gemm);
+            step_in_gemm_ = true;
+        } else {
+            net_->backward({Exec::data(grad_), rows, out_features}, float_sums && window_has_grads_);
+        }
         if constexpr (!float_sums) add_to_accumulators(!window_has_grads_);
         window_has_grads_ = true;
         window_samples_ += n;
@@ -1318,7 +1351,7 @@ private:
         const float scale = 1.0f / static_cast<float>(window_samples_);
         ++iterations_;
         for (std::size_t i = 0; i < variables_.size(); ++i) {
-            if (variables_[i].ref.trainable()) {
+            if (variables_[i].ref.trainable() && !(step_in_gemm_ && updated_in_gemm_[i])) {
                 optimizer_->apply(variables_[i].ref, slot_pointers_[i].data(), iterations_, learning_rate_, scale);
             }
         }
@@ -1376,6 +1409,9 @@ private:
     std::unique_ptr<network_type> net_;
     std::array<std::string, network_type::size> layer_names_{};
     std::vector<variable_entry> variables_;
+    // Variables a layer can step inside its gradient GEMM, and whether the open step did.
+    std::vector<bool> updated_in_gemm_;
+    bool step_in_gemm_ = false;
 
     std::unique_ptr<detail::optimizer_base<Exec>> optimizer_;
     std::unique_ptr<detail::loss_base<Exec>> loss_;
