@@ -64,7 +64,7 @@ def main():
                "16384 synthetic samples, the median of the repetitions after one warm-up epoch; "
                "batchwise and every peer run alternately, batch size by batch size, in one run.\n")
     out.append("| | |\n|---|---|")
-    for k in ("date", "command", "machine", "blas", "threads", "load_before", "load_after",
+    for k in ("date", "command", "machine", "blas", "threads", "processes", "load_before", "load_after",
               "duration", "compiler"):
         if k in meta:
             out.append(f"| {k.replace('_', ' ')} | {meta[k]} |")

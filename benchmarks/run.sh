@@ -8,6 +8,7 @@
 #                                into build/benchmarks/results-quick/
 #   options: --threads "2 1"     OpenBLAS thread counts to measure (default: nproc, then 1)
 #            --reps N            timed epochs per measurement after the warm-up (default 3)
+#            --procs N           processes per measurement, the fastest kept (default 2)
 #            --no-install        do not install missing peers; skip them instead
 #
 # Installs what the peers need only when missing: Debian libtorch-dev, python3-torch,
@@ -21,14 +22,16 @@ command_line="benchmarks/run.sh${*:+ $*}"
 quick=0
 install=1
 reps=3
+procs=2
 thread_configs=""
 while (($#)); do
     case "$1" in
         --quick) quick=1; shift ;;
         --no-install) install=0; shift ;;
         --reps) reps="${2:?--reps needs a number}"; shift 2 ;;
+        --procs) procs="${2:?--procs needs a number}"; shift 2 ;;
         --threads) thread_configs="${2:?--threads needs a list such as \"2 1\"}"; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -40,6 +43,7 @@ out=benchmarks/results
 if ((quick)); then
     samples=2048
     reps=1
+    procs=1
     batches=(1 32 512)
     tiny_scale=10
     out=build/benchmarks/results-quick
@@ -105,20 +109,38 @@ log=build/benchmarks/mlp_bench.log  # stderr and output of every run
 
 # --- runs -------------------------------------------------------------------------------------------
 # run_one LABEL COMMAND...: runs one measurement, keeps its JSON line, logs everything else.
+# Each measurement runs in $procs separate processes and keeps the faster one's line: on this
+# 2-vCPU machine a process sometimes runs at about half speed for its whole life with nothing
+# else running (seen: roofline at batch 128 on 2 threads read 124k samples/s in one process and
+# 231-255k in each of the next eight), so one process per figure made the tables bimodal. Every
+# system gets the same treatment.
 run_one() {
     local label="$1"; shift
-    local t0=$SECONDS tmp
-    tmp="$(mktemp)"
-    if timeout 300 "$@" >"$tmp" 2>>"$log"; then
-        grep '^{' "$tmp" >>"$raw" || true
+    local t0=$SECONDS tmp line median unit best="" best_median="" p
+    for ((p = 1; p <= procs; ++p)); do
+        tmp="$(mktemp)"
+        if timeout 300 "$@" >"$tmp" 2>>"$log"; then
+            line="$(grep '^{' "$tmp" | tail -n1 || true)"
+            median="$(sed -n 's/.*"median": \([0-9.e+-]*\).*/\1/p' <<<"$line")"
+            unit="$(sed -n 's/.*"unit": "\([^"]*\)".*/\1/p' <<<"$line")"
+            if [[ -n $median ]] && { [[ -z $best ]] ||
+                awk -v a="$median" -v b="$best_median" -v u="$unit" 'BEGIN { exit !(u == "us/step" ? a < b : a > b) }'; }; then
+                best="$line"
+                best_median="$median"
+            fi
+        else
+            echo "FAILED: $*" >>"$log"
+        fi
+        cat "$tmp" >>"$log"
+        rm -f "$tmp"
+    done
+    if [[ -n $best ]]; then
+        echo "$best" >>"$raw"
         printf '  %-44s %4ds  %s\n' "$label" $((SECONDS - t0)) \
-            "$(grep '^{' "$tmp" | tail -n1 | sed -n 's/.*"median": \([0-9.e+]*\).*"others_cores": \([0-9.e+-]*\).*/median \1, others \2 cores/p')"
+            "$(sed -n 's/.*"median": \([0-9.e+]*\).*"others_cores": \([0-9.e+-]*\).*/median \1, others \2 cores/p' <<<"$best")"
     else
         echo "  $label FAILED (see $log)"
-        echo "FAILED: $*" >>"$log"
     fi
-    cat "$tmp" >>"$log"
-    rm -f "$tmp"
 }
 
 common=(--samples "$samples" --reps "$reps")
@@ -189,6 +211,7 @@ meta = {
     "command": "\`$command_line\`",
     "machine": "$(lscpu | sed -n 's/^Model name: *//p' | head -n1), $(nproc) cores",
     "blas": "OpenBLAS $openblas_version (Debian, pthread), kernel $corename, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}",
+    "processes": "each figure is the faster of $procs processes (each the median of $reps epochs after a warm-up), the same for every system",
     "threads": "OPENBLAS_NUM_THREADS and OMP_NUM_THREADS = $thread_configs in turn; PyTorch/libtorch: torch.set_num_threads(intra-op) 1, and also $first_threads at $first_threads BLAS threads for batch >= 128; 1 inter-op thread; Keras: tf.config intra-op = BLAS threads, inter-op 1",
     "compiler": "$(c++ --version | head -n1), CMake preset benchmarks (Release, -O3, -march=native -fno-math-errno via BATCHWISE_NATIVE_ARCH)",
     "load_before": "$load_before (1, 5, 15 min load average)",
