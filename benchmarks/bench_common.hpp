@@ -99,6 +99,43 @@ private:
     double wall_ = 0.0, others_ = 0.0;
 };
 
+/// Wall seconds of each timed run of a block, and the mean CPU (in cores) other processes used
+/// during them.
+struct timings {
+    std::vector<double> seconds;
+    double others = 0.0;
+    /// `work` per second for each run (samples/s when work is the samples a run trains).
+    [[nodiscard]] std::vector<double> rates(double work) const {
+        std::vector<double> out;
+        for (double s : seconds) out.push_back(work / s);
+        return out;
+    }
+    /// Microseconds per unit for each run (per step, per call).
+    [[nodiscard]] std::vector<double> micros_per(double units) const {
+        std::vector<double> out;
+        for (double s : seconds) out.push_back(s * 1e6 / units);
+        return out;
+    }
+};
+
+/// Runs `block` reps + 1 times, the first as a warm-up that is not timed.
+template <class Block>
+timings time_runs(int reps, Block&& block) {
+    timings t;
+    double others = 0.0;
+    for (int rep = 0; rep <= reps; ++rep) {
+        region r;
+        block();
+        r.stop();
+        if (rep > 0) {
+            t.seconds.push_back(r.wall());
+            others += r.others();
+        }
+    }
+    t.others = reps > 0 ? others / reps : 0.0;
+    return t;
+}
+
 struct stats {
     double median = 0.0, min = 0.0, max = 0.0;
 };

@@ -65,26 +65,19 @@ std::vector<double> train_epochs(Model& model, const bench::dataset& d, const be
         std::copy_n(d.x.data() + s * n * bench::in_features, n * bench::in_features, xs[s]->data());
         for (std::size_t i = 0; i < n; ++i) ys[s]->data()[i] = static_cast<float>(d.y[s * n + i]);
     }
-    std::vector<double> rates;
-    double others_sum = 0.0;
     float last = 0.0f;
-    for (int rep = 0; rep <= o.reps; ++rep) {  // rep 0 is the warm-up epoch
-        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-        bench::region r;
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    // Each epoch ends with the device idle, so the next one's clock starts on an idle device.
+    const bench::timings t = bench::time_runs(o.reps, [&] {
         for (std::size_t s = 0; s < steps; ++s) last = model.train_on_batch(*xs[s], *ys[s]).loss;
         check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-        r.stop();
-        if (rep > 0) {
-            rates.push_back(static_cast<double>(d.samples) / r.wall());
-            others_sum += r.others();
-        }
-    }
+    });
     if (!std::isfinite(last)) {
         std::fprintf(stderr, "gpu_mlp: the loss is not finite (%g)\n", static_cast<double>(last));
         std::exit(1);
     }
-    others = others_sum / o.reps;
-    return rates;
+    others = t.others;
+    return t.rates(static_cast<double>(d.samples));
 }
 
 template <class Model>

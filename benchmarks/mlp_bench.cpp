@@ -51,24 +51,16 @@ std::vector<double> train_epochs(Model& model, const bench::dataset& d, const be
         std::copy_n(d.x.data() + s * n * bench::in_features, n * bench::in_features, xs[s].data());
         for (std::size_t i = 0; i < n; ++i) ys[s].data()[i] = static_cast<float>(d.y[s * n + i]);
     }
-    std::vector<double> rates;
-    double others_sum = 0.0;
     float last = 0.0f;
-    for (int rep = 0; rep <= o.reps; ++rep) {  // rep 0 is the warm-up epoch
-        bench::region r;
+    const bench::timings t = bench::time_runs(o.reps, [&] {
         for (std::size_t s = 0; s < steps; ++s) last = model.train_on_batch(xs[s], ys[s]).loss;
-        r.stop();
-        if (rep > 0) {
-            rates.push_back(static_cast<double>(d.samples) / r.wall());
-            others_sum += r.others();
-        }
-    }
+    });
     if (!std::isfinite(last)) {
         std::fprintf(stderr, "mlp_bench: the loss is not finite (%g)\n", static_cast<double>(last));
         std::exit(1);
     }
-    others = others_sum / o.reps;
-    return rates;
+    others = t.others;
+    return t.rates(static_cast<double>(d.samples));
 }
 
 template <std::size_t N>
@@ -98,24 +90,16 @@ void run_fit(const bench::dataset& d, const bench::options& o) {
     std::copy(d.x.begin(), d.x.end(), x.begin());
     for (std::size_t i = 0; i < d.samples; ++i) y(i) = static_cast<float>(d.y[i]);
     const bw::data::Dataset train = bw::data::Dataset(x, y).batch(o.batch);
-    std::vector<double> rates;
-    double others_sum = 0.0;
-    for (int rep = 0; rep <= o.reps; ++rep) {
-        bench::region r;
+    const bench::timings t = bench::time_runs(o.reps, [&] {
         const bw::History h = model.fit(train, {.epochs = 1, .verbose = 0});
-        r.stop();
         if (h.samples.empty() || h.samples.back() != d.samples) {
             std::fprintf(stderr, "mlp_bench: fit trained %zu samples, expected %zu\n",
                          h.samples.empty() ? std::size_t{0} : h.samples.back(), d.samples);
             std::exit(1);
         }
-        if (rep > 0) {
-            rates.push_back(static_cast<double>(d.samples) / r.wall());
-            others_sum += r.others();
-        }
-    }
-    bench::print_result("mlp-bench", "batchwise fit", o.batch, "samples/s", rates,
-                        others_sum / o.reps);
+    });
+    bench::print_result("mlp-bench", "batchwise fit", o.batch, "samples/s",
+                        t.rates(static_cast<double>(d.samples)), t.others);
 }
 
 }  // namespace

@@ -135,40 +135,26 @@ int main(int argc, char** argv) {
 
     if (o.mode == "parts") {
         for (const auto& [name, f] : gemms) {
-            std::vector<double> us;
-            double others = 0.0;
-            for (int rep = 0; rep <= o.reps; ++rep) {
-                bench::region r;
+            const bench::timings t = bench::time_runs(o.reps, [&] {
                 for (std::size_t s = 0; s < steps; ++s) f(x_of(s));
-                r.stop();
-                if (rep > 0) {
-                    us.push_back(r.wall() * 1e6 / static_cast<double>(steps));
-                    others += r.others();
-                }
-            }
-            bench::print_result("roofline-parts", name, o.batch, "us/call", us, others / o.reps);
+            });
+            bench::print_result("roofline-parts", name, o.batch, "us/call",
+                                t.micros_per(static_cast<double>(steps)), t.others);
         }
         return 0;
     }
 
-    std::vector<double> rates;
-    double others = 0.0;
-    for (int rep = 0; rep <= o.reps; ++rep) {
-        bench::region r;
+    const bench::timings t = bench::time_runs(o.reps, [&] {
         for (std::size_t s = 0; s < steps; ++s) {
             for (const auto& [name, f] : gemms) f(x_of(s));
         }
-        r.stop();
-        if (rep > 0) {
-            rates.push_back(static_cast<double>(d.samples) / r.wall());
-            others += r.others();
-        }
-    }
+    });
+    const std::vector<double> rates = t.rates(static_cast<double>(d.samples));
     const std::string system = o.mode == "8"       ? "OpenBLAS roofline (8 GEMMs)"
                                : o.mode == "9"     ? "OpenBLAS 9 GEMMs (incl. unneeded dX)"
                                : o.mode == "8t"    ? "OpenBLAS 8 GEMMs, kernels (out,in)"
                                : o.mode == "8+sgd" ? "OpenBLAS 8 GEMMs + SGD pass"
                                                    : "OpenBLAS 8 GEMMs, SGD fused in GEMM";
-    bench::print_result("roofline", system, o.batch, "samples/s", rates, others / o.reps);
+    bench::print_result("roofline", system, o.batch, "samples/s", rates, t.others);
     return 0;
 }

@@ -37,25 +37,16 @@ void run(const bench::options& o, const char* system) {
         for (std::size_t j = 0; j < 16; ++j) xs[s].data()[j] = u(gen);
         ys[s].data()[0] = u(gen);
     }
-    std::vector<double> us;
-    double others = 0.0;
     float last = 0.0f;
-    for (int rep = 0; rep <= o.reps; ++rep) {
-        bench::region r;
-        for (std::size_t k = 0; k < o.steps; ++k) {
-            last = model.train_on_batch(xs[k % pool], ys[k % pool]).loss;
-        }
-        r.stop();
-        if (rep > 0) {
-            us.push_back(r.wall() * 1e6 / static_cast<double>(o.steps));
-            others += r.others();
-        }
-    }
+    const bench::timings t = bench::time_runs(o.reps, [&] {
+        for (std::size_t k = 0; k < o.steps; ++k) last = model.train_on_batch(xs[k % pool], ys[k % pool]).loss;
+    });
+    const std::vector<double> us = t.micros_per(static_cast<double>(o.steps));
     if (!(last >= 0.0f)) {
         std::fprintf(stderr, "tiny_step: bad loss %g\n", static_cast<double>(last));
         std::exit(1);
     }
-    bench::print_result("tiny-step", system, 1, "us/step", us, others / o.reps);
+    bench::print_result("tiny-step", system, 1, "us/step", us, t.others);
 }
 
 }  // namespace
