@@ -229,8 +229,7 @@ template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = c
           AccumulationPolicy Accum = no_accumulation>
 class Model {
     static_assert(!std::is_same_v<typename Accum::accumulator_type, double> ||
-                      !std::is_same_v<typename detail::double_storage<Exec>::type,
-                                      typename detail::double_storage<void>::type>,
+                      requires { typename Exec::double_vector; },
                   "batchwise::Model: accumulate<..., double> needs an execution policy with a "
                   "double_vector; use compensated_float with this one");
     static_assert(is_sequential_v<Net>,
@@ -294,8 +293,8 @@ public:
             host_y_.resize(Batch::extent * out_features);
         } else if (const std::size_t fixed = estimate_memory(0, 0).total_bytes(); fixed != 0 && fixed > budget_) {
             throw out_of_memory("Model: the parameters and their gradients alone need " +
-                                std::to_string(estimate_memory(0, 0).total_bytes()) +
-                                " bytes but the memory budget is " + std::to_string(budget_));
+                                std::to_string(fixed) + " bytes but the memory budget is " +
+                                std::to_string(budget_));
         }
     }
 
