@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bw = batchwise;
@@ -71,6 +72,16 @@ struct classifier_adam_dynamic {
     static constexpr std::size_t rows = 37;
     static constexpr bool sparse = true;
 };
+struct classifier_amsgrad_static_captured {
+    using net = classifier;
+    using batch = bw::static_batch<16>;
+    using accum = bw::no_accumulation;
+    static auto optimizer() { return bw::Adam{{.learning_rate = 0.01f, .amsgrad = true}}; }
+    static auto loss() { return bw::SparseCategoricalCrossentropy{}; }
+    static auto metric() { return bw::metrics::accuracy; }
+    static constexpr std::size_t rows = 16;  // full batches: every step replays the captured graphs
+    static constexpr bool sparse = true;
+};
 struct classifier_sgd_static_padded {
     using net = classifier;
     using batch = bw::static_batch<16>;
@@ -105,8 +116,8 @@ struct regressor_adamw_split {
 }  // namespace
 
 TEST_CASE_TEMPLATE("the test policy computes what cpu_blas computes: forward, gradients, training", Config,
-                   classifier_adam_dynamic, classifier_sgd_static_padded, regressor_rmsprop_accumulated,
-                   regressor_adamw_split) {
+                   classifier_adam_dynamic, classifier_amsgrad_static_captured, classifier_sgd_static_padded,
+                   regressor_rmsprop_accumulated, regressor_adamw_split) {
     using net = typename Config::net;
     bw::Model<net, typename Config::batch, bw::cpu_blas, typename Config::accum> reference{bw::seed{17}};
     bw_test::Model<net, typename Config::batch, bw_test::exec, typename Config::accum> tested{bw::seed{17}};
@@ -151,10 +162,182 @@ TEST_CASE_TEMPLATE("the test policy computes what cpu_blas computes: forward, gr
     REQUIRE(w_ref.size() == w_tested.size());
     for (std::size_t k = 0; k < w_ref.size(); ++k) check_close(as_vector(w_ref[k].second), as_vector(w_tested[k].second), w_ref[k].first);
     CHECK(reference.iterations() == tested.iterations());
+    // Full static batches replay a captured step; a padded one (or a dynamic batch) is eager.
+    CHECK(tested.step_captured() == (Config::batch::is_static && Config::rows == Config::batch::extent));
+    CHECK(tested.step_capture_refused().empty());
 
     // And the trained network's inference (moving averages in batch norm).
     check_close(as_vector(reference.predict(x)), as_vector(tested.predict(x)), "trained predictions");
     const bw::logs ea = reference.evaluate(x, y);
     const bw::logs eb = tested.evaluate(x, y);
     CHECK(eb.loss == doctest::Approx(ea.loss).epsilon(1e-5));
+}
+
+// ---- captured steps ---------------------------------------------------------------------------
+// Both policies of these binaries capture a full static batch's step into two graphs and replay
+// them. A replayed kernel keeps the arguments it was captured with, so anything that changes
+// between steps (dropout's sample position, Adam's bias-corrected step size, a scheduled learning
+// rate) must be read from memory: a value frozen at capture would show here as a different
+// training run.
+
+namespace {
+
+using captured_net = bw::Sequential<bw::Input<6>, bw::Dense<16>, bw::BatchNorm, bw::ReLU, bw::Dropout<0.3f>,
+                                    bw::Dense<3>>;
+
+bw::data::Dataset three_classes(std::size_t n) {
+    xt::xtensor<float, 2> x = bw_test::random_matrix(n, 6, 11, -1.0f, 1.0f);
+    xt::xtensor<float, 2> y = xt::zeros<float>({n, std::size_t{1}});
+    for (std::size_t i = 0; i < n; ++i) {
+        y(i, 0) = static_cast<float>(i % 3);
+        x(i, i % 3) += 1.5f;  // learnable
+    }
+    return bw::data::Dataset(x, y);
+}
+
+/// Equal on the host (same arithmetic), within 1e-5 relative on the GPU.
+bool same_value(double a, double b) {
+    return bitwise_expected ? a == b : std::abs(a - b) <= 1e-5 * std::max(std::abs(a), 1e-6);
+}
+
+template <class M>
+std::vector<float> all_values(const M& model) {
+    std::vector<float> out;
+    for (const auto& [name, w] : model.get_weights()) out.insert(out.end(), w.begin(), w.end());
+    return out;
+}
+
+/// A metric that reads the predictions back to the host, as a user's metric might: correct,
+/// but nothing a captured graph can hold.
+struct host_side_mean {
+    static constexpr std::string_view name = "host_side_mean";
+    template <bw::ExecutionPolicy Exec>
+    double sum(bw::const_matrix_view pred, bw::const_matrix_view, bw::target_description, float*) const {
+        std::vector<float> host(pred.size());
+        Exec::to_host(pred.data, pred.size(), host.data());
+        double s = 0.0;
+        for (float v : host) s += v;
+        return s / static_cast<double>(pred.cols);
+    }
+};
+
+/// A metric with no reduction at all (a constant): the graph would read a slot nobody wrote.
+struct constant_metric {
+    static constexpr std::string_view name = "constant_metric";
+    template <bw::ExecutionPolicy Exec>
+    double sum(bw::const_matrix_view pred, bw::const_matrix_view, bw::target_description, float*) const {
+        return static_cast<double>(pred.rows);
+    }
+};
+
+/// A loss that reduces twice: the graph has one slot for it, so the step is not captured.
+struct mse_reduced_twice {
+    static constexpr std::string_view name = "mse_reduced_twice";
+    [[nodiscard]] bw::target_description describe() const { return {}; }
+    template <bw::ExecutionPolicy Exec>
+    double sum(bw::const_matrix_view pred, bw::const_matrix_view target, float* grad, float scale,
+               float* row_loss) const {
+        const double s = bw::MeanSquaredError{}.sum<Exec>(pred, target, grad, scale, row_loss);
+        return s + 0.0 * Exec::sum(row_loss, pred.rows);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a replayed step trains exactly as eager steps do: schedule, dropout, ragged tail") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    static_assert(M::can_capture_steps);
+    M captured{bw::seed{4}};
+    M eager{bw::seed{4}};
+    eager.set_step_capture(false);
+    for (M* m : {&captured, &eager}) {
+        m->compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+                   bw::metrics::accuracy);
+    }
+    // 60 samples: 7 full batches replayed, then a padded tail of 4 trained eagerly, each epoch.
+    const auto data = three_classes(60).shuffle(60, bw::seed{2}).batch(8);
+    auto schedule = [](std::uint64_t epoch, float lr) { return epoch == 0 ? lr : lr * 0.5f; };
+    bw::LearningRateScheduler s1(schedule), s2(schedule);
+    const bw::History a = captured.fit(data, {.epochs = 3, .verbose = 0}, s1);
+    const bw::History b = eager.fit(data, {.epochs = 3, .verbose = 0}, s2);
+    CHECK(captured.step_captured());
+    CHECK_FALSE(eager.step_captured());
+    CHECK(captured.iterations() == 24);
+    for (std::size_t e = 0; e < 3; ++e) {
+        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
+        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
+        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
+    }
+    check_close(all_values(eager), all_values(captured), "weights after 3 epochs");
+    // It learned: the last epoch's loss is well below the first's.
+    CHECK(a.history.at("loss")[2] < 0.8 * a.history.at("loss")[0]);
+}
+
+TEST_CASE("a step that cannot be captured trains eagerly and says why") {
+    using net = bw::Sequential<bw::Input<6>, bw::Dense<8>, bw::Tanh, bw::Dense<2>>;
+    const auto x = bw_test::random_matrix(8, 6, 3);
+    const auto y = bw_test::random_matrix(8, 2, 4);
+    bw_test::Model<net, bw::static_batch<8>> reference{bw::seed{9}};
+    reference.set_step_capture(false);
+    reference.compile(bw::RMSprop{}, bw::MeanSquaredError{});
+
+    SUBCASE("a metric that reads back to the host") {
+        bw_test::Model<net, bw::static_batch<8>> m{bw::seed{9}};
+        m.compile(bw::RMSprop{}, bw::MeanSquaredError{}, host_side_mean{});
+        for (int i = 0; i < 3; ++i) {
+            const bw::logs got = m.train_on_batch(x, y);
+            const bw::logs want = reference.train_on_batch(x, y);
+            CHECK(same_value(got.loss, want.loss));
+        }
+        CHECK_FALSE(m.step_captured());
+        CHECK(m.step_capture_refused().find("a read of device memory on the host") != std::string::npos);
+        check_close(all_values(reference), all_values(m), "weights");
+        // compile() tries again: without that metric the step is captured.
+        m.compile(bw::RMSprop{}, bw::MeanSquaredError{});
+        m.train_on_batch(x, y);
+        CHECK(m.step_captured());
+        CHECK(m.step_capture_refused().empty());
+    }
+    SUBCASE("a metric that does not reduce") {
+        bw_test::Model<net, bw::static_batch<8>> m{bw::seed{9}};
+        m.compile(bw::RMSprop{}, bw::MeanSquaredError{}, constant_metric{});
+        const bw::logs got = m.train_on_batch(x, y);
+        const bw::logs want = reference.train_on_batch(x, y);
+        CHECK(same_value(got.loss, want.loss));
+        CHECK(got.values[0] == 1.0f);
+        CHECK_FALSE(m.step_captured());
+        CHECK(m.step_capture_refused().find("reduced 1 times, not one each") != std::string::npos);
+    }
+    SUBCASE("a loss that reduces twice") {
+        bw_test::Model<net, bw::static_batch<8>> m{bw::seed{9}};
+        m.compile(bw::RMSprop{}, mse_reduced_twice{});
+        for (int i = 0; i < 3; ++i) {
+            const bw::logs got = m.train_on_batch(x, y);
+            const bw::logs want = reference.train_on_batch(x, y);
+            CHECK(same_value(got.loss, want.loss));
+        }
+        CHECK_FALSE(m.step_captured());
+        INFO("refused: " << m.step_capture_refused());
+        CHECK(m.step_capture_refused().find("more reductions than one each") != std::string::npos);
+        check_close(all_values(reference), all_values(m), "weights");
+    }
+}
+
+TEST_CASE("a replayed step with a non-finite loss applies nothing") {
+    using net = bw::Sequential<bw::Input<3>, bw::Dense<2>>;
+    bw_test::Model<net, bw::static_batch<4>> m{bw::seed{1}};
+    m.compile(bw::Adam{}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(4, 3, 1);
+    const auto y = bw_test::random_matrix(4, 2, 2);
+    m.train_on_batch(x, y);
+    REQUIRE(m.step_captured());
+    const std::vector<float> before = all_values(m);
+    const xt::xtensor<float, 2> huge = xt::ones<float>({4, 2}) * 3e38f;
+    CHECK_THROWS_WITH_AS(m.train_on_batch(x, huge), doctest::Contains("the loss is not finite"), bw::numeric_error);
+    CHECK(all_values(m) == before);
+    CHECK(m.iterations() == 1);
+    // The graphs stay valid: the next good batch trains.
+    m.train_on_batch(x, y);
+    CHECK(m.iterations() == 2);
+    CHECK(all_values(m) != before);
 }

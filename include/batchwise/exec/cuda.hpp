@@ -17,8 +17,10 @@
 #include <string_view>
 #include <utility>
 
+#include <cub/device/device_reduce.cuh>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <thrust/functional.h>
 #include <thrust/system/cuda/execution_policy.h>
 
 #include "batchwise/core/errors.hpp"
@@ -106,10 +108,49 @@ public:
 
     /// Ones for rows rows; grown where the model allocates (reserve_rows).
     const float* ones(std::size_t rows) const { return ones_.size() >= rows ? thrust::raw_pointer_cast(ones_.data()) : nullptr; }
-    void reserve_ones(std::size_t rows) {
+    /// Grows what a step of `rows` rows needs besides the model's buffers: the ones vector, and
+    /// the scratch of a reduction into a device slot (a captured step cannot allocate it).
+    void reserve_rows(std::size_t rows) {
         if (ones_.size() >= rows) return;
         check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
         ones_.resize(rows, 1.0f);
+        std::size_t bytes = 0;
+        check_cuda(cub::DeviceReduce::TransformReduce(nullptr, bytes, static_cast<const float*>(nullptr),
+                                                      static_cast<double*>(nullptr), rows, thrust::plus<double>(),
+                                                      widen_to_double{}, 0.0, stream_),
+                   "cub::DeviceReduce::TransformReduce (sizing)");
+        if (bytes > reduce_scratch_.size()) reduce_scratch_.resize(bytes);
+        reduce_rows_ = rows;
+    }
+
+    /// sum(p[0 .. n)) in double into *slot, on the stream, without waiting: the reduction a
+    /// captured step makes.
+    void sum_into(const float* p, std::size_t n, double* slot) {
+        if (n > reduce_rows_) throw capture_unsupported("a reduction over more rows than the model reserved");
+        std::size_t bytes = reduce_scratch_.size();
+        check_cuda(cub::DeviceReduce::TransformReduce(thrust::raw_pointer_cast(reduce_scratch_.data()), bytes, p, slot,
+                                                      n, thrust::plus<double>(), widen_to_double{}, 0.0, stream_),
+                   "cub::DeviceReduce::TransformReduce");
+    }
+
+    bool capturing() const { return capturing_; }
+    void begin_capture() {
+        // Thread-local mode: another thread's unsafe calls (cudaMalloc) do not break this capture.
+        check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        capturing_ = true;
+    }
+    cudaGraph_t end_capture() {
+        capturing_ = false;
+        cudaGraph_t g = nullptr;
+        check_cuda(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
+        return g;
+    }
+    void abort_capture() noexcept {
+        if (!capturing_) return;
+        capturing_ = false;
+        cudaGraph_t g = nullptr;
+        if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g != nullptr) (void)cudaGraphDestroy(g);
+        (void)cudaGetLastError();  // an invalidated capture leaves its error behind
     }
 
     cuda_context(const cuda_context&) = delete;
@@ -122,6 +163,11 @@ private:
         check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         check_cublas(cublasCreate(&cublas_), "cublasCreate");
         check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+        // cuBLAS's own workspace is allocated behind the caller's back, which a captured step
+        // must not do: give it one up front (the size NVIDIA recommends for Hopper).
+        workspace_.resize(std::size_t{32} << 20);
+        check_cublas(cublasSetWorkspace(cublas_, thrust::raw_pointer_cast(workspace_.data()), workspace_.size()),
+                     "cublasSetWorkspace");
         try {
             thrust::device_vector<float> probe(1);
             thrust::for_each_n(thrust::cuda::par.on(stream_), thrust::counting_iterator<std::size_t>(0), 1,
@@ -147,23 +193,54 @@ private:
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
     thrust::device_vector<float> ones_;
+    thrust::device_vector<unsigned char> workspace_;
+    thrust::device_vector<unsigned char> reduce_scratch_;
+    std::size_t reduce_rows_ = 0;
+    bool capturing_ = false;
+};
+
+/// An instantiated CUDA graph: one captured part of a training step.
+class cuda_graph {
+public:
+    cuda_graph() = default;
+    explicit cuda_graph(cudaGraph_t g) {
+        const cudaError_t status = cudaGraphInstantiate(&exec_, g, 0);
+        (void)cudaGraphDestroy(g);
+        check_cuda(status, "cudaGraphInstantiate");
+    }
+    cuda_graph(const cuda_graph&) = delete;
+    cuda_graph& operator=(const cuda_graph&) = delete;
+    cuda_graph(cuda_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
+    cuda_graph& operator=(cuda_graph&& o) noexcept {
+        std::swap(exec_, o.exec_);
+        return *this;
+    }
+    ~cuda_graph() {
+        if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+    }
+    void launch(cudaStream_t stream) const { check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+
+private:
+    cudaGraphExec_t exec_ = nullptr;
 };
 
 /// Page-locked host memory for batch staging: cudaMemcpyAsync from it neither waits for the
-/// copy nor goes through a driver bounce buffer. Grows, never shrinks; contents are transient.
-class pinned_host_buffer {
+/// copy nor goes through a driver bounce buffer, and a captured graph may copy from it (not from
+/// pageable memory). Grows, never shrinks; contents are transient.
+template <class T>
+class pinned_host_array {
 public:
-    pinned_host_buffer() = default;
-    pinned_host_buffer(const pinned_host_buffer&) = delete;
-    pinned_host_buffer& operator=(const pinned_host_buffer&) = delete;
-    pinned_host_buffer(pinned_host_buffer&& o) noexcept
+    pinned_host_array() = default;
+    pinned_host_array(const pinned_host_array&) = delete;
+    pinned_host_array& operator=(const pinned_host_array&) = delete;
+    pinned_host_array(pinned_host_array&& o) noexcept
         : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
-    pinned_host_buffer& operator=(pinned_host_buffer&& o) noexcept {
+    pinned_host_array& operator=(pinned_host_array&& o) noexcept {
         std::swap(data_, o.data_);
         std::swap(size_, o.size_);
         return *this;
     }
-    ~pinned_host_buffer() {
+    ~pinned_host_array() {
         if (data_ != nullptr) (void)cudaFreeHost(data_);
     }
 
@@ -172,31 +249,45 @@ public:
         // A pending copy may still read the old buffer.
         check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
         void* fresh = nullptr;
-        check_cuda(cudaMallocHost(&fresh, n * sizeof(float)), "cudaMallocHost");
+        check_cuda(cudaMallocHost(&fresh, n * sizeof(T)), "cudaMallocHost");
         if (data_ != nullptr) (void)cudaFreeHost(data_);
-        data_ = static_cast<float*>(fresh);
+        data_ = static_cast<T*>(fresh);
         size_ = n;
     }
-    float* data() { return data_; }
-    const float* data() const { return data_; }
+    T* data() { return data_; }
+    const T* data() const { return data_; }
     std::size_t size() const { return size_; }
+    T& operator[](std::size_t i) { return data_[i]; }
+    const T& operator[](std::size_t i) const { return data_[i]; }
 
 private:
-    float* data_ = nullptr;
+    T* data_ = nullptr;
     std::size_t size_ = 0;
 };
+using pinned_host_buffer = pinned_host_array<float>;
 
 template <cuda_math Math>
 struct cublas_backend {
     static constexpr std::string_view name = Math == cuda_math::tf32 ? "cuda (tf32)" : "cuda";
-    using host_vector = pinned_host_buffer;
+    template <class T>
+    using host_array = pinned_host_array<T>;
+    using host_vector = host_array<float>;
+    using graph = cuda_graph;
 
     static void prepare() { (void)cuda_context::get(); }
     static auto policy() { return cuda_context::get().policy(); }
     static void synchronize() {
         check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
     }
-    static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_ones(rows); }
+    static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_rows(rows); }
+
+    static void sum_into(const float* p, std::size_t n, double* slot) { cuda_context::get().sum_into(p, n, slot); }
+
+    static bool capturing() { return cuda_context::get().capturing(); }
+    static void begin_capture() { cuda_context::get().begin_capture(); }
+    static cuda_graph end_capture() { return cuda_graph(cuda_context::get().end_capture()); }
+    static void abort_capture() noexcept { cuda_context::get().abort_capture(); }
+    static void launch(const cuda_graph& g) { g.launch(cuda_context::get().stream()); }
 
     /// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap and
     /// keep their own transposes, with no copy.
@@ -230,17 +321,19 @@ struct cublas_backend {
                      "cublasSgemv");
     }
 
-    static void to_host(const float* src, std::size_t n, float* host_dst) {
+    template <class T>
+    static void to_host(const T* src, std::size_t n, T* host_dst) {
         cuda_context& ctx = cuda_context::get();
-        check_cuda(cudaMemcpyAsync(host_dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream()),
+        check_cuda(cudaMemcpyAsync(host_dst, src, n * sizeof(T), cudaMemcpyDeviceToHost, ctx.stream()),
                    "cudaMemcpyAsync (device to host)");
         check_cuda(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize");
     }
     /// Queued on the stream, so ordered before the kernels that read it. The model rewrites its
     /// staging only after a result has come back to the host (a loss sum, a prediction), which
     /// waits for this copy too.
-    static void from_host(const float* host_src, std::size_t n, float* dst) {
-        check_cuda(cudaMemcpyAsync(dst, host_src, n * sizeof(float), cudaMemcpyHostToDevice,
+    template <class T>
+    static void from_host(const T* host_src, std::size_t n, T* dst) {
+        check_cuda(cudaMemcpyAsync(dst, host_src, n * sizeof(T), cudaMemcpyHostToDevice,
                                    cuda_context::get().stream()),
                    "cudaMemcpyAsync (host to device)");
     }

@@ -10,7 +10,10 @@
 #pragma once
 
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <string_view>
+#include <utility>
 
 #include <thrust/copy.h>
 #include <thrust/device_vector.h>
@@ -48,11 +51,31 @@ struct widen_to_double {
     BATCHWISE_HOST_DEVICE double operator()(float x) const { return static_cast<double>(x); }
 };
 
+/// A step being captured reached something a graph cannot hold: a read back to the host, an
+/// allocation, a reduction with nowhere to go. The model then trains that step eagerly.
+class capture_unsupported : public std::logic_error {
+public:
+    using std::logic_error::logic_error;
+};
+
+/// Where the reductions of a captured step go: device slots, filled in call order.
+struct capture_sums {
+    double* slots = nullptr;
+    std::size_t capacity = 0;
+    std::size_t used = 0;
+};
+
 }  // namespace detail
 
 /// An execution policy on Thrust. `Backend` supplies what Thrust has no algorithm for (GEMM,
 /// and column sums where a BLAS call beats a functor), the execution policy object the
-/// algorithms run under, and the device checks made when a model is built.
+/// algorithms run under, the device checks made when a model is built, and step capture.
+///
+/// Capture: between begin_capture and end_capture nothing runs; every call is recorded into a
+/// graph that launch() replays with the arguments it was recorded with (CUDA graphs on the GPU,
+/// a list of recorded calls on the host, with the same rules). Reading back to the host and
+/// allocating are refused with detail::capture_unsupported; sum() writes its result into the
+/// next device slot given to begin_capture and returns 0.
 template <class Backend>
 struct thrust_policy {
     static constexpr std::string_view name = Backend::name;
@@ -74,18 +97,28 @@ struct thrust_policy {
     /// Storage for double-precision gradient accumulators (accumulate<K, double>).
     using double_vector = thrust::device_vector<double>;
 
+    /// Device storage of any trivially copyable type, and its host-side counterpart for
+    /// staging (page-locked under CUDA, which graph copies need).
+    template <class T>
+    using array = thrust::device_vector<T>;
+    template <class T>
+    using host_array = typename Backend::template host_array<T>;
+
     template <class T>
     static void reserve(thrust::device_vector<T>& v, std::size_t n) {
         if (v.size() >= n) return;
+        if (capturing()) throw detail::capture_unsupported("an allocation (growing a buffer)");
         // Work queued on the device may still use the old storage that resize frees.
         Backend::synchronize();
         v.resize(n);
     }
-    static double* data(double_vector& v) { return thrust::raw_pointer_cast(v.data()); }
+    template <class T>
+    static T* data(thrust::device_vector<T>& v) {
+        return thrust::raw_pointer_cast(v.data());
+    }
     /// Per-row scratch the backend keeps (column sums by BLAS need a vector of ones), grown
     /// where the model allocates, so that no later call of the step has to.
     static void reserve_rows(std::size_t rows) { Backend::reserve_rows(rows); }
-    static float* data(vector& v) { return thrust::raw_pointer_cast(v.data()); }
     static const float* data(const vector& v) { return thrust::raw_pointer_cast(v.data()); }
     static std::size_t size(const vector& v) { return v.size(); }
 
@@ -93,6 +126,7 @@ struct thrust_policy {
     static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a, const_matrix_view b,
                      float beta, matrix_view c) {
         if (c.rows == 0 || c.cols == 0) return;
+        if (recorded([=] { Backend::gemm(ta, tb, alpha, a, b, beta, c); })) return;
         Backend::gemm(ta, tb, alpha, a, b, beta, c);
     }
 
@@ -100,34 +134,90 @@ struct thrust_policy {
     template <class F>
     static void for_each(std::size_t n, const F& f) {
         if (n == 0) return;
+        if (recorded([n, f] { thrust_policy::for_each(n, f); })) return;
         thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
     }
 
     static void column_sums(const_matrix_view a, float* out, float beta) {
         if (a.cols == 0) return;
+        if (recorded([=] { Backend::column_sums(a, out, beta); })) return;
         Backend::column_sums(a, out, beta);
     }
 
-    /// Sum of n floats in double, returned to the host (losses and metrics).
+    /// Sum of n floats in double, returned to the host (losses and metrics). While a step is
+    /// captured: written into the next device slot instead, and 0 returned.
     static double sum(const float* p, std::size_t n) {
+        if (capturing()) {
+            detail::capture_sums& sums = capture_sums();
+            if (sums.used == sums.capacity) throw detail::capture_unsupported("more reductions than one each for the loss and the metrics");
+            double* slot = sums.slots + sums.used++;
+            if (!recorded([=] { Backend::sum_into(p, n, slot); })) Backend::sum_into(p, n, slot);
+            return 0.0;
+        }
         if (n == 0) return 0.0;
         return thrust::transform_reduce(Backend::policy(), p, p + n, detail::widen_to_double{}, 0.0,
                                         thrust::plus<double>());
     }
 
     static void fill(float* p, std::size_t n, float value) {
-        if (n != 0) thrust::fill_n(Backend::policy(), p, n, value);
+        if (n == 0 || recorded([=] { thrust_policy::fill(p, n, value); })) return;
+        thrust::fill_n(Backend::policy(), p, n, value);
     }
     static void copy(const float* src, std::size_t n, float* dst) {
-        if (n != 0 && src != dst) thrust::copy_n(Backend::policy(), src, n, dst);
+        if (n == 0 || src == dst || recorded([=] { thrust_policy::copy(src, n, dst); })) return;
+        thrust::copy_n(Backend::policy(), src, n, dst);
     }
-    /// Device to host; returns when the floats are on the host.
-    static void to_host(const float* src, std::size_t n, float* host_dst) {
+    /// Device to host; returns when the values are on the host.
+    template <class T>
+    static void to_host(const T* src, std::size_t n, T* host_dst) {
+        if (capturing()) throw detail::capture_unsupported("a read of device memory on the host");
         if (n != 0) Backend::to_host(src, n, host_dst);
     }
-    /// Host to device, ordered before any later work of this policy.
-    static void from_host(const float* host_src, std::size_t n, float* dst) {
-        if (n != 0) Backend::from_host(host_src, n, dst);
+    /// Host to device, ordered before any later work of this policy. A captured copy reads the
+    /// host memory when the graph runs, not when it is recorded.
+    template <class T>
+    static void from_host(const T* host_src, std::size_t n, T* dst) {
+        if (n == 0 || recorded([=] { Backend::from_host(host_src, n, dst); })) return;
+        Backend::from_host(host_src, n, dst);
+    }
+
+    // ---- capture ----------------------------------------------------------------------------
+
+    using graph = typename Backend::graph;
+
+    static bool capturing() { return Backend::capturing(); }
+    /// Starts recording; sums go to slots[0 .. capacity) in call order.
+    static void begin_capture(double* slots, std::size_t capacity) {
+        if (capturing()) throw detail::capture_unsupported("a capture inside a capture");
+        Backend::begin_capture();
+        capture_sums() = {slots, capacity, 0};
+    }
+    /// Ends recording and returns the graph, ready to launch.
+    static graph end_capture() { return Backend::end_capture(); }
+    /// Ends a capture that failed part-way, dropping what was recorded.
+    static void abort_capture() noexcept { Backend::abort_capture(); }
+    /// How many sums the last capture sent to slots.
+    static std::size_t captured_sums() { return capture_sums().used; }
+    /// Runs a graph, ordered after all work submitted before.
+    static void launch(const graph& g) { Backend::launch(g); }
+
+private:
+    /// On a backend that captures by recording calls (the host), hands `call` to the recording
+    /// and returns true while a capture is open; the GPU's stream capture needs no help.
+    template <class Call>
+    static bool recorded(Call&& call) {
+        if constexpr (requires { Backend::record(std::forward<Call>(call)); }) {
+            if (capturing()) {
+                Backend::record(std::forward<Call>(call));
+                return true;
+            }
+        }
+        return false;
+    }
+
+    static detail::capture_sums& capture_sums() {
+        thread_local detail::capture_sums sums;
+        return sums;
     }
 };
 

@@ -5,6 +5,9 @@
 // and the CUDA toolkit's own Thrust on the include path, the one nvcc uses.
 #pragma once
 
+#include <functional>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include <thrust/detail/config.h>
@@ -21,16 +24,55 @@ namespace batchwise {
 
 namespace detail {
 
+/// A captured step on the host: the recorded calls, each holding the arguments it was recorded
+/// with, as a CUDA graph's nodes do. Replaying it runs exactly what launching the graph runs on
+/// the GPU, which is how the host test suite checks that a captured step reads everything that
+/// changes between steps from memory rather than from its frozen arguments.
+class host_graph {
+public:
+    void launch() const {
+        for (const auto& call : calls_) call();
+    }
+    [[nodiscard]] std::size_t size() const { return calls_.size(); }
+
+private:
+    friend struct host_thrust_backend;
+    std::vector<std::function<void()>> calls_;
+};
+
 /// The host system's backend: Thrust's device memory is host memory here, so cpu_blas's GEMM
 /// applies to it directly; everything else goes through Thrust algorithms.
 struct host_thrust_backend {
     static constexpr std::string_view name = "thrust_host";
-    using host_vector = std::vector<float>;
+    template <class T>
+    using host_array = std::vector<T>;
+    using host_vector = host_array<float>;
+    using graph = host_graph;
 
     static void prepare() { cpu_blas::prepare(); }
     static auto policy() { return thrust::device; }
     static void synchronize() {}
     static void reserve_rows(std::size_t) {}
+
+    /// Adds a call to the open capture (thrust_policy records instead of running while one is).
+    template <class Call>
+    static void record(Call&& call) {
+        recording()->calls_.emplace_back(std::forward<Call>(call));
+    }
+    static void sum_into(const float* p, std::size_t n, double* slot) {
+        *slot = thrust::transform_reduce(policy(), p, p + n, widen_to_double{}, 0.0, thrust::plus<double>());
+    }
+
+    static bool capturing() { return recording() != nullptr; }
+    static void begin_capture() { recording() = std::make_unique<host_graph>(); }
+    static host_graph end_capture() {
+        if (!capturing()) throw capture_unsupported("end_capture without begin_capture");
+        host_graph g = std::move(*recording());
+        recording().reset();
+        return g;
+    }
+    static void abort_capture() noexcept { recording().reset(); }
+    static void launch(const host_graph& g) { g.launch(); }
 
     static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a, const_matrix_view b,
                      float beta, matrix_view c) {
@@ -40,11 +82,19 @@ struct host_thrust_backend {
         thrust::for_each_n(policy(), thrust::counting_iterator<std::size_t>(0), a.cols,
                            column_sum{a.data, a.rows, a.cols, out, beta});
     }
-    static void to_host(const float* src, std::size_t n, float* host_dst) {
+    template <class T>
+    static void to_host(const T* src, std::size_t n, T* host_dst) {
         thrust::copy_n(thrust::device_pointer_cast(src), n, host_dst);
     }
-    static void from_host(const float* host_src, std::size_t n, float* dst) {
+    template <class T>
+    static void from_host(const T* host_src, std::size_t n, T* dst) {
         thrust::copy_n(host_src, n, thrust::device_pointer_cast(dst));
+    }
+
+private:
+    static std::unique_ptr<host_graph>& recording() {
+        thread_local std::unique_ptr<host_graph> g;
+        return g;
     }
 };
 

@@ -16,14 +16,15 @@ namespace detail {
 /// The mask of (sample, unit) is a function of the model seed, the layer, the epoch and the
 /// sample's index in the epoch only: the same sample gets the same mask in a batch of 128, in
 /// four micro-batches of 32, after an out-of-memory split, or on another device. One Philox call
-/// draws units 4q .. 4q + 3 of a sample; index i of the functor is (row, q).
+/// draws units 4q .. 4q + 3 of a sample; index i of the functor is (row, q). The epoch and first
+/// sample come through `Position` (scalars_by_value, or scalars_in_memory in a captured step).
+template <class Position>
 struct dropout_forward {
     const float* x;
     float* y;
     float* mask;
     rng::philox_key key;
-    std::uint64_t epoch;
-    std::uint64_t first_sample;
+    Position position;
     std::size_t cols;
     std::size_t quads;  // per row: ceil(cols / 4)
     float rate;
@@ -31,7 +32,8 @@ struct dropout_forward {
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const std::size_t row = i / quads;
         const std::size_t q = i % quads;
-        const rng::uniform4 u = rng::uniform_quad(key, epoch, first_sample + row, q);
+        const step_scalars& at = *position;
+        const rng::uniform4 u = rng::uniform_quad(key, at.epoch, at.first_sample + row, q);
         const std::size_t first = 4 * q;
         const std::size_t count = cols - first < 4 ? cols - first : 4;
         for (std::size_t k = 0; k < count; ++k) {
@@ -86,11 +88,18 @@ struct Dropout {
             if (!ctx.training || Rate == 0.0f) return x;
             const matrix_view y{Exec::data(out_), x.rows, x.cols};
             const std::size_t quads = (x.cols + 3) / 4;
-            Exec::for_each(x.rows * quads,
-                           detail::dropout_forward{
-                               x.data, y.data, Exec::data(mask_),
-                               rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index),
-                               ctx.epoch, ctx.first_sample, x.cols, quads, Rate, 1.0f / (1.0f - Rate)});
+            const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
+            const float scale = 1.0f / (1.0f - Rate);
+            if (ctx.device_scalars != nullptr) {
+                Exec::for_each(x.rows * quads, detail::dropout_forward<scalars_in_memory>{
+                                                   x.data, y.data, Exec::data(mask_), key, {ctx.device_scalars},
+                                                   x.cols, quads, Rate, scale});
+            } else {
+                const step_scalars at{.epoch = ctx.epoch, .first_sample = ctx.first_sample};
+                Exec::for_each(x.rows * quads, detail::dropout_forward<scalars_by_value>{
+                                                   x.data, y.data, Exec::data(mask_), key, {at}, x.cols, quads,
+                                                   Rate, scale});
+            }
             return y;
         }
         // Backward is only ever called after a training forward pass, which filled the mask.

@@ -8,9 +8,36 @@
 #include <string_view>
 
 #include "batchwise/core/concepts.hpp"
+#include "batchwise/core/config.hpp"
 #include "batchwise/exec/matrix_view.hpp"
 
 namespace batchwise {
+
+/// The numbers of a training step that change from one step to the next: where the batch sits
+/// in training (for random layers) and the optimizer's scalars. A step replayed from a captured
+/// graph reads them from memory the model rewrites before each launch, because a graph's kernel
+/// arguments are fixed when it is captured; an eager step passes them by value.
+struct step_scalars {
+    std::uint64_t epoch = 0;
+    std::uint64_t first_sample = 0;
+    float learning_rate = 0.0f;
+    /// 1 / samples of the effective batch: gradients arrive as sums.
+    float grad_scale = 1.0f;
+    /// The learning rate with an optimizer's own per-step factor folded in (Adam's bias
+    /// correction); the learning rate itself for the others.
+    float step_size = 0.0f;
+};
+
+/// How a functor reaches the step's scalars: carried in its own arguments (eager), or read
+/// from device memory when the kernel runs (a replayed graph). Both dereference to the values.
+struct scalars_by_value {
+    step_scalars values;
+    BATCHWISE_HOST_DEVICE const step_scalars& operator*() const { return values; }
+};
+struct scalars_in_memory {
+    const step_scalars* values;
+    BATCHWISE_HOST_DEVICE const step_scalars& operator*() const { return *values; }
+};
 
 /// Where in training a forward pass sits. Random layers key their draws on (seed, layer, epoch,
 /// first_sample + row, unit), so a sample's mask does not depend on how its batch was split.
@@ -23,6 +50,9 @@ struct pass_context {
     /// Rows at and after this index are padding (a static batch's ragged tail): their values
     /// are computed but must not enter any statistic. Every row is valid by default.
     std::size_t valid_rows = static_cast<std::size_t>(-1);
+    /// Set while a step is being captured: the epoch and first sample are then read from this
+    /// device memory when the kernels run, not taken from the fields above.
+    const step_scalars* device_scalars = nullptr;
 };
 
 /// One variable of a layer: a trainable parameter (with its gradient) or a non-trainable state

@@ -34,16 +34,20 @@ struct adamw_options {
 
 namespace detail {
 /// AMSGrad is a template argument, not a run-time test, so the loop has no branch and vectorises.
-template <bool AMSGrad>
+template <bool AMSGrad, class Scalars>
 struct adam_update {
     float* w;
     const float* g;
     float* m;
     float* v;
     float* v_max;  // used only with AMSGrad
-    float alpha, lr, beta_1, beta_2, epsilon, decay, scale;
+    Scalars scalars;
+    float beta_1, beta_2, epsilon, decay;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const float gi = g[i] * scale;
+        const step_scalars& s = *scalars;
+        const float lr = s.learning_rate;
+        const float alpha = s.step_size;
+        const float gi = g[i] * s.grad_scale;
         const float wi = w[i] - lr * decay * w[i];
         const float mi = m[i] + (gi - m[i]) * (1.0f - beta_1);
         const float vi = v[i] + (gi * gi - v[i]) * (1.0f - beta_2);
@@ -58,19 +62,23 @@ struct adam_update {
     }
 };
 
-template <class Exec, class Options>
-void adam_apply(const Options& o, const variable_ref& v, float* const* slots,
-                std::uint64_t step, float lr, float grad_scale) {
+/// The bias correction folded into the step size, computed in double on the host.
+template <class Options>
+step_scalars adam_scalars(const Options& o, std::uint64_t step, float lr, float grad_scale) {
     const double t = static_cast<double>(step);
     const double alpha = lr * std::sqrt(1.0 - std::pow(double{o.beta_2}, t)) /
                          (1.0 - std::pow(double{o.beta_1}, t));
-    const auto a = static_cast<float>(alpha);
+    return {.learning_rate = lr, .grad_scale = grad_scale, .step_size = static_cast<float>(alpha)};
+}
+
+template <class Exec, class Options, class Scalars>
+void adam_apply(const Options& o, const variable_ref& v, float* const* slots, Scalars s) {
     if (o.amsgrad) {
-        Exec::for_each(v.size(), adam_update<true>{v.value, v.grad, slots[0], slots[1], slots[2], a, lr, o.beta_1,
-                                                   o.beta_2, o.epsilon, o.weight_decay, grad_scale});
+        Exec::for_each(v.size(), adam_update<true, Scalars>{v.value, v.grad, slots[0], slots[1], slots[2], s,
+                                                            o.beta_1, o.beta_2, o.epsilon, o.weight_decay});
     } else {
-        Exec::for_each(v.size(), adam_update<false>{v.value, v.grad, slots[0], slots[1], nullptr, a, lr, o.beta_1,
-                                                    o.beta_2, o.epsilon, o.weight_decay, grad_scale});
+        Exec::for_each(v.size(), adam_update<false, Scalars>{v.value, v.grad, slots[0], slots[1], nullptr, s,
+                                                             o.beta_1, o.beta_2, o.epsilon, o.weight_decay});
     }
 }
 }  // namespace detail
@@ -82,10 +90,17 @@ struct Adam {
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const {
+        return detail::adam_scalars(options, step, lr, grad_scale);
+    }
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
-        detail::adam_apply<Exec>(options, v, slots, step, lr, grad_scale);
+        detail::adam_apply<Exec>(options, v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
+    }
+    template <ExecutionPolicy Exec>
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
+        detail::adam_apply<Exec>(options, v, slots, scalars_in_memory{device});
     }
 };
 
@@ -96,10 +111,17 @@ struct AdamW {
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const {
+        return detail::adam_scalars(options, step, lr, grad_scale);
+    }
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
-        detail::adam_apply<Exec>(options, v, slots, step, lr, grad_scale);
+        detail::adam_apply<Exec>(options, v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
+    }
+    template <ExecutionPolicy Exec>
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
+        detail::adam_apply<Exec>(options, v, slots, scalars_in_memory{device});
     }
 };
 

@@ -28,4 +28,22 @@ concept OptimizerFor = ExecutionPolicy<Exec> && requires(const O& opt, const var
     opt.template apply<Exec>(v, slots, t, lr, lr);
 };
 
+/// An optimizer whose step can be replayed from a captured graph: `scalars(step, learning_rate,
+/// grad_scale)` computes on the host everything of the update that changes from step to step,
+/// and `apply_from<Exec>(variable, slots, scalars)` updates with the scalars read from device
+/// memory when the kernels run. Every built-in optimizer is one; a model with any other trains
+/// eagerly.
+template <class O, class Exec>
+concept CapturableOptimizer = OptimizerFor<O, Exec> && requires(const O& opt, const variable_ref& v,
+                                                                float* const* slots, std::uint64_t t,
+                                                                float lr, const step_scalars* device) {
+    { opt.scalars(t, lr, lr) } -> std::same_as<step_scalars>;
+    opt.template apply_from<Exec>(v, slots, device);
+};
+
+/// The scalars of optimizers whose step is the learning rate itself.
+inline step_scalars plain_step_scalars(float learning_rate, float grad_scale) {
+    return {.learning_rate = learning_rate, .grad_scale = grad_scale, .step_size = learning_rate};
+}
+
 }  // namespace batchwise

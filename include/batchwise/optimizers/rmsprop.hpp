@@ -21,15 +21,18 @@ struct rmsprop_options {
 };
 
 namespace detail {
+template <class Scalars>
 struct rmsprop_update {
     float* w;
     const float* g;
     float* velocity;
     float* average_grad;  // null unless centered
     float* momentum_buf;  // null without momentum
-    float lr, rho, momentum, epsilon, decay, scale;
+    Scalars scalars;
+    float rho, momentum, epsilon, decay;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const float gi = g[i] * scale;
+        const float lr = (*scalars).learning_rate;
+        const float gi = g[i] * (*scalars).grad_scale;
         const float wi = w[i] - lr * decay * w[i];
         velocity[i] = rho * velocity[i] + (1.0f - rho) * gi * gi;
         float denominator = velocity[i];
@@ -57,16 +60,29 @@ struct RMSprop {
     }
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    [[nodiscard]] step_scalars scalars(std::uint64_t, float lr, float grad_scale) const {
+        return plain_step_scalars(lr, grad_scale);
+    }
+
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
+        update<Exec>(v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
+    }
+    template <ExecutionPolicy Exec>
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
+        update<Exec>(v, slots, scalars_in_memory{device});
+    }
+
+private:
+    template <class Exec, class Scalars>
+    void update(const variable_ref& v, float* const* slots, Scalars s) const {
         std::size_t next = 1;
         float* average = options.centered ? slots[next++] : nullptr;
         float* momentum = options.momentum != 0.0f ? slots[next++] : nullptr;
-        Exec::for_each(v.size(), detail::rmsprop_update{v.value, v.grad, slots[0], average,
-                                                        momentum, lr, options.rho,
-                                                        options.momentum, options.epsilon,
-                                                        options.weight_decay, grad_scale});
+        Exec::for_each(v.size(), detail::rmsprop_update<Scalars>{v.value, v.grad, slots[0], average, momentum, s,
+                                                                 options.rho, options.momentum, options.epsilon,
+                                                                 options.weight_decay});
     }
 };
 

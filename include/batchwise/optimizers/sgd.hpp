@@ -23,14 +23,16 @@ namespace detail {
 /// The variant is a template argument, not a run-time test, so the loop has no branch and
 /// vectorises.
 enum class sgd_kind { plain, momentum, nesterov };
-template <sgd_kind Kind>
+template <sgd_kind Kind, class Scalars>
 struct sgd_update {
     float* w;
     const float* g;
     float* velocity;  // used with momentum
-    float lr, momentum, decay, scale;
+    Scalars scalars;
+    float momentum, decay;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const float gi = g[i] * scale;
+        const float lr = (*scalars).learning_rate;
+        const float gi = g[i] * (*scalars).grad_scale;
         const float wi = w[i] - lr * decay * w[i];
         if constexpr (Kind == sgd_kind::plain) {
             w[i] = wi - lr * gi;
@@ -57,21 +59,34 @@ struct SGD {
         return update_in_gemm{-lr * grad_scale, 1.0f - lr * options.weight_decay};
     }
 
+    [[nodiscard]] step_scalars scalars(std::uint64_t, float lr, float grad_scale) const {
+        return plain_step_scalars(lr, grad_scale);
+    }
+
     template <ExecutionPolicy Exec>
-    void apply(const variable_ref& v, float* const* slots, std::uint64_t, float lr,
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
+        update<Exec>(v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
+    }
+    template <ExecutionPolicy Exec>
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
+        update<Exec>(v, slots, scalars_in_memory{device});
+    }
+
+private:
+    template <class Exec, class Scalars>
+    void update(const variable_ref& v, float* const* slots, Scalars s) const {
         using detail::sgd_kind;
+        using detail::sgd_update;
         if (options.momentum == 0.0f) {
-            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::plain>{v.value, v.grad, nullptr, lr, 0.0f,
-                                                                         options.weight_decay, grad_scale});
+            Exec::for_each(v.size(), sgd_update<sgd_kind::plain, Scalars>{v.value, v.grad, nullptr, s, 0.0f,
+                                                                         options.weight_decay});
         } else if (options.nesterov) {
-            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::nesterov>{v.value, v.grad, slots[0], lr,
-                                                                            options.momentum, options.weight_decay,
-                                                                            grad_scale});
+            Exec::for_each(v.size(), sgd_update<sgd_kind::nesterov, Scalars>{v.value, v.grad, slots[0], s,
+                                                                            options.momentum, options.weight_decay});
         } else {
-            Exec::for_each(v.size(), detail::sgd_update<sgd_kind::momentum>{v.value, v.grad, slots[0], lr,
-                                                                            options.momentum, options.weight_decay,
-                                                                            grad_scale});
+            Exec::for_each(v.size(), sgd_update<sgd_kind::momentum, Scalars>{v.value, v.grad, slots[0], s,
+                                                                            options.momentum, options.weight_decay});
         }
     }
 };

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include <new>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -59,6 +61,11 @@ struct optimizer_base {
     /// The step as an update a layer can apply inside its gradient GEMM, where the optimizer
     /// has one (plain SGD).
     [[nodiscard]] virtual std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const = 0;
+    /// Whether the step can be replayed from a captured graph (CapturableOptimizer), and the
+    /// two halves of such a step: scalars on the host, the update reading them from memory.
+    [[nodiscard]] virtual bool capturable() const = 0;
+    [[nodiscard]] virtual step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const = 0;
+    virtual void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const = 0;
 };
 template <class O, class Exec>
 struct optimizer_holder final : optimizer_base<Exec> {
@@ -77,6 +84,17 @@ struct optimizer_holder final : optimizer_base<Exec> {
         } else {
             return std::nullopt;
         }
+    }
+    [[nodiscard]] bool capturable() const override { return CapturableOptimizer<O, Exec>; }
+    [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const override {
+        if constexpr (CapturableOptimizer<O, Exec>) {
+            return opt.scalars(step, lr, grad_scale);
+        } else {
+            return plain_step_scalars(lr, grad_scale);
+        }
+    }
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const override {
+        if constexpr (CapturableOptimizer<O, Exec>) opt.template apply_from<Exec>(v, slots, device);
     }
 };
 
@@ -223,6 +241,27 @@ template <class Exec>
 struct double_storage<Exec> {
     using type = typename Exec::double_vector;
 };
+
+/// A policy that can capture a step into a graph and replay it (exec/thrust.hpp).
+template <class Exec>
+concept step_capture = requires { typename Exec::graph; };
+
+/// A static-batch training step captured as two graphs: the forward pass with the loss and
+/// metric sums (read back before anything is updated, so that a non-finite loss stops the step),
+/// and the backward pass with the optimizer update. What changes between steps (the sample
+/// position, the optimizer's scalars) is copied into `scalars` by the first graph from pinned
+/// host memory the model rewrites before each launch.
+template <class Exec>
+struct captured_step {};
+template <step_capture Exec>
+struct captured_step<Exec> {
+    std::optional<typename Exec::graph> forward;
+    std::optional<typename Exec::graph> backward;
+    typename Exec::template array<step_scalars> scalars;
+    typename Exec::template host_array<step_scalars> host_scalars;
+    typename Exec::double_vector sums;
+    typename Exec::template host_array<double> host_sums;
+};
 }  // namespace detail
 
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
@@ -351,6 +390,9 @@ public:
         learning_rate_ = optimizer_->learning_rate();
         iterations_ = 0;
         reset_window();
+        // The graphs hold the old optimizer's, loss's and metrics' calls.
+        drop_captured_step();
+        capture_refused_.clear();
         slot_storage_.clear();
         slot_pointers_.assign(variables_.size(), {});
         for (const auto& v : variables_) {
@@ -672,6 +714,28 @@ public:
     [[nodiscard]] std::size_t micro_batch_limit() const { return micro_limit_; }
     /// Every out-of-memory split since the model was built.
     [[nodiscard]] const std::vector<micro_batch_split>& micro_batch_splits() const { return splits_; }
+
+    // ---- step capture -------------------------------------------------------------------------
+
+    /// Whether this model can replay its training step from a captured graph: a static batch on
+    /// a policy that captures (cuda; thrust_host, which replays recorded calls the same way).
+    static constexpr bool can_capture_steps = Batch::is_static && detail::step_capture<Exec>;
+
+    /// Turns step capture on (the default where can_capture_steps) or off. With it on, the first
+    /// full batch that is a whole optimizer step is captured and every later one replays the
+    /// graphs: two launches instead of one launch per kernel. The arithmetic is the same.
+    void set_step_capture(bool enabled) {
+        capture_enabled_ = enabled;
+        if (!enabled) drop_captured_step();
+    }
+    /// Whether the training step is currently held as captured graphs.
+    [[nodiscard]] bool step_captured() const {
+        if constexpr (can_capture_steps) return captured_.forward.has_value();
+        else return false;
+    }
+    /// Why the step could not be captured (the operation a graph cannot hold), or empty. Such a
+    /// model trains eagerly; compile() tries again.
+    [[nodiscard]] const std::string& step_capture_refused() const { return capture_refused_; }
 
     // ---- variables and files ------------------------------------------------------------------
 
@@ -1113,16 +1177,23 @@ private:
     /// Copies n rows of inputs (and, when y is given, targets) into the micro-batch buffers of
     /// `rows` rows; rows past n are zero padding.
     void stage(const float* x, const float* y, std::size_t n, std::size_t rows) {
+        stage_on_host(x, y, n, rows);
+        if constexpr (!host_memory) {
+            const std::size_t ty = target_cols();
+            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
+            if (y != nullptr) Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
+        }
+    }
+
+    /// The host half of stage: into the staging buffers, or straight into the policy's buffers
+    /// when they are host memory.
+    void stage_on_host(const float* x, const float* y, std::size_t n, std::size_t rows) {
         const std::size_t ty = target_cols();
         std::copy_n(x, n * in_features, staging_x());
         if (rows > n) std::fill_n(staging_x() + n * in_features, (rows - n) * in_features, 0.0f);
         if (y != nullptr) {
             std::copy_n(y, n * ty, staging_y());
             if (rows > n) std::fill_n(staging_y() + n * ty, (rows - n) * ty, 0.0f);
-        }
-        if constexpr (!host_memory) {
-            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
-            if (y != nullptr) Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
         }
     }
 
@@ -1260,8 +1331,27 @@ private:
         });
     }
 
+    /// Discards the open window and raises numeric_error: nothing of this step is applied.
+    [[noreturn]] void stop_on_non_finite_loss(double loss_sum, const char* call) {
+        const std::size_t discarded = window_samples_;
+        reset_window();
+        throw numeric_error(std::string(call) + ": the loss is not finite (" + std::to_string(loss_sum) +
+                            ") at optimizer step " + std::to_string(iterations_ + 1) + "; no update was applied" +
+                            (discarded ? " and the " + std::to_string(discarded) +
+                                             " samples accumulated for the step were discarded"
+                                       : std::string()) +
+                            " (lower the learning rate, or check the data)");
+    }
+
     void train_micro_batch(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
                            step_sums& sums, bool whole_step = false) {
+        if constexpr (can_capture_steps && std::is_same_v<accumulator_type, float>) {
+            // A full batch that is a whole optimizer step replays the captured graphs.
+            if (whole_step && n == Batch::extent && capture_enabled_ && capture_refused_.empty() &&
+                optimizer_->capturable() && train_captured(x, y, n, call, sums)) {
+                return;
+            }
+        }
         const std::size_t rows = Batch::is_static ? Batch::extent : n;
         reserve(rows);  // first: running out of memory here leaves everything as it was
         stage(x, y, n, rows);
@@ -1273,17 +1363,7 @@ private:
         const const_matrix_view target = target_view(n);
         // Gradients are of the sum of the losses; the optimizer divides by the window's samples.
         const double loss_sum = loss_->sum(pred, target, Exec::data(grad_), grad_scale, Exec::data(row_scratch_));
-        if (!std::isfinite(loss_sum)) {
-            const std::size_t discarded = window_samples_;
-            reset_window();
-            throw numeric_error(std::string(call) + ": the loss is not finite (" + std::to_string(loss_sum) +
-                                ") at optimizer step " + std::to_string(iterations_ + 1) +
-                                "; no update was applied" +
-                                (discarded ? " and the " + std::to_string(discarded) +
-                                                 " samples accumulated for the step were discarded"
-                                           : std::string()) +
-                                " (lower the learning rate, or check the data)");
-        }
+        if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         // Padding rows must not move any gradient.
         if (rows > n) Exec::fill(Exec::data(grad_) + n * out_features, (rows - n) * out_features, 0.0f);
         const target_description d = loss_->describe();
@@ -1308,6 +1388,99 @@ private:
         sample_cursor_ += n;
         sums.loss += loss_sum;
         sums.samples += n;
+    }
+
+    // ---- captured steps ---------------------------------------------------------------------------
+
+    void drop_captured_step() {
+        if constexpr (can_capture_steps) {
+            captured_.forward.reset();
+            captured_.backward.reset();
+        }
+    }
+
+    /// One whole optimizer step of a full static batch from the captured graphs, capturing them
+    /// first if need be. Returns false, having changed nothing, when the step cannot be captured.
+    bool train_captured(const float* x, const float* y, std::size_t n, const char* call, step_sums& sums)
+        requires(can_capture_steps)
+    {
+        auto& c = captured_;
+        const std::size_t slots = 1 + metrics_.size();
+        reserve(n);
+        if (!c.forward) {
+            Exec::reserve(c.scalars, 1);
+            c.host_scalars.resize(1);
+            Exec::reserve(c.sums, slots);
+            c.host_sums.resize(slots);
+            if (!capture_step(slots)) return false;
+        }
+        // Everything the graphs read that differs from step to step.
+        stage_on_host(x, y, n, n);
+        step_scalars s = optimizer_->scalars(iterations_ + 1, learning_rate_, 1.0f / static_cast<float>(n));
+        s.epoch = epoch_;
+        s.first_sample = sample_cursor_;
+        c.host_scalars[0] = s;
+
+        Exec::launch(*c.forward);
+        Exec::to_host(Exec::data(c.sums), slots, c.host_sums.data());
+        const double loss_sum = c.host_sums[0];
+        if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
+        for (std::size_t m = 0; m < metrics_.size(); ++m) sums.metrics[m] += c.host_sums[1 + m];
+        Exec::launch(*c.backward);
+
+        ++iterations_;
+        reset_window();
+        sample_cursor_ += n;
+        sums.loss += loss_sum;
+        sums.samples += n;
+        return true;
+    }
+
+    /// Records the two graphs of a full-batch step. Nothing runs while they are recorded; the
+    /// layers' host-side bookkeeping (batch norm's sample counts) is that of one step, and is the
+    /// same for every full batch, so the graphs may keep it.
+    bool capture_step(std::size_t slots)
+        requires(can_capture_steps)
+    {
+        constexpr std::size_t rows = Batch::extent;
+        auto& c = captured_;
+        const std::size_t ty = target_cols();
+        step_scalars* device = Exec::data(c.scalars);
+        try {
+            Exec::begin_capture(Exec::data(c.sums), slots);
+            Exec::from_host(c.host_scalars.data(), 1, device);
+            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
+            Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
+            net_->begin_step();
+            const pass_context ctx{.training = true, .seed = seed_, .valid_rows = rows, .device_scalars = device};
+            const const_matrix_view out = net_->forward({Exec::data(x_), rows, in_features}, ctx);
+            const const_matrix_view pred{out.data, rows, out_features};
+            const const_matrix_view target = target_view(rows);
+            (void)loss_->sum(pred, target, Exec::data(grad_), 1.0f, Exec::data(row_scratch_));
+            const target_description d = loss_->describe();
+            for (const auto& metric : metrics_) (void)metric->sum(pred, target, d, Exec::data(row_scratch_));
+            typename Exec::graph forward = Exec::end_capture();
+            if (Exec::captured_sums() != slots) {
+                throw std::logic_error("the loss and the metrics reduced " + std::to_string(Exec::captured_sums()) +
+                                       " times, not one each");
+            }
+
+            Exec::begin_capture(nullptr, 0);
+            net_->backward({Exec::data(grad_), rows, out_features}, false);
+            for (std::size_t i = 0; i < variables_.size(); ++i) {
+                if (variables_[i].ref.trainable()) optimizer_->apply_from(variables_[i].ref, slot_pointers_[i].data(), device);
+            }
+            net_->end_step();
+            typename Exec::graph backward = Exec::end_capture();
+            c.forward.emplace(std::move(forward));
+            c.backward.emplace(std::move(backward));
+            return true;
+        } catch (const std::exception& e) {
+            Exec::abort_capture();
+            capture_refused_ = e.what();
+            std::fprintf(stderr, "batchwise: the training step cannot be captured (%s); training it eagerly\n", e.what());
+            return false;
+        }
     }
 
     void add_to_accumulators(bool first) {
@@ -1411,6 +1584,10 @@ private:
     // Variables a layer can step inside its gradient GEMM, and whether the open step did.
     std::vector<bool> updated_in_gemm_;
     bool step_in_gemm_ = false;
+
+    [[no_unique_address]] detail::captured_step<Exec> captured_;
+    bool capture_enabled_ = true;
+    std::string capture_refused_;
 
     std::unique_ptr<detail::optimizer_base<Exec>> optimizer_;
     std::unique_ptr<detail::loss_base<Exec>> loss_;
