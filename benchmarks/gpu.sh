@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# gpu-mlp (BENCHMARKS.md): batchwise's cuda policy (static and dynamic batch) against PyTorch
-# eager on the same GPU and the cuBLAS roofline of the step's 8 GEMMs, alternately batch size by
-# batch size, in one run. Writes benchmarks/results/gpu_mlp.{jsonl,md}. Needs nvcc and a GPU;
-# PyTorch with CUDA is taken from $PYTHON (default python3) and skipped when it has none.
+# gpu-mlp (BENCHMARKS.md): batchwise's cuda policy (static batch with and without captured
+# graphs, dynamic batch) against PyTorch eager on the same GPU and the cuBLAS roofline of the
+# step's 8 GEMMs, alternately batch size by batch size, in one run. Writes
+# benchmarks/results/gpu_mlp.{jsonl,md}. Needs nvcc and a GPU; PyTorch with CUDA is taken from
+# $PYTHON (default python3) and skipped when it has none.
 #
 #   benchmarks/gpu.sh [--reps N] [--batches "128 512 ..."]
 set -euo pipefail
@@ -38,7 +39,8 @@ log=build/gpu_mlp.log
 : >"$log"
 i=0
 for b in $batches; do
-    cmds=("$bin --mode roofline --batch $b" "$bin --mode static --batch $b" "$bin --mode dynamic --batch $b")
+    cmds=("$bin --mode roofline --batch $b" "$bin --mode static --batch $b" "$bin --mode static-eager --batch $b"
+          "$bin --mode dynamic --batch $b")
     ((have_torch)) && cmds+=("$py benchmarks/peers/torch_gpu_bench.py --batch $b")
     n=${#cmds[@]}
     for ((k = 0; k < n; ++k)); do  # rotated, so no system is always first
@@ -57,7 +59,8 @@ import json, sys, datetime
 raw, md, command, gpu = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.startswith("{")]
 batches = sorted({r["batch"] for r in rows})
-systems = ["batchwise static", "batchwise dynamic", "PyTorch eager", "cuBLAS roofline (8 GEMMs)"]
+systems = ["batchwise static (graphs)", "batchwise static (eager)", "batchwise dynamic", "PyTorch eager",
+           "cuBLAS roofline (8 GEMMs)"]
 rate = {(r["system"], r["batch"]): r["median"] for r in rows}
 def cell(v): return "-" if v is None else (f"{v/1e6:.2f}M" if v >= 1e6 else f"{v/1e3:.0f}k")
 lines = [f"# gpu-mlp: samples/s (median), {gpu}, TF32 off", "",
@@ -66,8 +69,8 @@ lines = [f"# gpu-mlp: samples/s (median), {gpu}, TF32 off", "",
          "|---|" + "---|" * len(batches)]
 for s in systems:
     lines.append(f"| {s} | " + " | ".join(cell(rate.get((s, b))) for b in batches) + " |")
-for ours in systems[:2]:
-    for ref in systems[2:]:
+for ours in systems[:3]:
+    for ref in systems[3:]:
         vals = []
         for b in batches:
             a, p = rate.get((ours, b)), rate.get((ref, b))

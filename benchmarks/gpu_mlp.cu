@@ -4,7 +4,9 @@
 //
 //   gpu_mlp --mode static  --batch N   Model<Net, static_batch<N>, cuda>, train_on_batch over
 //                                      batches held in host memory (each is staged through
-//                                      pinned memory and copied, as a training loop does)
+//                                      pinned memory and copied, as a training loop does);
+//                                      the step is captured as CUDA graphs and replayed
+//   gpu_mlp --mode static-eager ...    the same with step capture off: one launch per kernel
 //   gpu_mlp --mode dynamic --batch N   Model<Net, dynamic_batch, cuda>, the same loop
 //   gpu_mlp --mode roofline --batch N  the 8 SGEMMs of one step through cuBLAS on device
 //                                      buffers, timed with CUDA events: the GEMM limit
@@ -16,6 +18,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <utility>
 
@@ -88,13 +91,19 @@ void compile(Model& model) {
 std::string extra() { return "\"device\": \"" + device_name() + "\", \"tf32\": false"; }
 
 template <std::size_t N>
-bool run_static(const bench::dataset& d, const bench::options& o) {
+bool run_static(const bench::dataset& d, const bench::options& o, bool capture) {
     if (o.batch != N) return false;
     auto model = std::make_unique<bw::Model<Net, bw::static_batch<N>, bw::cuda>>(bw::seed{42});
+    model->set_step_capture(capture);
     compile(*model);
     double others = 0.0;
     const auto rates = train_epochs(*model, d, o, others);
-    bench::print_result("gpu-mlp", "batchwise static", N, "samples/s", rates, others, extra());
+    if (capture && !model->step_captured()) {
+        std::fprintf(stderr, "gpu_mlp: the step was not captured: %s\n", model->step_capture_refused().c_str());
+        std::exit(4);
+    }
+    bench::print_result("gpu-mlp", capture ? "batchwise static (graphs)" : "batchwise static (eager)", N,
+                        "samples/s", rates, others, extra());
     return true;
 }
 
@@ -154,7 +163,8 @@ void run_roofline(const bench::options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const char* usage = "usage: gpu_mlp --batch N --mode static|dynamic|roofline [--reps R] [--samples S]\n";
+    const char* usage =
+        "usage: gpu_mlp --batch N --mode static|static-eager|dynamic|roofline [--reps R] [--samples S]\n";
     const bench::options o = bench::parse(argc, argv, usage, gpu_samples);
     try {
         if (o.mode == "roofline") {
@@ -162,9 +172,9 @@ int main(int argc, char** argv) {
             return 0;
         }
         const bench::dataset d = bench::make_dataset(o.samples);
-        if (o.mode == "static") {
+        if (o.mode == "static" || o.mode == "static-eager") {
             const bool ran = [&]<std::size_t... N>(std::index_sequence<N...>) {
-                return (run_static<N>(d, o) || ...);
+                return (run_static<N>(d, o, o.mode == "static") || ...);
             }(std::index_sequence<128, 512, 2048, 8192, 32768, 65536>{});
             if (!ran) {
                 std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated (128 512 2048 8192 32768 65536)\n",
