@@ -257,6 +257,10 @@ template <step_capture Exec>
 struct captured_step<Exec> {
     std::optional<typename Exec::graph> forward;
     std::optional<typename Exec::graph> backward;
+    /// Whether one full step has run eagerly since the graphs were dropped: capture comes
+    /// second, so that whatever a library sets up on first use (cuBLAS's heuristics, Thrust's
+    /// kernel attributes) happens outside it.
+    bool warmed_up = false;
     typename Exec::template array<step_scalars> scalars;
     typename Exec::template host_array<step_scalars> host_scalars;
     typename Exec::double_vector sums;
@@ -722,8 +726,9 @@ public:
     static constexpr bool can_capture_steps = Batch::is_static && detail::step_capture<Exec>;
 
     /// Turns step capture on (the default where can_capture_steps) or off. With it on, the first
-    /// full batch that is a whole optimizer step is captured and every later one replays the
-    /// graphs: two launches instead of one launch per kernel. The arithmetic is the same.
+    /// full batch that is a whole optimizer step runs eagerly (a warm-up), the second is captured
+    /// and every later one replays the graphs: two launches instead of one per kernel. The
+    /// arithmetic is the same.
     void set_step_capture(bool enabled) {
         capture_enabled_ = enabled;
         if (!enabled) drop_captured_step();
@@ -1396,15 +1401,21 @@ private:
         if constexpr (can_capture_steps) {
             captured_.forward.reset();
             captured_.backward.reset();
+            captured_.warmed_up = false;
         }
     }
 
     /// One whole optimizer step of a full static batch from the captured graphs, capturing them
-    /// first if need be. Returns false, having changed nothing, when the step cannot be captured.
+    /// first if need be. Returns false, having changed nothing, when the step is to run eagerly:
+    /// the first such step after the graphs were dropped, or one that cannot be captured.
     bool train_captured(const float* x, const float* y, std::size_t n, const char* call, step_sums& sums)
         requires(can_capture_steps)
     {
         auto& c = captured_;
+        if (!c.warmed_up) {
+            c.warmed_up = true;
+            return false;
+        }
         const std::size_t slots = 1 + metrics_.size();
         reserve(n);
         if (!c.forward) {
