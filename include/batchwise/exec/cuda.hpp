@@ -4,7 +4,8 @@
 //
 // All work runs on one non-blocking stream per process, without synchronising between kernels
 // (thrust::cuda::par_nosync); the host waits only where it reads a result (loss and metric sums,
-// predictions, saved weights) or before memory is reallocated.
+// predictions, saved weights) or before memory is reallocated. A second stream carries the
+// batch copies of replayed steps, so that they overlap the previous step's backward pass.
 #pragma once
 
 #if !defined(__CUDACC__)
@@ -133,6 +134,17 @@ public:
                    "cub::DeviceReduce::TransformReduce");
     }
 
+    /// Host-to-device copies on the side stream, overlapping the compute stream's queued work;
+    /// await_copies makes the compute stream wait for them.
+    void copy_ahead(const void* host_src, std::size_t bytes, void* dst) {
+        check_cuda(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, copy_stream_),
+                   "cudaMemcpyAsync (host to device, side stream)");
+    }
+    void await_copies() {
+        check_cuda(cudaEventRecord(copies_done_, copy_stream_), "cudaEventRecord");
+        check_cuda(cudaStreamWaitEvent(stream_, copies_done_, 0), "cudaStreamWaitEvent");
+    }
+
     bool capturing() const { return capturing_; }
     void begin_capture() {
         // Thread-local mode: another thread's unsafe calls (cudaMalloc) do not break this capture.
@@ -161,6 +173,8 @@ private:
         const std::string reason = cuda_unusable_reason();
         if (!reason.empty()) throw device_error("batchwise::cuda: " + reason);
         check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        check_cuda(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        check_cuda(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
         check_cublas(cublasCreate(&cublas_), "cublasCreate");
         check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
         // cuBLAS's own workspace is allocated behind the caller's back, which a captured step
@@ -187,10 +201,14 @@ private:
     // Destroyed at exit, when the driver may already be shutting down: errors are ignored.
     ~cuda_context() {
         if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+        if (copies_done_ != nullptr) (void)cudaEventDestroy(copies_done_);
+        if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
         if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
     }
 
     cudaStream_t stream_ = nullptr;
+    cudaStream_t copy_stream_ = nullptr;
+    cudaEvent_t copies_done_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
     thrust::device_vector<float> ones_;
     thrust::device_vector<unsigned char> workspace_;
@@ -320,6 +338,12 @@ struct cublas_backend {
                                  &alpha, a.data, static_cast<int>(a.cols), ones, 1, &beta, out, 1),
                      "cublasSgemv");
     }
+
+    template <class T>
+    static void copy_ahead(const T* host_src, std::size_t n, T* dst) {
+        cuda_context::get().copy_ahead(host_src, n * sizeof(T), dst);
+    }
+    static void await_copies() { cuda_context::get().await_copies(); }
 
     template <class T>
     static void to_host(const T* src, std::size_t n, T* host_dst) {

@@ -181,6 +181,17 @@ struct thrust_policy {
         Backend::from_host(host_src, n, dst);
     }
 
+    /// Host to device on a side stream (under CUDA), so that the copy runs while work already
+    /// queued computes; returns at once. await_copies() orders all later work of this policy
+    /// after every such copy. The caller keeps the host memory unchanged, and the destination
+    /// unread by queued work, until then.
+    template <class T>
+    static void copy_ahead(const T* host_src, std::size_t n, T* dst) {
+        if (capturing()) throw detail::capture_unsupported("a copy on the side stream");
+        if (n != 0) Backend::copy_ahead(host_src, n, dst);
+    }
+    static void await_copies() { Backend::await_copies(); }
+
     // ---- capture ----------------------------------------------------------------------------
 
     using graph = typename Backend::graph;

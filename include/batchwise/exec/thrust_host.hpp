@@ -82,6 +82,13 @@ struct host_thrust_backend {
         thrust::for_each_n(policy(), thrust::counting_iterator<std::size_t>(0), a.cols,
                            column_sum{a.data, a.rows, a.cols, out, beta});
     }
+    /// The host has one stream of work: the copy is done by the time the call returns.
+    template <class T>
+    static void copy_ahead(const T* host_src, std::size_t n, T* dst) {
+        from_host(host_src, n, dst);
+    }
+    static void await_copies() {}
+
     template <class T>
     static void to_host(const T* src, std::size_t n, T* host_dst) {
         thrust::copy_n(thrust::device_pointer_cast(src), n, host_dst);

@@ -251,12 +251,19 @@ concept step_capture = requires { typename Exec::graph; };
 /// and the backward pass with the optimizer update. What changes between steps (the sample
 /// position, the optimizer's scalars) is copied into `scalars` by the first graph from pinned
 /// host memory the model rewrites before each launch.
+///
+/// Replayed steps alternate between two input buffers, each with its own pair of graphs: the
+/// batch of step k+1 is copied into one on a side stream while step k's backward pass, which
+/// still reads the other (the first layer's weight gradient needs its input), runs.
 template <class Exec>
 struct captured_step {};
 template <step_capture Exec>
 struct captured_step<Exec> {
-    std::optional<typename Exec::graph> forward;
-    std::optional<typename Exec::graph> backward;
+    std::array<std::optional<typename Exec::graph>, 2> forward;
+    std::array<std::optional<typename Exec::graph>, 2> backward;
+    std::array<typename Exec::vector, 2> inputs;
+    std::array<typename Exec::vector, 2> targets;
+    std::size_t parity = 0;
     /// Whether one full step has run eagerly since the graphs were dropped: capture comes
     /// second, so that whatever a library sets up on first use (cuBLAS's heuristics, Thrust's
     /// kernel attributes) happens outside it.
@@ -735,7 +742,7 @@ public:
     }
     /// Whether the training step is currently held as captured graphs.
     [[nodiscard]] bool step_captured() const {
-        if constexpr (can_capture_steps) return captured_.forward.has_value();
+        if constexpr (can_capture_steps) return captured_.forward[0].has_value();
         else return false;
     }
     /// Why the step could not be captured (the operation a graph cannot hold), or empty. Such a
@@ -922,9 +929,11 @@ private:
         std::is_same_v<accumulator_type, float> ? 0 : 2 * network_type::trainable_count;
 
     /// Floats per row of the model's own staging: inputs, targets, the loss gradient, a row
-    /// scratch, and host copies when the policy's memory is not the host's.
+    /// scratch, host copies when the policy's memory is not the host's, and the two pairs of
+    /// input and target buffers that replayed steps alternate between.
     static constexpr std::size_t staging_floats(std::size_t rows) {
-        return rows * (in_features + 2 * out_features + 1) + (host_memory ? 0 : rows * (in_features + out_features));
+        return rows * (in_features + 2 * out_features + 1) + (host_memory ? 0 : rows * (in_features + out_features)) +
+               (can_capture_steps ? 2 * rows * (in_features + out_features) : 0);
     }
 
     /// What fit's callbacks see of this model.
@@ -1399,9 +1408,12 @@ private:
 
     void drop_captured_step() {
         if constexpr (can_capture_steps) {
-            captured_.forward.reset();
-            captured_.backward.reset();
+            for (std::size_t p = 0; p < 2; ++p) {
+                captured_.forward[p].reset();
+                captured_.backward[p].reset();
+            }
             captured_.warmed_up = false;
+            captured_.parity = 0;
         }
     }
 
@@ -1417,27 +1429,38 @@ private:
             return false;
         }
         const std::size_t slots = 1 + metrics_.size();
+        const std::size_t ty = target_cols();
         reserve(n);
-        if (!c.forward) {
+        if (!c.forward[0]) {
             Exec::reserve(c.scalars, 1);
             c.host_scalars.resize(1);
             Exec::reserve(c.sums, slots);
             c.host_sums.resize(slots);
+            for (std::size_t p = 0; p < 2; ++p) {
+                Exec::reserve(c.inputs[p], n * in_features);
+                Exec::reserve(c.targets[p], n * ty);
+            }
             if (!capture_step(slots)) return false;
         }
-        // Everything the graphs read that differs from step to step.
+        // Everything the graphs read that differs from step to step. The buffers of this parity
+        // were last read two steps ago, before the forward pass the host last waited for.
+        const std::size_t p = c.parity;
         stage_on_host(x, y, n, n);
+        Exec::copy_ahead(staging_host_x_.data(), n * in_features, Exec::data(c.inputs[p]));
+        Exec::copy_ahead(staging_host_y_.data(), n * ty, Exec::data(c.targets[p]));
+        Exec::await_copies();
         step_scalars s = optimizer_->scalars(iterations_ + 1, learning_rate_, 1.0f / static_cast<float>(n));
         s.epoch = epoch_;
         s.first_sample = sample_cursor_;
         c.host_scalars[0] = s;
 
-        Exec::launch(*c.forward);
+        Exec::launch(*c.forward[p]);
         Exec::to_host(Exec::data(c.sums), slots, c.host_sums.data());
         const double loss_sum = c.host_sums[0];
         if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         for (std::size_t m = 0; m < metrics_.size(); ++m) sums.metrics[m] += c.host_sums[1 + m];
-        Exec::launch(*c.backward);
+        Exec::launch(*c.backward[p]);
+        c.parity = 1 - p;
 
         ++iterations_;
         reset_window();
@@ -1447,10 +1470,22 @@ private:
         return true;
     }
 
-    /// Records the two graphs of a full-batch step. Nothing runs while they are recorded; the
-    /// layers' host-side bookkeeping (batch norm's sample counts) is that of one step, and is the
-    /// same for every full batch, so the graphs may keep it.
+    /// Records the graphs of a full-batch step, one pair per input buffer. Nothing runs while
+    /// they are recorded; the layers' host-side bookkeeping (batch norm's sample counts) is that
+    /// of one step, and is the same for every full batch, so the graphs may keep it.
     bool capture_step(std::size_t slots)
+        requires(can_capture_steps)
+    {
+        for (std::size_t p = 0; p < 2; ++p) {
+            if (!capture_step(slots, p)) {
+                drop_captured_step();
+                return false;
+            }
+        }
+        return true;
+    }
+
+    bool capture_step(std::size_t slots, std::size_t parity)
         requires(can_capture_steps)
     {
         constexpr std::size_t rows = Batch::extent;
@@ -1460,13 +1495,11 @@ private:
         try {
             Exec::begin_capture(Exec::data(c.sums), slots);
             Exec::from_host(c.host_scalars.data(), 1, device);
-            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
-            Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
             net_->begin_step();
             const pass_context ctx{.training = true, .seed = seed_, .valid_rows = rows, .device_scalars = device};
-            const const_matrix_view out = net_->forward({Exec::data(x_), rows, in_features}, ctx);
+            const const_matrix_view out = net_->forward({Exec::data(c.inputs[parity]), rows, in_features}, ctx);
             const const_matrix_view pred{out.data, rows, out_features};
-            const const_matrix_view target = target_view(rows);
+            const const_matrix_view target{Exec::data(c.targets[parity]), rows, ty};
             (void)loss_->sum(pred, target, Exec::data(grad_), 1.0f, Exec::data(row_scratch_));
             const target_description d = loss_->describe();
             for (const auto& metric : metrics_) (void)metric->sum(pred, target, d, Exec::data(row_scratch_));
@@ -1483,8 +1516,8 @@ private:
             }
             net_->end_step();
             typename Exec::graph backward = Exec::end_capture();
-            c.forward.emplace(std::move(forward));
-            c.backward.emplace(std::move(backward));
+            c.forward[parity].emplace(std::move(forward));
+            c.backward[parity].emplace(std::move(backward));
             return true;
         } catch (const std::exception& e) {
             Exec::abort_capture();
