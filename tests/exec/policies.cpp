@@ -5,6 +5,7 @@
 // and on the GPU. On the host the two must agree exactly: same GEMM, same functors, same
 // summation order.
 #include "../gradient_check.hpp"
+#include "../temp_files.hpp"
 
 #include <cmath>
 #include <string>
@@ -345,4 +346,46 @@ TEST_CASE("a replayed step with a non-finite loss applies nothing") {
     m.train_on_batch(x, y);
     CHECK(m.iterations() == 3);
     CHECK(all_values(m) != before);
+}
+
+TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    const auto x = bw_test::random_matrix(8, 6, 21);
+    xt::xtensor<float, 1> y = {0, 1, 2, 0, 1, 2, 0, 1};
+    M source{bw::seed{1}};
+    M target{bw::seed{2}};
+    for (M* m : {&source, &target}) {
+        m->compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        for (int i = 0; i < 3; ++i) m->train_on_batch(x, y);
+        REQUIRE(m->step_captured());
+    }
+    const bw_test::temp_path file("captured_checkpoint", ".npz");
+    source.save_checkpoint(file.path());
+    target.load_checkpoint(file.path());
+    // Both continue from the same state with seed 1: the same masks, the same weights.
+    for (int i = 0; i < 4; ++i) {
+        source.train_on_batch(x, y);
+        target.train_on_batch(x, y);
+    }
+    CHECK(target.step_captured());
+    check_close(all_values(source), all_values(target), "weights after resuming");
+}
+
+TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, the same update") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    M captured{bw::seed{3}};
+    M eager{bw::seed{3}};
+    eager.set_step_capture(false);
+    const auto x = bw_test::random_matrix(8, 6, 22);
+    xt::xtensor<float, 1> y = {2, 1, 0, 0, 1, 2, 2, 1};
+    for (M* m : {&captured, &eager}) {
+        m->compile(bw::SGD{{.learning_rate = 0.05f, .weight_decay = 0.01f}},
+                   bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        for (int i = 0; i < 8; ++i) m->train_on_batch(x, y);
+    }
+    CHECK(captured.step_captured());
+    const std::vector<float> a = all_values(eager);
+    const std::vector<float> b = all_values(captured);
+    INFO("relative difference " << relative_difference(a, b));
+    CHECK(relative_difference(a, b) <= 1e-5);
 }

@@ -13,6 +13,7 @@
 #endif
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <string>
 #include <string_view>
@@ -122,7 +123,11 @@ public:
                    "cub::DeviceReduce::TransformReduce (sizing)");
         if (bytes > reduce_scratch_.size()) reduce_scratch_.resize(bytes);
         reduce_rows_ = rows;
+        ++generation_;
     }
+    /// Changes whenever the buffers above move. Every model shares them and a captured graph
+    /// holds their addresses, so a model whose graphs are older captures again.
+    std::uint64_t generation() const { return generation_; }
 
     /// sum(p[0 .. n)) in double into *slot, on the stream, without waiting: the reduction a
     /// captured step makes.
@@ -146,8 +151,9 @@ public:
     }
 
     bool capturing() const { return capturing_; }
+    /// One thread drives the policy at a time: every model shares this stream, so work another
+    /// thread queued on it during a capture would be captured too.
     void begin_capture() {
-        // Thread-local mode: another thread's unsafe calls (cudaMalloc) do not break this capture.
         check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
         capturing_ = true;
     }
@@ -214,6 +220,7 @@ private:
     thrust::device_vector<unsigned char> workspace_;
     thrust::device_vector<unsigned char> reduce_scratch_;
     std::size_t reduce_rows_ = 0;
+    std::uint64_t generation_ = 0;
     bool capturing_ = false;
 };
 
@@ -302,6 +309,7 @@ struct cublas_backend {
     static void sum_into(const float* p, std::size_t n, double* slot) { cuda_context::get().sum_into(p, n, slot); }
 
     static bool capturing() { return cuda_context::get().capturing(); }
+    static std::uint64_t shared_buffers_generation() { return cuda_context::get().generation(); }
     static void begin_capture() { cuda_context::get().begin_capture(); }
     static cuda_graph end_capture() { return cuda_graph(cuda_context::get().end_capture()); }
     static void abort_capture() noexcept { cuda_context::get().abort_capture(); }

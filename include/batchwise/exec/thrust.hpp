@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -207,6 +208,9 @@ struct thrust_policy {
     static graph end_capture() { return Backend::end_capture(); }
     /// Ends a capture that failed part-way, dropping what was recorded.
     static void abort_capture() noexcept { Backend::abort_capture(); }
+    /// Changes when scratch that every model shares (and graphs refer to) is reallocated:
+    /// graphs captured under another value must be captured again.
+    static std::uint64_t shared_buffers_generation() { return Backend::shared_buffers_generation(); }
     /// How many sums the last capture sent to slots.
     static std::size_t captured_sums() { return capture_sums().used; }
     /// Runs a graph, ordered after all work submitted before.

@@ -5,6 +5,7 @@
 // and the CUDA toolkit's own Thrust on the include path, the one nvcc uses.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -64,6 +65,8 @@ struct host_thrust_backend {
     }
 
     static bool capturing() { return recording() != nullptr; }
+    /// No buffers are shared between models here.
+    static std::uint64_t shared_buffers_generation() { return 0; }
     static void begin_capture() { recording() = std::make_unique<host_graph>(); }
     static host_graph end_capture() {
         if (!capturing()) throw capture_unsupported("end_capture without begin_capture");

@@ -264,6 +264,8 @@ struct captured_step<Exec> {
     std::array<typename Exec::vector, 2> inputs;
     std::array<typename Exec::vector, 2> targets;
     std::size_t parity = 0;
+    /// Exec::shared_buffers_generation() when the graphs were captured.
+    std::uint64_t generation = 0;
     /// Whether one full step has run eagerly since the graphs were dropped: capture comes
     /// second, so that whatever a library sets up on first use (cuBLAS's heuristics, Thrust's
     /// kernel attributes) happens outside it.
@@ -735,7 +737,8 @@ public:
     /// Turns step capture on (the default where can_capture_steps) or off. With it on, the first
     /// full batch that is a whole optimizer step runs eagerly (a warm-up), the second is captured
     /// and every later one replays the graphs: two launches instead of one per kernel. The
-    /// arithmetic is the same.
+    /// arithmetic is the same, except that plain SGD, which an eager step folds into the weight
+    /// gradient GEMM, runs as its own pass (the same update, rounded differently).
     void set_step_capture(bool enabled) {
         capture_enabled_ = enabled;
         if (!enabled) drop_captured_step();
@@ -853,6 +856,8 @@ public:
         iterations_ = static_cast<std::uint64_t>(iterations.integers[0]);
         learning_rate_ = lr.values[0];
         seed_ = static_cast<std::uint64_t>(position.integers[3]);
+        // Dropout's key is derived from the seed when a step is captured.
+        drop_captured_step();
         if (!Batch::is_static && position.integers[4] > 0) micro_limit_ = static_cast<std::size_t>(position.integers[4]);
         fit_epoch_ = static_cast<std::uint64_t>(position.integers[0]);
         fit_step_ = static_cast<std::size_t>(position.integers[1]);
@@ -1424,6 +1429,9 @@ private:
         requires(can_capture_steps)
     {
         auto& c = captured_;
+        // Another model grew the policy's shared scratch since the capture: the graphs point at
+        // freed memory.
+        if (c.forward[0] && c.generation != Exec::shared_buffers_generation()) drop_captured_step();
         if (!c.warmed_up) {
             c.warmed_up = true;
             return false;
@@ -1441,6 +1449,7 @@ private:
                 Exec::reserve(c.targets[p], n * ty);
             }
             if (!capture_step(slots)) return false;
+            c.generation = Exec::shared_buffers_generation();
         }
         // Everything the graphs read that differs from step to step. The buffers of this parity
         // were last read two steps ago, before the forward pass the host last waited for.
