@@ -289,7 +289,6 @@ private:
     T* data_ = nullptr;
     std::size_t size_ = 0;
 };
-using pinned_host_buffer = pinned_host_array<float>;
 
 template <cuda_math Math>
 struct cublas_backend {
@@ -381,5 +380,6 @@ using cuda_policy = thrust_policy<detail::cublas_backend<Math>>;
 using cuda = cuda_policy<>;
 /// The CUDA execution policy with TF32 tensor-core GEMMs.
 using cuda_tf32 = cuda_policy<cuda_math::tf32>;
+static_assert(!cuda::records_calls, "cuda captures a step by CUDA stream capture, running every call");
 
 }  // namespace batchwise

@@ -127,7 +127,7 @@ struct thrust_policy {
     static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a, const_matrix_view b,
                      float beta, matrix_view c) {
         if (c.rows == 0 || c.cols == 0) return;
-        if (recorded([=] { Backend::gemm(ta, tb, alpha, a, b, beta, c); })) return;
+        if (recording()) return record([=] { Backend::gemm(ta, tb, alpha, a, b, beta, c); });
         Backend::gemm(ta, tb, alpha, a, b, beta, c);
     }
 
@@ -135,13 +135,13 @@ struct thrust_policy {
     template <class F>
     static void for_each(std::size_t n, const F& f) {
         if (n == 0) return;
-        if (recorded([n, f] { thrust_policy::for_each(n, f); })) return;
+        if (recording()) return record([n, f] { thrust_policy::for_each(n, f); });
         thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
     }
 
     static void column_sums(const_matrix_view a, float* out, float beta) {
         if (a.cols == 0) return;
-        if (recorded([=] { Backend::column_sums(a, out, beta); })) return;
+        if (recording()) return record([=] { Backend::column_sums(a, out, beta); });
         Backend::column_sums(a, out, beta);
     }
 
@@ -152,7 +152,11 @@ struct thrust_policy {
             detail::capture_sums& sums = capture_sums();
             if (sums.used == sums.capacity) throw detail::capture_unsupported("more reductions than one each for the loss and the metrics");
             double* slot = sums.slots + sums.used++;
-            if (!recorded([=] { Backend::sum_into(p, n, slot); })) Backend::sum_into(p, n, slot);
+            if (recording()) {
+                record([=] { Backend::sum_into(p, n, slot); });
+            } else {
+                Backend::sum_into(p, n, slot);
+            }
             return 0.0;
         }
         if (n == 0) return 0.0;
@@ -161,11 +165,13 @@ struct thrust_policy {
     }
 
     static void fill(float* p, std::size_t n, float value) {
-        if (n == 0 || recorded([=] { thrust_policy::fill(p, n, value); })) return;
+        if (n == 0) return;
+        if (recording()) return record([=] { thrust_policy::fill(p, n, value); });
         thrust::fill_n(Backend::policy(), p, n, value);
     }
     static void copy(const float* src, std::size_t n, float* dst) {
-        if (n == 0 || src == dst || recorded([=] { thrust_policy::copy(src, n, dst); })) return;
+        if (n == 0 || src == dst) return;
+        if (recording()) return record([=] { thrust_policy::copy(src, n, dst); });
         thrust::copy_n(Backend::policy(), src, n, dst);
     }
     /// Device to host; returns when the values are on the host.
@@ -178,7 +184,8 @@ struct thrust_policy {
     /// host memory when the graph runs, not when it is recorded.
     template <class T>
     static void from_host(const T* host_src, std::size_t n, T* dst) {
-        if (n == 0 || recorded([=] { Backend::from_host(host_src, n, dst); })) return;
+        if (n == 0) return;
+        if (recording()) return record([=] { Backend::from_host(host_src, n, dst); });
         Backend::from_host(host_src, n, dst);
     }
 
@@ -217,17 +224,20 @@ struct thrust_policy {
     static void launch(const graph& g) { Backend::launch(g); }
 
 private:
-    /// On a backend that captures by recording calls (the host), hands `call` to the recording
-    /// and returns true while a capture is open; the GPU's stream capture needs no help.
-    template <class Call>
-    static bool recorded(Call&& call) {
-        if constexpr (requires { Backend::record(std::forward<Call>(call)); }) {
-            if (capturing()) {
-                Backend::record(std::forward<Call>(call));
-                return true;
-            }
+    /// Whether calls are to be recorded instead of run: on a backend that captures by recording
+    /// (the host) while a capture is open. The GPU's stream capture needs no help. Checked before
+    /// a call's closure is built, so that eager calls copy nothing.
+    static constexpr bool records_calls = requires { Backend::record([] {}); };
+    static bool recording() {
+        if constexpr (records_calls) {
+            return capturing();
+        } else {
+            return false;
         }
-        return false;
+    }
+    template <class Call>
+    static void record(Call&& call) {
+        if constexpr (records_calls) Backend::record(std::forward<Call>(call));
     }
 
     static detail::capture_sums& capture_sums() {

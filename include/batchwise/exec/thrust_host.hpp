@@ -112,5 +112,6 @@ private:
 
 /// The Thrust policy on the host: same algorithms and functors as `cuda`, CBLAS for GEMM.
 using thrust_host = thrust_policy<detail::host_thrust_backend>;
+static_assert(thrust_host::records_calls, "thrust_host captures a step by recording the policy's calls");
 
 }  // namespace batchwise
