@@ -203,6 +203,9 @@ struct thrust_policy {
     // ---- capture ----------------------------------------------------------------------------
 
     using graph = typename Backend::graph;
+    /// Whether this backend captures by recording the policy's calls (the host) rather than by
+    /// letting them run into a captured stream (CUDA).
+    static constexpr bool records_calls = requires { Backend::record([] {}); };
 
     static bool capturing() { return Backend::capturing(); }
     /// Starts recording; sums go to slots[0 .. capacity) in call order.
@@ -224,10 +227,9 @@ struct thrust_policy {
     static void launch(const graph& g) { Backend::launch(g); }
 
 private:
-    /// Whether calls are to be recorded instead of run: on a backend that captures by recording
-    /// (the host) while a capture is open. The GPU's stream capture needs no help. Checked before
-    /// a call's closure is built, so that eager calls copy nothing.
-    static constexpr bool records_calls = requires { Backend::record([] {}); };
+    /// Whether calls are to be recorded instead of run: while a capture is open, on a backend
+    /// that captures by recording. Checked before a call's closure is built, so that eager calls
+    /// copy nothing.
     static bool recording() {
         if constexpr (records_calls) {
             return capturing();
