@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -354,6 +355,58 @@ TEST_CASE("bad input: typed errors that name the problem and lose nothing") {
     CHECK_THROWS_AS(model.train_on_batch(x, huge), bw::numeric_error);
     CHECK(all_weights(model) == before);
     CHECK(model.iterations() == 0);
+}
+
+TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits; finite extremes are not") {
+    // The check reads exponent bits in vector lanes: cover every kind of non-finite value, in
+    // the first, a middle and the last position (the vector body and its scalar tail), and the
+    // finite values nearest to them.
+    bw_test::Model<small_net> model{bw::seed{5}};
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(37, 4, 1);
+    const auto y = bw_test::random_matrix(37, 3, 2);
+    const auto before = all_weights(model);
+    const float inf = std::numeric_limits<float>::infinity();
+    const float bad[] = {inf, -inf, std::numeric_limits<float>::quiet_NaN(),
+                         -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN()};
+    const std::size_t rows[] = {0, 17, 36};
+    for (const float v : bad) {
+        for (const std::size_t r : rows) {
+            auto x_bad = x;
+            x_bad(r, r == 36 ? 3 : 0) = v;
+            try {
+                model.train_on_batch(x_bad, y);
+                FAIL("a non-finite input must not train: " << v << " in sample " << r);
+            } catch (const bw::data_error& e) {
+                CHECK(e.sample() == r);
+            }
+            auto y_bad = y;
+            y_bad(r, 2) = v;
+            try {
+                model.train_on_batch(x, y_bad);
+                FAIL("a non-finite target must not train: " << v << " in sample " << r);
+            } catch (const bw::data_error& e) {
+                CHECK(e.sample() == r);
+            }
+        }
+    }
+    CHECK(all_weights(model) == before);
+
+    const float extremes[] = {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                              std::numeric_limits<float>::denorm_min(), -0.0f};
+    for (const float v : extremes) {
+        auto x_edge = x;
+        x_edge(36, 3) = v;
+        CHECK_NOTHROW(model.predict(x_edge));
+    }
+    // The copying check, for inputs that are not already contiguous floats.
+    const xt::xtensor<double, 2> as_double = xt::cast<double>(x);
+    for (const float v : bad) {
+        auto d = as_double;
+        d(36, 3) = static_cast<double>(v);
+        CHECK_THROWS_WITH_AS(model.train_on_batch(d, y), doctest::Contains("sample 36"), bw::data_error);
+    }
+    CHECK(all_weights(model) == before);
 }
 
 TEST_CASE("bad labels name the sample") {

@@ -3,9 +3,11 @@
 // class labels, each reported with the offending sample.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -86,6 +88,13 @@ inline void throw_non_finite(const char* call, const char* what, std::size_t sam
                      sample);
 }
 
+/// Whether a float is infinite or NaN, from its exponent bits. As an integer compare it
+/// vectorises in the loops below; `finite &= std::isfinite(x)` stays one scalar compare per
+/// value, which checking mlp-bench's batch of 2048 x 784 inputs made 7% of a training step.
+constexpr std::uint32_t non_finite_bit(float v) {
+    return static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
+}
+
 /// Copies `rows` samples of `row_size` values from src to dst, rejecting non-finite values.
 /// Messages name a sample by ids[row] when ids are given (its index in a dataset), else by
 /// first_sample + row (its index in the caller's array).
@@ -93,12 +102,12 @@ inline void copy_checked(const float* src, std::size_t rows, std::size_t row_siz
                          std::size_t first_sample, const char* call, const char* what,
                          const std::size_t* ids = nullptr) {
     const std::size_t n = rows * row_size;
-    bool finite = true;
+    std::uint32_t bad = 0;
     for (std::size_t i = 0; i < n; ++i) {
         dst[i] = src[i];
-        finite &= std::isfinite(src[i]);
+        bad |= non_finite_bit(src[i]);
     }
-    if (finite) return;
+    if (bad == 0) return;
     for (std::size_t i = 0; i < n; ++i) {
         if (!std::isfinite(src[i])) {
             const std::size_t row = i / row_size;
@@ -127,9 +136,9 @@ void copy_checked(const X& x, std::size_t row_size, float* dst, const char* call
 inline void check_finite(const float* src, std::size_t rows, std::size_t row_size, const std::size_t* ids,
                          const char* call, const char* what) {
     const std::size_t n = rows * row_size;
-    bool finite = true;
-    for (std::size_t i = 0; i < n; ++i) finite &= std::isfinite(src[i]);
-    if (finite) return;
+    std::uint32_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) bad |= non_finite_bit(src[i]);
+    if (bad == 0) return;
     for (std::size_t i = 0; i < n; ++i) {
         if (!std::isfinite(src[i])) {
             const std::size_t row = i / row_size;
