@@ -311,7 +311,8 @@ TEST_CASE("memory estimates are constant expressions that grow with the batch") 
     static_assert(e.gradient_bytes == 4 * 269322);
     static_assert(M::estimate_memory(2048, 2).optimizer_bytes == 2 * 4 * 269322);
     // The first Dense keeps no input gradient: no layer before it learns.
-    static_assert(e.batch_bytes == 4 * 2048 * ((256) + (256 + 256) + (256 + 256) + (256 + 256) + (10 + 256) +
+    // The ReLUs run over their Dense's output and write their input gradient over dy: no buffers.
+    static_assert(e.batch_bytes == 4 * 2048 * ((256) + 0 + (256 + 256) + 0 + (10 + 256) +
                                                (2 * 10 + 1) +
                                                // A dynamic batch in host memory is read where the
                                                // caller keeps it; other policies copy it into their

@@ -122,3 +122,28 @@ TEST_CASE("Dropout: inference is the identity, training keeps about 1 - rate sca
     const float keep_fraction = loss * 0.5625f;
     CHECK(keep_fraction == doctest::Approx(0.75f).epsilon(0.03));
 }
+
+TEST_CASE("activations run in place only over memory nobody reads again") {
+    using net = bw::Sequential<bw::Input<5>, bw::ReLU, bw::Dense<4>, bw::Sigmoid, bw::ReLU, bw::Flatten, bw::Tanh,
+                               bw::Dense<3>>;
+    using impl = net::network<bw_test::exec>;
+    static_assert(!impl::runs_in_place<0>(), "the first layer's input is the caller's batch");
+    static_assert(impl::runs_in_place<2>(), "a Dense's output is scratch");
+    static_assert(!impl::runs_in_place<3>(), "Sigmoid's backward reads its own output");
+    static_assert(!impl::runs_in_place<5>(), "Flatten's output is its input");
+    // An activation written over the Sigmoid's output would corrupt the Sigmoid's derivative:
+    // the finite differences catch it.
+    check_both<net>(13, 1e-3f, 3e-2);
+
+    // The caller's batch is read in place (cpu_blas), so a leading activation must not write it.
+    bw_test::Model<bw::Sequential<bw::Input<5>, bw::Tanh, bw::Dense<3>>> model{bw::seed{14}};
+    model.compile(bw::SGD{}, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(rows, 5, 15);
+    const auto y = bw_test::random_matrix(rows, 3, 16);
+    const xt::xtensor<float, 2> x_before = x;
+    const xt::xtensor<float, 2> y_before = y;
+    model.train_on_batch(x, y);
+    model.predict(x);
+    CHECK(x == x_before);
+    CHECK(y == y_before);
+}

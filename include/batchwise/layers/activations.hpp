@@ -82,24 +82,31 @@ struct elementwise_activation {
         static constexpr std::size_t trainable_count = 0;
         static constexpr std::size_t non_trainable_count = 0;
         static constexpr std::size_t state_floats = 0;
-        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
-            return rows * In::size * (need_dx ? 2 : 1);
-        }
+        // The output buffer, for a forward that cannot run over its input. The input gradient
+        // needs none: it is written over dy.
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool) { return rows * In::size; }
+        /// Sequential runs forward_in_place, and reserves nothing, after a layer whose output is
+        /// scratch (see LayerImpl in docs/concepts.md): the output then costs no memory and the
+        /// pass touches one array instead of two.
+        static constexpr bool computes_in_place = true;
 
         void initialize(std::uint64_t, std::uint32_t) {}
-        void reserve(std::size_t rows, bool need_dx) {
-            Exec::reserve(out_, rows * In::size);
-            if (need_dx) Exec::reserve(dx_, rows * In::size);
-        }
+        void reserve(std::size_t rows, bool) { Exec::reserve(out_, rows * In::size); }
         const_matrix_view forward(const_matrix_view x, const pass_context&) {
             const matrix_view y{Exec::data(out_), x.rows, x.cols};
             Exec::for_each(x.size(), activation_forward<Fn>{x.data, y.data});
             return y;
         }
+        const_matrix_view forward_in_place(matrix_view x, const pass_context&) {
+            Exec::for_each(x.size(), activation_forward<Fn>{x.data, x.data});
+            return x;
+        }
         const_matrix_view backward(const_matrix_view, const_matrix_view y, const_matrix_view dy,
                                    bool need_dx, bool) {
             if (!need_dx) return {};
-            const matrix_view dx{Exec::data(dx_), y.rows, y.cols};
+            // dy is the network's scratch, read by nothing after this layer (LayerImpl's
+            // contract), so the input gradient goes over it: no buffer, and a cache-warm array.
+            const matrix_view dx{const_cast<float*>(dy.data), y.rows, y.cols};
             Exec::for_each(y.size(), activation_backward<Fn>{y.data, dy.data, dx.data});
             return dx;
         }
@@ -107,7 +114,7 @@ struct elementwise_activation {
         void for_each_variable(F&&) {}
 
     private:
-        typename Exec::vector out_, dx_;
+        typename Exec::vector out_;
     };
 };
 

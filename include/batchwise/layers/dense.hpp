@@ -70,6 +70,9 @@ struct Dense {
         static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
             return rows * Units + (need_dx ? rows * in_features : 0);
         }
+        /// The output is this layer's own buffer and backward does not read it: the layer after
+        /// may compute over it in place (an activation's forward_in_place).
+        static constexpr bool output_is_scratch = true;
 
         impl() {
             Exec::reserve(kernel_, in_features * Units);

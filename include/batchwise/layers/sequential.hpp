@@ -173,10 +173,25 @@ struct Sequential {
             return (layer_impl<I>::state_floats + ... + 0);
         }(std::index_sequence_for<Layers...>{});
 
+        /// Whether layer I computes over its input's memory: it can (computes_in_place), and the
+        /// layer before owns that memory and will not read it again (output_is_scratch). The
+        /// first layer never does: its input is the caller's batch.
+        template <std::size_t I>
+        static constexpr bool runs_in_place() {
+            if constexpr (I == 0) {
+                return false;
+            } else if constexpr (requires { layer_impl<I>::computes_in_place; } &&
+                                 requires { layer_impl<I - 1>::output_is_scratch; }) {
+                return layer_impl<I>::computes_in_place && layer_impl<I - 1>::output_is_scratch;
+            } else {
+                return false;
+            }
+        }
+
         /// Floats of the per-batch buffers reserve(rows) allocates, exactly.
         static constexpr std::size_t buffer_floats(std::size_t rows) {
             return [&]<std::size_t... I>(std::index_sequence<I...>) {
-                return (layer_impl<I>::buffer_floats(rows, needs_input_grad[I]) + ... + 0);
+                return ((runs_in_place<I>() ? 0 : layer_impl<I>::buffer_floats(rows, needs_input_grad[I])) + ... + 0);
             }(std::index_sequence_for<Layers...>{});
         }
 
@@ -195,7 +210,9 @@ struct Sequential {
         }
 
         void reserve(std::size_t rows) {
-            for_each_layer([&]<std::size_t I>(auto& layer) { layer.reserve(rows, needs_input_grad[I]); });
+            for_each_layer([&]<std::size_t I>(auto& layer) {
+                if constexpr (!runs_in_place<I>()) layer.reserve(rows, needs_input_grad[I]);
+            });
         }
 
         /// An optimizer step begins / has been applied: layers that gather statistics over the
@@ -216,7 +233,12 @@ struct Sequential {
             for_each_layer([&]<std::size_t I>(auto& layer) {
                 ctx.layer_index = static_cast<std::uint32_t>(I);
                 inputs_[I] = x;
-                x = layer.forward(x, ctx);
+                if constexpr (runs_in_place<I>()) {
+                    // x is the previous layer's own buffer (output_is_scratch), not const memory.
+                    x = layer.forward_in_place({const_cast<float*>(x.data), x.rows, x.cols}, ctx);
+                } else {
+                    x = layer.forward(x, ctx);
+                }
                 outputs_[I] = x;
             });
             return x;
