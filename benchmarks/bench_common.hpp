@@ -175,6 +175,28 @@ inline void print_result(const std::string& workload, const std::string& system,
     std::fflush(stdout);
 }
 
+/// Resident memory of this process from /proc/self/status, in MiB: `VmRSS` now, `VmHWM` its
+/// peak since the process started or since reset_peak_rss().
+inline double status_mib(const char* field) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    const std::string key = std::string(field) + ":";
+    while (std::getline(in, line)) {
+        if (line.compare(0, key.size(), key) == 0) return std::stod(line.substr(key.size())) / 1024.0;
+    }
+    return -1.0;
+}
+inline double rss_mib() { return status_mib("VmRSS"); }
+inline double peak_rss_mib() { return status_mib("VmHWM"); }
+/// Sets VmHWM back to the current RSS (Linux >= 4.0), so that a later peak_rss_mib() is the peak
+/// of what ran in between.
+inline bool reset_peak_rss() {
+    std::ofstream out("/proc/self/clear_refs");
+    out << "5";
+    out.flush();
+    return static_cast<bool>(out);
+}
+
 /// Command-line options common to the programs: --batch N, --reps R, --samples S, --mode M,
 /// --steps K (tiny-step), --intra-threads T (libtorch).
 struct options {

@@ -51,11 +51,14 @@ def main():
     # (threads, system, batch) -> record; threads is OPENBLAS_NUM_THREADS of the run.
     mlp = defaultdict(dict)
     tiny = {}
+    memory = {}
     for r in rows:
         if r["workload"] in ("mlp-bench", "roofline"):
             mlp[r["blas_threads"]][(r["system"], r["batch"])] = r
         elif r["workload"] == "tiny-step":
             tiny[r["system"]] = r
+        elif r["workload"] == "memory":
+            memory[r["system"]] = r
 
     out = []
     out.append("# mlp-bench: batchwise against its peers and the OpenBLAS roofline\n")
@@ -153,6 +156,25 @@ def main():
             name = f"**{s}**" if s.startswith("batchwise") else s
             out.append(f"| {name} | {r['median']:.3g} | {r['min']:.3g} | {r['max']:.3g} | "
                        f"{r.get('others_cores', 0.0):.2f} |")
+        out.append("")
+
+    if memory:
+        batch = next(iter(memory.values()))["batch"]
+        out.append("## memory\n")
+        out.append(f"mlp-bench at batch {batch}: how far the peak resident memory (VmHWM) grew over "
+                   "building the model and two epochs of training, after the batches were built and "
+                   "OpenBLAS had run one GEMM of the first layer's shape (lower is better); each "
+                   "system in its own process.\n")
+        out.append("| system | peak RSS growth, MiB | library's estimate, MiB | notes |\n|---|---|---|---|")
+        for s in sorted(memory, key=lambda s: memory[s]["median"]):
+            r = memory[s]
+            name = f"**{s}**" if s.startswith("batchwise") else s
+            est = f"{r['estimate_mib']:.1f}" if "estimate_mib" in r else "-"
+            notes = ""
+            if "budget_mib" in r:
+                notes = (f"budget {r['budget_mib']:.1f} MiB: trained in micro-batches of {r['micro_batch']}, "
+                         f"weights within {r['max_weight_difference']:.2g} of the unsplit model's")
+            out.append(f"| {name} | {r['median']:.1f} | {est} | {notes} |")
         out.append("")
 
     open(f"{out_dir}/mlp_bench.md", "w").write("\n".join(out))

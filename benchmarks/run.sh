@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mlp-bench, roofline and tiny-step (BENCHMARKS.md): batchwise against PyTorch, libtorch, dlib and
+# mlp-bench, roofline, tiny-step and memory (BENCHMARKS.md): batchwise against PyTorch, libtorch, dlib and
 # TensorFlow/Keras, all in one run, alternately batch size by batch size, with the same
 # OPENBLAS_CORETYPE and thread counts. Writes benchmarks/results/mlp_bench.{md,png,jsonl}.
 #
@@ -83,7 +83,7 @@ source scripts/env.sh
 
 # --- build ------------------------------------------------------------------------------------------
 cmake --preset benchmarks >/dev/null
-targets=(mlp_bench tiny_step roofline)
+targets=(mlp_bench tiny_step roofline memory)
 available="$(cmake --build --preset benchmarks --target help 2>/dev/null)"
 for t in libtorch_bench dlib_bench; do
     grep -qw "$t" <<<"$available" && targets+=("$t")
@@ -124,7 +124,7 @@ run_one() {
             median="$(sed -n 's/.*"median": \([0-9.e+-]*\).*/\1/p' <<<"$line")"
             unit="$(sed -n 's/.*"unit": "\([^"]*\)".*/\1/p' <<<"$line")"
             if [[ -n $median ]] && { [[ -z $best ]] ||
-                awk -v a="$median" -v b="$best_median" -v u="$unit" 'BEGIN { exit !(u == "us/step" ? a < b : a > b) }'; }; then
+                awk -v a="$median" -v b="$best_median" -v u="$unit" 'BEGIN { exit !(u == "us/step" || u == "MiB" ? a < b : a > b) }'; }; then
                 best="$line"
                 best_median="$median"
             fi
@@ -195,6 +195,13 @@ have dlib_bench && run_one "dlib" "$bin/dlib_bench" --mode tiny --steps $((40000
 have libtorch_bench && run_one "libtorch" "$bin/libtorch_bench" --mode tiny --steps $((20000 / tiny_scale)) --reps "$tiny_reps"
 ((have_torch_py)) && run_one "PyTorch" "$py_deb" benchmarks/peers/torch_bench.py --mode tiny --steps $((10000 / tiny_scale)) --reps "$tiny_reps"
 ((have_tf)) && run_one "Keras tf.function" "$py_tf" benchmarks/peers/keras_mlp_bench.py --mode tiny --intra-threads "$first_threads" --steps $((5000 / tiny_scale)) --reps "$tiny_reps"
+
+# memory at batch 2048 (the quick run's 2048 samples are one batch), one process per figure:
+# memory a model frees stays resident and would hide the next one's.
+echo "== memory (batch 2048, OPENBLAS_NUM_THREADS=$first_threads)"
+run_one "batchwise memory" "$bin/memory" --mode full --batch 2048 --samples "$samples"
+run_one "batchwise memory_budget" "$bin/memory" --mode budget --batch 2048 --samples "$samples"
+have libtorch_bench && run_one "libtorch memory" "$bin/libtorch_bench" --mode memory --batch 2048 --samples "$samples"
 
 # --- report -----------------------------------------------------------------------------------------
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -4,6 +4,7 @@
 //
 //   libtorch_bench --mode mlp --batch N [--intra-threads T] [--reps R]
 //   libtorch_bench --mode tiny [--intra-threads T] [--steps K] [--reps R]
+//   libtorch_bench --mode memory --batch N       (peak RSS growth, as batchwise's memory program)
 //
 // --intra-threads sets at::set_num_threads (ATen's OpenMP pool); the GEMMs go to the system BLAS
 // (OpenBLAS) with OPENBLAS_NUM_THREADS threads. The issue measured 1 intra-op thread with 2
@@ -41,8 +42,12 @@ std::string system_name(const bench::options& o) {
     return "libtorch (intra-op " + std::to_string(o.intra_threads) + ")";
 }
 
-void run_mlp(const bench::options& o) {
-    const bench::dataset d = bench::make_dataset(o.samples);
+struct batches {
+    std::vector<torch::Tensor> xs, ys;
+};
+
+/// The dataset cut into contiguous batches of o.batch samples.
+batches make_batches(const bench::dataset& d, const bench::options& o) {
     const auto n = static_cast<std::int64_t>(o.batch);
     const std::size_t steps = d.samples / o.batch;
     const torch::Tensor all_x =
@@ -54,11 +59,29 @@ void run_mlp(const bench::options& o) {
         torch::from_blob(const_cast<std::int64_t*>(d.y.data()), {static_cast<std::int64_t>(d.samples)},
                          torch::kInt64)
             .clone();
-    std::vector<torch::Tensor> xs, ys;
+    batches b;
     for (std::size_t s = 0; s < steps; ++s) {
-        xs.push_back(all_x.slice(0, static_cast<std::int64_t>(s) * n, static_cast<std::int64_t>(s + 1) * n).contiguous());
-        ys.push_back(all_y.slice(0, static_cast<std::int64_t>(s) * n, static_cast<std::int64_t>(s + 1) * n).contiguous());
+        b.xs.push_back(all_x.slice(0, static_cast<std::int64_t>(s) * n, static_cast<std::int64_t>(s + 1) * n).contiguous());
+        b.ys.push_back(all_y.slice(0, static_cast<std::int64_t>(s) * n, static_cast<std::int64_t>(s + 1) * n).contiguous());
     }
+    return b;
+}
+
+/// One epoch of training steps; returns the last loss.
+float train_epoch(Mlp& model, torch::optim::SGD& opt, const batches& b) {
+    torch::Tensor loss;
+    for (std::size_t s = 0; s < b.xs.size(); ++s) {
+        zero_grad_set_to_none(*model);
+        loss = torch::nn::functional::cross_entropy(model->forward(b.xs[s]), b.ys[s]);
+        loss.backward();
+        opt.step();
+    }
+    return loss.item<float>();
+}
+
+void run_mlp(const bench::options& o) {
+    const bench::dataset d = bench::make_dataset(o.samples);
+    const batches b = make_batches(d, o);
     torch::manual_seed(42);
     Mlp model(784, 256, 10, true);
     torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
@@ -67,14 +90,7 @@ void run_mlp(const bench::options& o) {
     float last = 0.0f;
     for (int rep = 0; rep <= o.reps; ++rep) {
         bench::region r;
-        torch::Tensor loss;
-        for (std::size_t s = 0; s < steps; ++s) {
-            zero_grad_set_to_none(*model);
-            loss = torch::nn::functional::cross_entropy(model->forward(xs[s]), ys[s]);
-            loss.backward();
-            opt.step();
-        }
-        last = loss.item<float>();
+        last = train_epoch(model, opt, b);
         r.stop();
         if (rep > 0) {
             rates.push_back(static_cast<double>(d.samples) / r.wall());
@@ -83,6 +99,29 @@ void run_mlp(const bench::options& o) {
     }
     if (!std::isfinite(last)) return;
     bench::print_result("mlp-bench", system_name(o), o.batch, "samples/s", rates, others / o.reps);
+}
+
+/// memory (BENCHMARKS.md), measured as batchwise's `memory --mode full`: peak RSS growth over
+/// building the model and two epochs, after the batches exist and OpenBLAS has run one GEMM of
+/// the first layer's shape.
+void run_memory(const bench::options& o) {
+    const bench::dataset d = bench::make_dataset(o.samples);
+    const batches b = make_batches(d, o);
+    const auto n = static_cast<std::int64_t>(o.batch);
+    (void)torch::mm(torch::full({n, 784}, 0.5f), torch::full({784, 256}, 0.5f));
+    if (!bench::reset_peak_rss()) {
+        std::fputs("libtorch_bench: cannot reset the peak RSS (/proc/self/clear_refs)\n", stderr);
+        std::exit(1);
+    }
+    const double base = bench::rss_mib();
+    torch::manual_seed(42);
+    Mlp model(784, 256, 10, true);
+    torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.01));
+    train_epoch(model, opt, b);
+    train_epoch(model, opt, b);
+    const double growth = bench::peak_rss_mib() - base;
+    bench::print_result("memory", system_name(o), o.batch, "MiB", {growth}, 0.0,
+                        "\"baseline_rss_mib\": " + std::to_string(base));
 }
 
 void run_tiny(const bench::options& o) {
@@ -120,7 +159,7 @@ void run_tiny(const bench::options& o) {
 
 int main(int argc, char** argv) {
     const char* usage =
-        "usage: libtorch_bench --mode mlp|tiny [--batch N] [--intra-threads T] [--reps R] [--steps K]\n";
+        "usage: libtorch_bench --mode mlp|tiny|memory [--batch N] [--intra-threads T] [--reps R] [--steps K]\n";
     const bench::options o = bench::parse(argc, argv, usage);
     at::set_num_threads(o.intra_threads);
     at::set_num_interop_threads(1);
@@ -128,6 +167,8 @@ int main(int argc, char** argv) {
         run_mlp(o);
     } else if (o.mode == "tiny") {
         run_tiny(o);
+    } else if (o.mode == "memory") {
+        run_memory(o);
     } else {
         std::fputs(usage, stderr);
         return 2;
