@@ -938,9 +938,10 @@ private:
     static constexpr std::size_t accumulator_floats =
         std::is_same_v<accumulator_type, float> ? 0 : 2 * network_type::trainable_count;
 
-    /// Floats per row of the model's own staging: inputs, targets, the loss gradient, a row
-    /// scratch, host copies when the policy's memory is not the host's, and the two pairs of
-    /// input and target buffers that replayed steps alternate between.
+    /// Floats per row of the model's own staging: the loss gradient, a row scratch, inputs and
+    /// targets when batches are copied (copies_batches), host copies when the policy's memory is
+    /// not the host's, and the two pairs of input and target buffers that replayed steps
+    /// alternate between.
     static constexpr std::size_t staging_floats(std::size_t rows) {
         return rows * (2 * out_features + 1) + (copies_batches ? rows * (in_features + out_features) : 0) +
                (host_memory ? 0 : rows * (in_features + out_features)) +
@@ -1241,7 +1242,6 @@ private:
             if (rows > n) std::fill_n(staging_y() + n * ty, (rows - n) * ty, 0.0f);
         }
     }
-
 
     // ---- memory and micro-batches -----------------------------------------------------------------
 
