@@ -43,6 +43,14 @@ inline float host_element(const float* p, std::size_t i) {
 }
 inline void set_element(float* p, std::size_t i, float v) { exec::from_host(&v, 1, p + i); }
 
+/// Every variable of a model, concatenated in order, on the host.
+template <class M>
+std::vector<float> all_weights(const M& model) {
+    std::vector<float> out;
+    for (const auto& [name, w] : model.get_weights()) out.insert(out.end(), w.begin(), w.end());
+    return out;
+}
+
 /// Floats in the policy's memory, filled from and read back to the host.
 class device_array {
 public:

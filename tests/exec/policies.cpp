@@ -201,13 +201,6 @@ bool same_value(double a, double b) {
     return bitwise_expected ? a == b : std::abs(a - b) <= 1e-5 * std::max(std::abs(a), 1e-6);
 }
 
-template <class M>
-std::vector<float> all_values(const M& model) {
-    std::vector<float> out;
-    for (const auto& [name, w] : model.get_weights()) out.insert(out.end(), w.begin(), w.end());
-    return out;
-}
-
 /// A metric that reads the predictions back to the host, as a user's metric might: correct,
 /// but nothing a captured graph can hold.
 struct host_side_mean {
@@ -269,7 +262,7 @@ TEST_CASE("a replayed step trains exactly as eager steps do: schedule, dropout, 
         CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
         CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
     }
-    check_close(all_values(eager), all_values(captured), "weights after 3 epochs");
+    check_close(bw_test::all_weights(eager), bw_test::all_weights(captured), "weights after 3 epochs");
     // It learned: the last epoch's loss is well below the first's.
     CHECK(a.history.at("loss")[2] < 0.8 * a.history.at("loss")[0]);
 }
@@ -292,7 +285,7 @@ TEST_CASE("a step that cannot be captured trains eagerly and says why") {
         }
         CHECK_FALSE(m.step_captured());
         CHECK(m.step_capture_refused().find("a read of device memory on the host") != std::string::npos);
-        check_close(all_values(reference), all_values(m), "weights");
+        check_close(bw_test::all_weights(reference), bw_test::all_weights(m), "weights");
         // compile() tries again: without that metric the step is captured (at the second step).
         m.compile(bw::RMSprop{}, bw::MeanSquaredError{});
         m.train_on_batch(x, y);
@@ -323,7 +316,7 @@ TEST_CASE("a step that cannot be captured trains eagerly and says why") {
         CHECK_FALSE(m.step_captured());
         INFO("refused: " << m.step_capture_refused());
         CHECK(m.step_capture_refused().find("more reductions than one each") != std::string::npos);
-        check_close(all_values(reference), all_values(m), "weights");
+        check_close(bw_test::all_weights(reference), bw_test::all_weights(m), "weights");
     }
 }
 
@@ -337,15 +330,15 @@ TEST_CASE("a replayed step with a non-finite loss applies nothing") {
     CHECK_FALSE(m.step_captured());
     m.train_on_batch(x, y);
     REQUIRE(m.step_captured());
-    const std::vector<float> before = all_values(m);
+    const std::vector<float> before = bw_test::all_weights(m);
     const xt::xtensor<float, 2> huge = xt::ones<float>({4, 2}) * 3e38f;
     CHECK_THROWS_WITH_AS(m.train_on_batch(x, huge), doctest::Contains("the loss is not finite"), bw::numeric_error);
-    CHECK(all_values(m) == before);
+    CHECK(bw_test::all_weights(m) == before);
     CHECK(m.iterations() == 2);
     // The graphs stay valid: the next good batch trains.
     m.train_on_batch(x, y);
     CHECK(m.iterations() == 3);
-    CHECK(all_values(m) != before);
+    CHECK(bw_test::all_weights(m) != before);
 }
 
 TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {
@@ -368,7 +361,7 @@ TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {
         target.train_on_batch(x, y);
     }
     CHECK(target.step_captured());
-    check_close(all_values(source), all_values(target), "weights after resuming");
+    check_close(bw_test::all_weights(source), bw_test::all_weights(target), "weights after resuming");
 }
 
 TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, the same update") {
@@ -384,8 +377,8 @@ TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, t
         for (int i = 0; i < 8; ++i) m->train_on_batch(x, y);
     }
     CHECK(captured.step_captured());
-    const std::vector<float> a = all_values(eager);
-    const std::vector<float> b = all_values(captured);
+    const std::vector<float> a = bw_test::all_weights(eager);
+    const std::vector<float> b = bw_test::all_weights(captured);
     INFO("relative difference " << relative_difference(a, b));
     CHECK(relative_difference(a, b) <= 1e-5);
 }

@@ -19,13 +19,6 @@ std::filesystem::path temp_file(const std::string& name) {
            ("batchwise_model_test_" + std::to_string(::getpid()) + "_" + name);
 }
 
-template <class M>
-std::vector<float> all_weights(const M& model) {
-    std::vector<float> out;
-    for (const auto& [name, w] : model.get_weights()) out.insert(out.end(), w.begin(), w.end());
-    return out;
-}
-
 /// Plain double-precision MLP (Dense, ReLU, Dense, MSE, SGD) written from the textbook
 /// formulas, independent of the library's code paths.
 struct reference_mlp {
@@ -121,7 +114,7 @@ TEST_CASE("static and dynamic batch give bit-identical training") {
         const auto ld = dynamic.train_on_batch(xd, y);
         CHECK(lf.loss == ld.loss);
     }
-    CHECK(all_weights(fixed) == all_weights(dynamic));
+    CHECK(bw_test::all_weights(fixed) == bw_test::all_weights(dynamic));
 }
 
 TEST_CASE("same seed and threads: bit-identical weights; another seed: different weights") {
@@ -137,7 +130,7 @@ TEST_CASE("same seed and threads: bit-identical weights; another seed: different
             for (std::size_t i = 0; i < n; ++i) y(i) = static_cast<float>((i * 7 + step) % 10);
             model.train_on_batch(x, y);
         }
-        return all_weights(model);
+        return bw_test::all_weights(model);
     };
     const auto a = train(42), b = train(42), c = train(43);
     REQUIRE(a.size() == b.size());
@@ -253,9 +246,9 @@ TEST_CASE("weights: save and load bit-identical, Keras-style names") {
     CHECK(arrays[0].second.shape == std::vector<std::size_t>{5, 7});
 
     bw_test::Model<Net> b{bw::seed{2}};
-    CHECK(all_weights(a) != all_weights(b));
+    CHECK(bw_test::all_weights(a) != bw_test::all_weights(b));
     b.load_weights(path);
-    CHECK(all_weights(a) == all_weights(b));
+    CHECK(bw_test::all_weights(a) == bw_test::all_weights(b));
     CHECK(a.predict(x) == b.predict(x));
     std::filesystem::remove(path);
 }
@@ -265,7 +258,7 @@ TEST_CASE("weights: a wrong or damaged file is a typed error and changes nothing
     using Other = bw::Sequential<bw::Input<5>, bw::Dense<8>, bw::Dense<2>>;
     using Fewer = bw::Sequential<bw::Input<5>, bw::Dense<7>>;
     bw_test::Model<Net> model{bw::seed{1}};
-    const auto before = all_weights(model);
+    const auto before = bw_test::all_weights(model);
 
     const auto other_path = temp_file("other.npz");
     bw_test::Model<Other>{bw::seed{3}}.save_weights(other_path);
@@ -288,7 +281,7 @@ TEST_CASE("weights: a wrong or damaged file is a typed error and changes nothing
     std::filesystem::resize_file(path, size / 2);
     CHECK_THROWS_AS(model.load_weights(path), bw::io_error);
     CHECK_THROWS_AS(model.load_weights(temp_file("does_not_exist.npz")), bw::io_error);
-    CHECK(all_weights(model) == before);
+    CHECK(bw_test::all_weights(model) == before);
     for (const auto& p : {other_path, fewer_path, path}) std::filesystem::remove(p);
 }
 
@@ -328,7 +321,7 @@ TEST_CASE("bad input: typed errors that name the problem and lose nothing") {
 
     model.compile(bw::SGD{}, bw::MeanSquaredError{});
     model.train_on_batch(x, y);
-    const auto before = all_weights(model);
+    const auto before = bw_test::all_weights(model);
 
     const auto wrong = bw_test::random_matrix(6, 5, 1);
     CHECK_THROWS_WITH_AS(model.train_on_batch(wrong, y), doctest::Contains("have shape (6, 5)"), bw::shape_error);
@@ -347,13 +340,13 @@ TEST_CASE("bad input: typed errors that name the problem and lose nothing") {
         CHECK(std::string(e.what()).find("sample 4") != std::string::npos);
     }
     CHECK_THROWS_AS(model.predict(nan_x), bw::data_error);
-    CHECK(all_weights(model) == before);
+    CHECK(bw_test::all_weights(model) == before);
 
     // A loss that overflows is reported before the update, which is not applied.
     model.compile(bw::SGD{}, bw::MeanSquaredError{});
     const xt::xtensor<float, 2> huge = xt::ones<float>({6, 3}) * 3e38f;
     CHECK_THROWS_AS(model.train_on_batch(x, huge), bw::numeric_error);
-    CHECK(all_weights(model) == before);
+    CHECK(bw_test::all_weights(model) == before);
     CHECK(model.iterations() == 0);
 }
 
@@ -365,7 +358,7 @@ TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits; finit
     model.compile(bw::SGD{}, bw::MeanSquaredError{});
     const auto x = bw_test::random_matrix(37, 4, 1);
     const auto y = bw_test::random_matrix(37, 3, 2);
-    const auto before = all_weights(model);
+    const auto before = bw_test::all_weights(model);
     const float inf = std::numeric_limits<float>::infinity();
     const float bad[] = {inf, -inf, std::numeric_limits<float>::quiet_NaN(),
                          -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN()};
@@ -390,7 +383,7 @@ TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits; finit
             }
         }
     }
-    CHECK(all_weights(model) == before);
+    CHECK(bw_test::all_weights(model) == before);
 
     const float extremes[] = {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
                               std::numeric_limits<float>::denorm_min(), -0.0f};
@@ -406,7 +399,7 @@ TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits; finit
         d(36, 3) = static_cast<double>(v);
         CHECK_THROWS_WITH_AS(model.train_on_batch(d, y), doctest::Contains("sample 36"), bw::data_error);
     }
-    CHECK(all_weights(model) == before);
+    CHECK(bw_test::all_weights(model) == before);
 }
 
 TEST_CASE("bad labels name the sample") {
@@ -445,7 +438,7 @@ TEST_CASE("static batch: a smaller batch is padded and masked; a larger one is a
         const auto b = dynamic.train_on_batch(x, y);
         CHECK(a.loss == doctest::Approx(b.loss).epsilon(1e-5));
     }
-    const auto wf = all_weights(fixed), wd = all_weights(dynamic);
+    const auto wf = bw_test::all_weights(fixed), wd = bw_test::all_weights(dynamic);
     for (std::size_t i = 0; i < wf.size(); ++i) REQUIRE(wf[i] == doctest::Approx(wd[i]).epsilon(1e-5).scale(1e-6));
 
     CHECK_THROWS_WITH_AS(fixed.train_on_batch(bw_test::random_matrix(9, 4, 1), bw_test::random_matrix(9, 3, 1)),
