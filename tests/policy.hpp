@@ -25,6 +25,13 @@ using exec = batchwise::thrust_host;
 using exec = batchwise::cpu_blas;
 #endif
 
+/// Whether the binary's policy computes in host memory, where the heap hooks of
+/// tests/train/allocations.cpp see its buffers; cuda's are device memory, which they do not.
+inline constexpr bool host_memory = [] {
+    if constexpr (requires { exec::host_memory; }) return bool{exec::host_memory};
+    return false;
+}();
+
 /// batchwise::Model on the binary's policy unless a test names another.
 template <class Net, class Batch = batchwise::dynamic_batch, class Exec = exec,
           class Accum = batchwise::no_accumulation>

@@ -26,6 +26,7 @@
 #include <thrust/system/cuda/execution_policy.h>
 
 #include "batchwise/core/errors.hpp"
+#include "batchwise/core/xtensor.hpp"
 #include "batchwise/exec/thrust.hpp"
 
 namespace batchwise {
@@ -113,30 +114,58 @@ public:
     /// Grows what a step of `rows` rows needs besides the model's buffers: the ones vector, and
     /// the scratch of a reduction into a device slot (a captured step cannot allocate it).
     void reserve_rows(std::size_t rows) {
-        if (ones_.size() >= rows) return;
+        if (ones_.size() < rows) {
+            check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+            ones_.resize(rows, 1.0f);
+            ++generation_;
+        }
+        reserve_reduction(rows);
+    }
+    /// Scratch for reductions over up to `items` values (the number of inputs of a batch, for
+    /// the device's check of it).
+    void reserve_reduction(std::size_t items) {
+        if (items <= reduce_items_) return;
         check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-        ones_.resize(rows, 1.0f);
         std::size_t bytes = 0;
         check_cuda(cub::DeviceReduce::TransformReduce(nullptr, bytes, static_cast<const float*>(nullptr),
-                                                      static_cast<double*>(nullptr), rows, thrust::plus<double>(),
+                                                      static_cast<double*>(nullptr), items, thrust::plus<double>(),
                                                       widen_to_double{}, 0.0, stream_),
                    "cub::DeviceReduce::TransformReduce (sizing)");
-        if (bytes > reduce_scratch_.size()) reduce_scratch_.resize(bytes);
-        reduce_rows_ = rows;
-        ++generation_;
+        if (bytes > reduce_scratch_.size()) {
+            reduce_scratch_.resize(bytes);
+            ++generation_;
+        }
+        reduce_items_ = items;
     }
     /// Changes whenever the buffers above move. Every model shares them and a captured graph
     /// holds their addresses, so a model whose graphs are older captures again.
     std::uint64_t generation() const { return generation_; }
 
-    /// sum(p[0 .. n)) in double into *slot, on the stream, without waiting: the reduction a
+    /// sum(t(p[0 .. n))) in double into *slot, on the stream, without waiting: the reduction a
     /// captured step makes.
-    void sum_into(const float* p, std::size_t n, double* slot) {
-        if (n > reduce_rows_) throw capture_unsupported("a reduction over more rows than the model reserved");
+    template <class Transform = widen_to_double>
+    void sum_into(const float* p, std::size_t n, double* slot, Transform t = {}) {
+        if (n > reduce_items_) throw capture_unsupported("a reduction over more values than the model reserved");
         std::size_t bytes = reduce_scratch_.size();
         check_cuda(cub::DeviceReduce::TransformReduce(thrust::raw_pointer_cast(reduce_scratch_.data()), bytes, p, slot,
-                                                      n, thrust::plus<double>(), widen_to_double{}, 0.0, stream_),
+                                                      n, thrust::plus<double>(), t, 0.0, stream_),
                    "cub::DeviceReduce::TransformReduce");
+    }
+
+    /// sum(t(p[0 .. n))) in double, returned to the host, through the scratch reserve_rows
+    /// sized: an eager step allocates nothing. thrust::transform_reduce would cudaMalloc and
+    /// cudaFree its temporary storage on every loss and metric, and the free waits for the
+    /// whole device. False, having done nothing, for more values than were reserved (a network
+    /// used without a Model).
+    template <class Transform = widen_to_double>
+    bool try_sum(const float* p, std::size_t n, double& out, Transform t = {}) {
+        if (n == 0 || n > reduce_items_) return false;
+        sum_into(p, n, device_sum_, t);
+        check_cuda(cudaMemcpyAsync(host_sum_, device_sum_, sizeof(double), cudaMemcpyDeviceToHost, stream_),
+                   "cudaMemcpyAsync (device to host)");
+        check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        out = *host_sum_;
+        return true;
     }
 
     /// Host-to-device copies on the side stream, overlapping the compute stream's queued work;
@@ -181,6 +210,8 @@ private:
         check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         check_cuda(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         check_cuda(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        check_cuda(cudaMalloc(reinterpret_cast<void**>(&device_sum_), sizeof(double)), "cudaMalloc");
+        check_cuda(cudaMallocHost(reinterpret_cast<void**>(&host_sum_), sizeof(double)), "cudaMallocHost");
         check_cublas(cublasCreate(&cublas_), "cublasCreate");
         check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
         // cuBLAS's own workspace is allocated behind the caller's back, which a captured step
@@ -207,6 +238,8 @@ private:
     // Destroyed at exit, when the driver may already be shutting down: errors are ignored.
     ~cuda_context() {
         if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+        if (host_sum_ != nullptr) (void)cudaFreeHost(host_sum_);
+        if (device_sum_ != nullptr) (void)cudaFree(device_sum_);
         if (copies_done_ != nullptr) (void)cudaEventDestroy(copies_done_);
         if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
         if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
@@ -216,10 +249,12 @@ private:
     cudaStream_t copy_stream_ = nullptr;
     cudaEvent_t copies_done_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
+    double* device_sum_ = nullptr;
+    double* host_sum_ = nullptr;
     thrust::device_vector<float> ones_;
     thrust::device_vector<unsigned char> workspace_;
     thrust::device_vector<unsigned char> reduce_scratch_;
-    std::size_t reduce_rows_ = 0;
+    std::size_t reduce_items_ = 0;
     std::uint64_t generation_ = 0;
     bool capturing_ = false;
 };
@@ -304,8 +339,25 @@ struct cublas_backend {
         check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
     }
     static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_rows(rows); }
+    /// Page-locked by cudaMallocHost (pinned_allocator) or cudaHostRegister.
+    static bool is_pinned(const void* p) {
+        cudaPointerAttributes a{};
+        if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return a.type == cudaMemoryTypeHost;
+    }
 
-    static void sum_into(const float* p, std::size_t n, double* slot) { cuda_context::get().sum_into(p, n, slot); }
+    static void reserve_reduction(std::size_t items) { cuda_context::get().reserve_reduction(items); }
+    template <class Transform>
+    static void sum_into(const float* p, std::size_t n, double* slot, Transform t) {
+        cuda_context::get().sum_into(p, n, slot, t);
+    }
+    template <class Transform>
+    static bool try_sum(const float* p, std::size_t n, double& out, Transform t) {
+        return cuda_context::get().try_sum(p, n, out, t);
+    }
 
     static bool capturing() { return cuda_context::get().capturing(); }
     static std::uint64_t shared_buffers_generation() { return cuda_context::get().generation(); }
@@ -371,6 +423,29 @@ struct cublas_backend {
 };
 
 }  // namespace detail
+
+/// Page-locked host memory as a standard allocator, for the tensors batches are kept in: the
+/// cuda policy copies a batch from such memory to the GPU directly, while the host checks it,
+/// instead of copying it into its own staging buffer first (PyTorch's pin_memory()). Throws
+/// std::bad_alloc when the memory cannot be had, device_error when there is no usable driver.
+template <class T>
+struct pinned_allocator {
+    using value_type = T;
+    pinned_allocator() noexcept = default;
+    template <class U>
+    explicit pinned_allocator(const pinned_allocator<U>&) noexcept {}
+    T* allocate(std::size_t n) {
+        void* p = nullptr;
+        detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
+    friend bool operator==(const pinned_allocator&, const pinned_allocator&) noexcept { return true; }
+};
+
+/// A row-major xtensor in pinned memory: `bw::pinned_tensor<float, 2> x = xt::zeros<float>({n, 784});`
+template <class T, std::size_t N>
+using pinned_tensor = xt::xtensor<T, N, xt::layout_type::row_major, pinned_allocator<T>>;
 
 /// The CUDA execution policy with a chosen GEMM precision.
 template <cuda_math Math = cuda_math::fp32>

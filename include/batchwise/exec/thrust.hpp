@@ -52,6 +52,12 @@ struct widen_to_double {
     BATCHWISE_HOST_DEVICE double operator()(float x) const { return static_cast<double>(x); }
 };
 
+/// 1 for an infinite or NaN value, else 0: summed, the number of non-finite values (x - x is 0
+/// for every finite x and NaN otherwise).
+struct non_finite_as_double {
+    BATCHWISE_HOST_DEVICE double operator()(float x) const { return x - x == 0.0f ? 0.0 : 1.0; }
+};
+
 /// A step being captured reached something a graph cannot hold: a read back to the host, an
 /// allocation, a reduction with nowhere to go. The model then trains that step eagerly.
 class capture_unsupported : public std::logic_error {
@@ -91,6 +97,17 @@ struct thrust_policy {
 
     /// Called once when a model is built: raises device_error when the device is unusable.
     static void prepare() { Backend::prepare(); }
+    /// Waits until the work queued so far has run.
+    static void synchronize() { Backend::synchronize(); }
+    /// Whether the host memory at p is page-locked, so that the device can copy a batch from
+    /// it directly instead of through the staging buffer.
+    static bool is_pinned(const void* p) {
+        if constexpr (requires { Backend::is_pinned(p); }) {
+            return Backend::is_pinned(p);
+        } else {
+            return false;
+        }
+    }
 
     /// Grows `v` to at least `n` elements; never shrinks. A failed device allocation arrives as
     /// thrust::system::detail::bad_alloc, a std::bad_alloc, which the model's out-of-memory
@@ -147,21 +164,37 @@ struct thrust_policy {
 
     /// Sum of n floats in double, returned to the host (losses and metrics). While a step is
     /// captured: written into the next device slot instead, and 0 returned.
-    static double sum(const float* p, std::size_t n) {
+    template <class Transform = detail::widen_to_double>
+    static double sum(const float* p, std::size_t n, Transform t = {}) {
         if (capturing()) {
             detail::capture_sums& sums = capture_sums();
             if (sums.used == sums.capacity) throw detail::capture_unsupported("more reductions than one each for the loss and the metrics");
             double* slot = sums.slots + sums.used++;
             if (recording()) {
-                record([=] { Backend::sum_into(p, n, slot); });
+                record([=] { Backend::sum_into(p, n, slot, t); });
             } else {
-                Backend::sum_into(p, n, slot);
+                Backend::sum_into(p, n, slot, t);
             }
             return 0.0;
         }
         if (n == 0) return 0.0;
-        return thrust::transform_reduce(Backend::policy(), p, p + n, detail::widen_to_double{}, 0.0,
-                                        thrust::plus<double>());
+        if constexpr (requires(double& out) { Backend::try_sum(p, n, out, t); }) {
+            double out = 0.0;
+            if (Backend::try_sum(p, n, out, t)) return out;
+        }
+        return thrust::transform_reduce(Backend::policy(), p, p + n, t, 0.0, thrust::plus<double>());
+    }
+
+    /// How many of n floats are infinite or NaN, reduced as sum() is (into a slot while a step
+    /// is captured): the device's check of a batch sent to it straight from pinned memory.
+    static double count_non_finite(const float* p, std::size_t n) {
+        return sum(p, n, detail::non_finite_as_double{});
+    }
+
+    /// Makes reductions over up to `items` values allocation-free (their scratch), so that
+    /// count_non_finite over a whole batch can be captured.
+    static void reserve_reduction(std::size_t items) {
+        if constexpr (requires { Backend::reserve_reduction(items); }) Backend::reserve_reduction(items);
     }
 
     static void fill(float* p, std::size_t n, float value) {

@@ -60,8 +60,9 @@ struct host_thrust_backend {
     static void record(Call&& call) {
         recording()->calls_.emplace_back(std::forward<Call>(call));
     }
-    static void sum_into(const float* p, std::size_t n, double* slot) {
-        *slot = thrust::transform_reduce(policy(), p, p + n, widen_to_double{}, 0.0, thrust::plus<double>());
+    template <class Transform>
+    static void sum_into(const float* p, std::size_t n, double* slot, Transform t) {
+        *slot = thrust::transform_reduce(policy(), p, p + n, t, 0.0, thrust::plus<double>());
     }
 
     static bool capturing() { return recording() != nullptr; }

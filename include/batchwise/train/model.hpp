@@ -1126,8 +1126,9 @@ private:
 
     /// Every input finite and every target valid, before any of the batch is trained: a bad
     /// sample stops the call with nothing of the batch half-accumulated.
-    void validate(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
-        detail::check_finite(x, n, in_features, ids, call, "input");
+    void validate(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call,
+                  bool inputs = true) {
+        if (inputs) detail::check_finite(x, n, in_features, ids, call, "input");
         if (loss_->describe().sparse_labels) {
             detail::check_labels(y, n, out_features, ids, call);
         } else {
@@ -1223,24 +1224,54 @@ private:
     /// Copies n rows of inputs (and, when y is given, targets) into the micro-batch buffers of
     /// `rows` rows; rows past n are zero padding.
     void stage(const float* x, const float* y, std::size_t n, std::size_t rows) {
-        stage_on_host(x, y, n, rows);
+        const float* from = stage_on_host(x, y, n, rows);
         if constexpr (!host_memory) {
             const std::size_t ty = target_cols();
-            Exec::from_host(staging_host_x_.data(), rows * in_features, Exec::data(x_));
+            Exec::from_host(from, rows * in_features, Exec::data(x_));
             if (y != nullptr) Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
+            if (deferred_check_.active) {
+                deferred_check_.active = false;
+                if (Exec::count_non_finite(Exec::data(x_), n * in_features) != 0.0) reject_non_finite_inputs(x, n);
+            }
         }
     }
 
     /// The host half of stage: into the staging buffers, or straight into the policy's buffers
-    /// when they are host memory.
-    void stage_on_host(const float* x, const float* y, std::size_t n, std::size_t rows) {
+    /// when they are host memory. Returns where the copy to the device reads the inputs: the
+    /// caller's own rows when they are in pinned memory and need no padding, else the staging
+    /// buffer, checked in the same pass that fills it when feed deferred the check. Pinned rows
+    /// that feed left unchecked (deferred_check_ still active) are checked by the device after
+    /// the copy: the host never reads them at all unless the device finds a bad value.
+    const float* stage_on_host(const float* x, const float* y, std::size_t n, std::size_t rows) {
         const std::size_t ty = target_cols();
-        std::copy_n(x, n * in_features, staging_x());
-        if (rows > n) std::fill_n(staging_x() + n * in_features, (rows - n) * in_features, 0.0f);
+        const float* from = staging_x();
+        if constexpr (!host_memory) {
+            if (rows == n && Exec::is_pinned(x)) from = x;
+        }
+        if (from != x) {
+            if (deferred_check_.active) {
+                deferred_check_.active = false;
+                detail::copy_checked(x, n, in_features, staging_x(), 0, deferred_check_.call, "input",
+                                     deferred_check_.ids);
+            } else {
+                std::copy_n(x, n * in_features, staging_x());
+            }
+            if (rows > n) std::fill_n(staging_x() + n * in_features, (rows - n) * in_features, 0.0f);
+        }
         if (y != nullptr) {
             std::copy_n(y, n * ty, staging_y());
             if (rows > n) std::fill_n(staging_y() + n * ty, (rows - n) * ty, 0.0f);
         }
+        return from;
+    }
+
+    /// The device counted a non-finite value among inputs sent from the caller's pinned rows:
+    /// the host finds it, to name the sample. Nothing has read the copy but the count and a
+    /// forward pass, which changes no state.
+    [[noreturn]] void reject_non_finite_inputs(const float* x, std::size_t n) {
+        detail::check_finite(x, n, in_features, deferred_check_.ids, deferred_check_.call, "input");
+        throw device_error(std::string(deferred_check_.call) +
+                           ": the device counted a non-finite input that the host does not find");
     }
 
     // ---- memory and micro-batches -----------------------------------------------------------------
@@ -1260,6 +1291,7 @@ private:
         }
         net_->reserve(rows);
         if constexpr (requires { Exec::reserve_rows(rows); }) Exec::reserve_rows(rows);
+        if constexpr (!host_memory) Exec::reserve_reduction(rows * in_features);
         if constexpr (copies_batches) {
             Exec::reserve(x_, rows * in_features);
             Exec::reserve(y_, rows * out_features);
@@ -1344,7 +1376,21 @@ private:
     /// Trains on n rows as one call's worth of micro-batches: splits them at window boundaries,
     /// steps the optimizer whenever a window is complete, and returns the rows' loss and metrics.
     logs feed(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
-        validate(x, y, ids, n, call);
+        // On a policy with its own memory the inputs are checked while they are staged, which
+        // saves the host a pass over the batch. Only where the call is one micro-batch that
+        // allocates nothing: then no part of it can be trained before the check has seen all
+        // of it.
+        bool defer = false;
+        if constexpr (!host_memory) {
+            const std::size_t target = window_target_samples();
+            defer = (target == 0 || n <= target - window_samples_) && n <= micro_limit_ && n <= capacity_;
+        }
+        validate(x, y, ids, n, call, !defer);
+        deferred_check_ = {ids, call, defer};
+        struct clear_deferred {
+            deferred_check& d;
+            ~clear_deferred() { d.active = false; }
+        } clear{deferred_check_};
         step_sums sums;
         const std::size_t ty = target_cols();
         std::size_t done = 0;
@@ -1461,7 +1507,8 @@ private:
             c.warmed_up = true;
             return false;
         }
-        const std::size_t slots = 1 + metrics_.size();
+        // The loss, each metric, and the count of non-finite inputs.
+        const std::size_t slots = 2 + metrics_.size();
         const std::size_t ty = target_cols();
         reserve(n);
         if (!c.forward[0]) {
@@ -1479,8 +1526,10 @@ private:
         // Everything the graphs read that differs from step to step. The buffers of this parity
         // were last read two steps ago, before the forward pass the host last waited for.
         const std::size_t p = c.parity;
-        stage_on_host(x, y, n, n);
-        Exec::copy_ahead(staging_host_x_.data(), n * in_features, Exec::data(c.inputs[p]));
+        const float* from = stage_on_host(x, y, n, n);
+        const bool device_checks = deferred_check_.active;
+        deferred_check_.active = false;
+        Exec::copy_ahead(from, n * in_features, Exec::data(c.inputs[p]));
         Exec::copy_ahead(staging_host_y_.data(), n * ty, Exec::data(c.targets[p]));
         Exec::await_copies();
         step_scalars s = optimizer_->scalars(iterations_ + 1, learning_rate_, 1.0f / static_cast<float>(n));
@@ -1490,6 +1539,7 @@ private:
 
         Exec::launch(*c.forward[p]);
         Exec::to_host(Exec::data(c.sums), slots, c.host_sums.data());
+        if (device_checks && c.host_sums[slots - 1] != 0.0) reject_non_finite_inputs(x, n);
         const double loss_sum = c.host_sums[0];
         if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         for (std::size_t m = 0; m < metrics_.size(); ++m) sums.metrics[m] += c.host_sums[1 + m];
@@ -1537,9 +1587,10 @@ private:
             (void)loss_->sum(pred, target, Exec::data(grad_), 1.0f, Exec::data(row_scratch_));
             const target_description d = loss_->describe();
             for (const auto& metric : metrics_) (void)metric->sum(pred, target, d, Exec::data(row_scratch_));
+            (void)Exec::count_non_finite(Exec::data(c.inputs[parity]), rows * in_features);
             typename Exec::graph forward = Exec::end_capture();
             if (Exec::captured_sums() != slots) {
-                throw std::logic_error("the loss and the metrics reduced " + std::to_string(Exec::captured_sums()) +
+                throw std::logic_error("the loss and the metrics reduced " + std::to_string(Exec::captured_sums() - 1) +
                                        " times, not one each");
             }
 
@@ -1696,6 +1747,13 @@ private:
     std::uint64_t sample_cursor_ = 0;
     std::size_t capacity_ = 0;
     typename Exec::vector x_, y_, grad_, row_scratch_;
+    /// An input check feed left to the staging of its one micro-batch (stage_on_host).
+    struct deferred_check {
+        const std::size_t* ids = nullptr;
+        const char* call = nullptr;
+        bool active = false;
+    };
+    deferred_check deferred_check_;
     // Host side of the staging when the policy's memory is not the host's, in the memory the
     // policy copies from fastest (page-locked for CUDA).
     typename detail::host_staging<Exec>::type staging_host_x_, staging_host_y_;
