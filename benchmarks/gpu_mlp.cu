@@ -3,11 +3,15 @@
 // GPU at batch 128 ... 65536, and the cuBLAS roofline of the step's 8 GEMMs.
 //
 //   gpu_mlp --mode static  --batch N   Model<Net, static_batch<N>, cuda>, train_on_batch over
-//                                      batches held in host memory (each is staged through
-//                                      pinned memory and copied, as a training loop does);
-//                                      the step is captured as CUDA graphs and replayed
+//                                      batches held in pinned host memory (bw::pinned_tensor,
+//                                      as PyTorch's peer pins its batches): each is copied to
+//                                      the GPU while the host checks it; the step is captured
+//                                      as CUDA graphs and replayed
 //   gpu_mlp --mode static-eager ...    the same with step capture off: one launch per kernel
-//   gpu_mlp --mode dynamic --batch N   Model<Net, dynamic_batch, cuda>, the same loop
+//   gpu_mlp --mode static-pageable ... the graphs with batches in ordinary (pageable) memory:
+//                                      each is checked while it is copied into the model's
+//                                      pinned staging, then sent
+//   gpu_mlp --mode dynamic --batch N   Model<Net, dynamic_batch, cuda>, pinned batches
 //   gpu_mlp --mode roofline --batch N  the 8 SGEMMs of one step through cuBLAS on device
 //                                      buffers, timed with CUDA events: the GEMM limit
 //
@@ -20,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 #include <utility>
 
 #include "bench_common.hpp"
@@ -46,25 +51,15 @@ std::string device_name() {
     return p.name;
 }
 
-template <class Model>
+template <class Model, class X, class Y>
 std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others) {
-    using X = typename Model::input_batch;
-    constexpr bool fixed = Model::batch_policy::is_static;
-    using Y = std::conditional_t<fixed, xt::xtensor_fixed<float, xt::xshape<Model::batch_policy::extent>>,
-                                 xt::xtensor<float, 1>>;
     const std::size_t n = o.batch;
     const std::size_t steps = d.samples / n;
-    // Large static batches live on the heap: xtensor_fixed of 65536 x 784 floats would not fit
-    // on a stack.
     std::vector<std::unique_ptr<X>> xs(steps);
     std::vector<std::unique_ptr<Y>> ys(steps);
     for (std::size_t s = 0; s < steps; ++s) {
-        xs[s] = std::make_unique<X>();
-        ys[s] = std::make_unique<Y>();
-        if constexpr (!fixed) {
-            *xs[s] = X::from_shape({n, bench::in_features});
-            *ys[s] = Y::from_shape({n});
-        }
+        xs[s] = std::make_unique<X>(X::from_shape({n, bench::in_features}));
+        ys[s] = std::make_unique<Y>(Y::from_shape({n}));
         std::copy_n(d.x.data() + s * n * bench::in_features, n * bench::in_features, xs[s]->data());
         for (std::size_t i = 0; i < n; ++i) ys[s]->data()[i] = static_cast<float>(d.y[s * n + i]);
     }
@@ -84,6 +79,15 @@ std::vector<double> train_epochs(Model& model, const bench::dataset& d, const be
 }
 
 template <class Model>
+std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others,
+                                 bool pinned) {
+    if (pinned) {
+        return train_epochs<Model, bw::pinned_tensor<float, 2>, bw::pinned_tensor<float, 1>>(model, d, o, others);
+    }
+    return train_epochs<Model, xt::xtensor<float, 2>, xt::xtensor<float, 1>>(model, d, o, others);
+}
+
+template <class Model>
 void compile(Model& model) {
     model.compile(bw::SGD{{.learning_rate = 0.01f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
 }
@@ -91,19 +95,21 @@ void compile(Model& model) {
 std::string extra() { return "\"device\": \"" + device_name() + "\", \"tf32\": false"; }
 
 template <std::size_t N>
-bool run_static(const bench::dataset& d, const bench::options& o, bool capture) {
+bool run_static(const bench::dataset& d, const bench::options& o, bool capture, bool pinned) {
     if (o.batch != N) return false;
     auto model = std::make_unique<bw::Model<Net, bw::static_batch<N>, bw::cuda>>(bw::seed{42});
     model->set_step_capture(capture);
     compile(*model);
     double others = 0.0;
-    const auto rates = train_epochs(*model, d, o, others);
+    const auto rates = train_epochs(*model, d, o, others, pinned);
     if (capture && !model->step_captured()) {
         std::fprintf(stderr, "gpu_mlp: the step was not captured: %s\n", model->step_capture_refused().c_str());
         std::exit(4);
     }
-    bench::print_result("gpu-mlp", capture ? "batchwise static (graphs)" : "batchwise static (eager)", N,
-                        "samples/s", rates, others, extra());
+    const char* system = !pinned ? "batchwise static (graphs, pageable)"
+                         : capture ? "batchwise static (graphs)"
+                                   : "batchwise static (eager)";
+    bench::print_result("gpu-mlp", system, N, "samples/s", rates, others, extra());
     return true;
 }
 
@@ -111,7 +117,7 @@ void run_dynamic(const bench::dataset& d, const bench::options& o) {
     bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{42}};
     compile(model);
     double others = 0.0;
-    const auto rates = train_epochs(model, d, o, others);
+    const auto rates = train_epochs(model, d, o, others, true);
     bench::print_result("gpu-mlp", "batchwise dynamic", o.batch, "samples/s", rates, others, extra());
 }
 
@@ -164,7 +170,8 @@ void run_roofline(const bench::options& o) {
 
 int main(int argc, char** argv) {
     const char* usage =
-        "usage: gpu_mlp --batch N --mode static|static-eager|dynamic|roofline [--reps R] [--samples S]\n";
+        "usage: gpu_mlp --batch N --mode static|static-eager|static-pageable|dynamic|roofline [--reps R] "
+        "[--samples S]\n";
     const bench::options o = bench::parse(argc, argv, usage, gpu_samples);
     try {
         if (o.mode == "roofline") {
@@ -172,13 +179,13 @@ int main(int argc, char** argv) {
             return 0;
         }
         const bench::dataset d = bench::make_dataset(o.samples);
-        if (o.mode == "static" || o.mode == "static-eager") {
+        if (o.mode == "static" || o.mode == "static-eager" || o.mode == "static-pageable") {
             const bool ran = [&]<std::size_t... N>(std::index_sequence<N...>) {
-                return (run_static<N>(d, o, o.mode == "static") || ...);
-            }(std::index_sequence<128, 512, 2048, 8192, 32768, 65536>{});
+                return (run_static<N>(d, o, o.mode != "static-eager", o.mode != "static-pageable") || ...);
+            }(std::index_sequence<128, 256, 512, 1024, 2048, 8192, 32768, 65536>{});
             if (!ran) {
-                std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated (128 512 2048 8192 32768 65536)\n",
-                             o.batch);
+                std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated (128 256 512 1024 2048 8192 "
+                             "32768 65536)\n", o.batch);
                 return 2;
             }
         } else if (o.mode == "dynamic") {
