@@ -263,10 +263,14 @@ private:
 class cuda_graph {
 public:
     cuda_graph() = default;
+    /// Instantiated and uploaded to the device at once: otherwise the driver does the upload,
+    /// allocating host memory, at the first launch, which for the second of the alternating
+    /// pairs of graphs is a steady-state step.
     explicit cuda_graph(cudaGraph_t g) {
         const cudaError_t status = cudaGraphInstantiate(&exec_, g, 0);
         (void)cudaGraphDestroy(g);
         check_cuda(status, "cudaGraphInstantiate");
+        check_cuda(cudaGraphUpload(exec_, cuda_context::get().stream()), "cudaGraphUpload");
     }
     cuda_graph(const cuda_graph&) = delete;
     cuda_graph& operator=(const cuda_graph&) = delete;

@@ -1266,8 +1266,10 @@ private:
     }
 
     /// The device counted a non-finite value among inputs sent from the caller's pinned rows:
-    /// the host finds it, to name the sample. Nothing has read the copy but the count and a
-    /// forward pass, which changes no state.
+    /// the host finds it, to name the sample. Nothing has read the copy but the count and, in a
+    /// captured step, the forward graph, whose only lasting writes are the step's batch-norm
+    /// statistics, which the next step's forward pass starts afresh; the backward graph, which
+    /// updates weights, moving averages and optimizer state, is never launched.
     [[noreturn]] void reject_non_finite_inputs(const float* x, std::size_t n) {
         detail::check_finite(x, n, in_features, deferred_check_.ids, deferred_check_.call, "input");
         throw device_error(std::string(deferred_check_.call) +
