@@ -5,8 +5,8 @@
 //   gpu_mlp --mode static  --batch N   Model<Net, static_batch<N>, cuda>, train_on_batch over
 //                                      batches held in pinned host memory (bw::pinned_tensor,
 //                                      as PyTorch's peer pins its batches): each is copied to
-//                                      the GPU while the host checks it; the step is captured
-//                                      as CUDA graphs and replayed
+//                                      the GPU from there and checked by the GPU; the step is
+//                                      captured as CUDA graphs and replayed
 //   gpu_mlp --mode static-eager ...    the same with step capture off: one launch per kernel
 //   gpu_mlp --mode static-pageable ... the graphs with batches in ordinary (pageable) memory:
 //                                      each is checked while it is copied into the model's

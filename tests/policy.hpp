@@ -25,12 +25,13 @@ using exec = batchwise::thrust_host;
 using exec = batchwise::cpu_blas;
 #endif
 
-/// Whether the binary's policy computes in host memory, where the heap hooks of
-/// tests/train/allocations.cpp see its buffers; cuda's are device memory, which they do not.
-inline constexpr bool host_memory = [] {
-    if constexpr (requires { exec::host_memory; }) return bool{exec::host_memory};
-    return false;
-}();
+/// Whether the binary's policy keeps its buffers on the host heap, where the malloc hooks of
+/// tests/train/allocations.cpp see them: cpu_blas and thrust_host do, cuda's are device memory.
+#if defined(BATCHWISE_TEST_CUDA)
+inline constexpr bool buffers_on_heap = false;
+#else
+inline constexpr bool buffers_on_heap = true;
+#endif
 
 /// batchwise::Model on the binary's policy unless a test names another.
 template <class Net, class Batch = batchwise::dynamic_batch, class Exec = exec,

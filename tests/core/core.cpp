@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <set>
+#include <string_view>
 
 namespace bw = batchwise;
 
@@ -53,6 +55,53 @@ TEST_CASE("concepts accept the library's types and reject others") {
     CHECK(bw::OptimizerFor<bw::Adam, bw_test::exec>);
     CHECK(bw::LossFor<bw::SparseCategoricalCrossentropy, bw_test::exec>);
     CHECK(bw::MetricFor<bw::metrics::accuracy_metric, bw_test::exec>);
+}
+
+namespace {
+/// An execution policy written to the ExecutionPolicy concept and nothing more (no host_memory,
+/// no pinned memory, no device check, no capture), computing through cpu_blas.
+struct concept_only {
+    static constexpr std::string_view name = "concept_only";
+    using vector = bw::cpu_blas::vector;
+    static void prepare() {}
+    static void reserve(vector& v, std::size_t n) { bw::cpu_blas::reserve(v, n); }
+    static float* data(vector& v) { return v.data(); }
+    static const float* data(const vector& v) { return v.data(); }
+    static std::size_t size(const vector& v) { return v.size(); }
+    static void gemm(bw::transpose ta, bw::transpose tb, float alpha, bw::const_matrix_view a, bw::const_matrix_view b,
+                     float beta, bw::matrix_view c) {
+        bw::cpu_blas::gemm(ta, tb, alpha, a, b, beta, c);
+    }
+    template <class F>
+    static void for_each(std::size_t n, const F& f) { bw::cpu_blas::for_each(n, f); }
+    static void column_sums(bw::const_matrix_view a, float* out, float beta) { bw::cpu_blas::column_sums(a, out, beta); }
+    static double sum(const float* p, std::size_t n) { return bw::cpu_blas::sum(p, n); }
+    static void fill(float* p, std::size_t n, float v) { bw::cpu_blas::fill(p, n, v); }
+    static void copy(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
+    static void to_host(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
+    static void from_host(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
+};
+}  // namespace
+
+TEST_CASE("a policy written to the concept alone trains as cpu_blas does, and checks its inputs") {
+    static_assert(bw::ExecutionPolicy<concept_only>);
+    using Net = bw::Sequential<bw::Input<4>, bw::Dense<6>, bw::ReLU, bw::Dense<3>>;
+    bw::Model<Net, bw::dynamic_batch, concept_only> custom{bw::seed{8}};
+    bw::Model<Net, bw::dynamic_batch, bw::cpu_blas> reference{bw::seed{8}};
+    custom.compile(bw::Adam{}, bw::MeanSquaredError{});
+    reference.compile(bw::Adam{}, bw::MeanSquaredError{});
+    xt::xtensor<float, 2> x = xt::zeros<float>({std::size_t{10}, std::size_t{4}});
+    xt::xtensor<float, 2> y = xt::zeros<float>({std::size_t{10}, std::size_t{3}});
+    for (std::size_t i = 0; i < x.size(); ++i) x.data()[i] = std::sin(0.7f * static_cast<float>(i));
+    for (std::size_t i = 0; i < y.size(); ++i) y.data()[i] = std::cos(0.3f * static_cast<float>(i));
+    for (int step = 0; step < 3; ++step) CHECK(custom.train_on_batch(x, y).loss == reference.train_on_batch(x, y).loss);
+    // The model has buffers for the batch now, so the check is the one made while staging.
+    auto bad = x;
+    bad(7, 2) = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS(custom.train_on_batch(bad, y), doctest::Contains("sample 7"), bw::data_error);
+    CHECK(custom.iterations() == 3);
+    const auto a = custom.get_weights(), b = reference.get_weights();
+    for (std::size_t v = 0; v < a.size(); ++v) CHECK(a[v].second == b[v].second);
 }
 
 TEST_CASE("philox: known answer, determinism and independence of streams") {

@@ -40,7 +40,7 @@ TEST_CASE("cuda: building a model needs a usable GPU, and says why there is none
     }
 }
 
-// A batch in pinned memory goes to the GPU straight from the caller's rows while the host checks
+// A batch in pinned memory goes to the GPU straight from the caller's rows and the GPU checks
 // it; one in pageable memory is checked while it is copied into the model's pinned staging. The
 // two must train identically, and a bad value in either must stop the call before anything is
 // trained, naming the sample.

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <new>
 #include <string>
 #include <string_view>
@@ -270,7 +271,11 @@ public:
         const cudaError_t status = cudaGraphInstantiate(&exec_, g, 0);
         (void)cudaGraphDestroy(g);
         check_cuda(status, "cudaGraphInstantiate");
-        check_cuda(cudaGraphUpload(exec_, cuda_context::get().stream()), "cudaGraphUpload");
+        const cudaError_t uploaded = cudaGraphUpload(exec_, cuda_context::get().stream());
+        if (uploaded != cudaSuccess) {
+            (void)cudaGraphExecDestroy(std::exchange(exec_, nullptr));
+            check_cuda(uploaded, "cudaGraphUpload");
+        }
     }
     cuda_graph(const cuda_graph&) = delete;
     cuda_graph& operator=(const cuda_graph&) = delete;
@@ -429,23 +434,29 @@ struct cublas_backend {
 }  // namespace detail
 
 /// Page-locked host memory as a standard allocator, for the tensors batches are kept in: the
-/// cuda policy copies a batch from such memory to the GPU directly, while the host checks it,
-/// instead of copying it into its own staging buffer first (PyTorch's pin_memory()). Throws
-/// std::bad_alloc when the memory cannot be had, device_error when there is no usable driver.
+/// cuda policy copies a batch from such memory to the GPU directly, and the GPU checks it for
+/// non-finite values, instead of the host copying it into staging first (PyTorch's
+/// pin_memory()). Throws std::bad_alloc when the memory cannot be had, device_error when there
+/// is no usable driver.
 template <class T>
 struct pinned_allocator {
     using value_type = T;
     pinned_allocator() noexcept = default;
     template <class U>
-    explicit pinned_allocator(const pinned_allocator<U>&) noexcept {}
+    pinned_allocator(const pinned_allocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
     T* allocate(std::size_t n) {
+        if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
         void* p = nullptr;
         detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
         return static_cast<T*>(p);
     }
     void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
-    friend bool operator==(const pinned_allocator&, const pinned_allocator&) noexcept { return true; }
 };
+/// Any two can free each other's memory.
+template <class T, class U>
+bool operator==(const pinned_allocator<T>&, const pinned_allocator<U>&) noexcept {
+    return true;
+}
 
 /// A row-major xtensor in pinned memory: `bw::pinned_tensor<float, 2> x = xt::zeros<float>({n, 784});`
 template <class T, std::size_t N>

@@ -7,9 +7,11 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -935,6 +937,16 @@ private:
     /// batch on host memory is read where the caller keeps it (stage_batch).
     static constexpr bool copies_batches = !host_memory || Batch::is_static;
 
+    /// Whether the policy can send a batch from the caller's pinned memory and count its
+    /// non-finite values on the device (thrust_policy can; a policy written to the concept
+    /// alone need not).
+    static constexpr bool device_checks_inputs =
+        !host_memory && requires(const float* p, std::size_t n) {
+            { Exec::is_pinned(p) } -> std::convertible_to<bool>;
+            { Exec::count_non_finite(p, n) } -> std::convertible_to<double>;
+            Exec::reserve_reduction(n);
+        };
+
     static constexpr std::size_t accumulator_floats =
         std::is_same_v<accumulator_type, float> ? 0 : 2 * network_type::trainable_count;
 
@@ -1229,9 +1241,13 @@ private:
             const std::size_t ty = target_cols();
             Exec::from_host(from, rows * in_features, Exec::data(x_));
             if (y != nullptr) Exec::from_host(staging_host_y_.data(), rows * ty, Exec::data(y_));
-            if (deferred_check_.active) {
-                deferred_check_.active = false;
-                if (Exec::count_non_finite(Exec::data(x_), n * in_features) != 0.0) reject_non_finite_inputs(x, n);
+            if constexpr (device_checks_inputs) {
+                if (deferred_check_.active) {
+                    deferred_check_.active = false;
+                    if (Exec::count_non_finite(Exec::data(x_), n * in_features) != 0.0) {
+                        reject_non_finite_inputs(x, n);
+                    }
+                }
             }
         }
     }
@@ -1245,8 +1261,9 @@ private:
     const float* stage_on_host(const float* x, const float* y, std::size_t n, std::size_t rows) {
         const std::size_t ty = target_cols();
         const float* from = staging_x();
-        if constexpr (!host_memory) {
-            if (rows == n && Exec::is_pinned(x)) from = x;
+        if constexpr (device_checks_inputs) {
+            // Both ends: a batch that runs past a registered range is staged instead.
+            if (rows == n && Exec::is_pinned(x) && Exec::is_pinned(x + n * in_features - 1)) from = x;
         }
         if (from != x) {
             if (deferred_check_.active) {
@@ -1293,7 +1310,7 @@ private:
         }
         net_->reserve(rows);
         if constexpr (requires { Exec::reserve_rows(rows); }) Exec::reserve_rows(rows);
-        if constexpr (!host_memory) Exec::reserve_reduction(rows * in_features);
+        if constexpr (device_checks_inputs) Exec::reserve_reduction(rows * in_features);
         if constexpr (copies_batches) {
             Exec::reserve(x_, rows * in_features);
             Exec::reserve(y_, rows * out_features);
@@ -1389,9 +1406,24 @@ private:
         }
         validate(x, y, ids, n, call, !defer);
         deferred_check_ = {ids, call, defer};
+        // On the way out the flag is cleared; and if an error is unwinding, copies from the
+        // caller's pinned rows that are still queued are waited for, since the caller may free
+        // those rows next. Errors of that wait are dropped: one is already on its way.
         struct clear_deferred {
             deferred_check& d;
-            ~clear_deferred() { d.active = false; }
+            int unwinding = std::uncaught_exceptions();
+            ~clear_deferred() {
+                d.active = false;
+                if constexpr (device_checks_inputs) {
+                    if (std::uncaught_exceptions() > unwinding) {
+                        try {
+                            Exec::await_copies();
+                            Exec::synchronize();
+                        } catch (...) {
+                        }
+                    }
+                }
+            }
         } clear{deferred_check_};
         step_sums sums;
         const std::size_t ty = target_cols();
@@ -1510,7 +1542,7 @@ private:
             return false;
         }
         // The loss, each metric, and the count of non-finite inputs.
-        const std::size_t slots = 2 + metrics_.size();
+        const std::size_t slots = 1 + metrics_.size() + (device_checks_inputs ? 1 : 0);
         const std::size_t ty = target_cols();
         reserve(n);
         if (!c.forward[0]) {
@@ -1529,7 +1561,7 @@ private:
         // were last read two steps ago, before the forward pass the host last waited for.
         const std::size_t p = c.parity;
         const float* from = stage_on_host(x, y, n, n);
-        const bool device_checks = deferred_check_.active;
+        const bool device_checks = device_checks_inputs && deferred_check_.active;
         deferred_check_.active = false;
         Exec::copy_ahead(from, n * in_features, Exec::data(c.inputs[p]));
         Exec::copy_ahead(staging_host_y_.data(), n * ty, Exec::data(c.targets[p]));
@@ -1589,10 +1621,13 @@ private:
             (void)loss_->sum(pred, target, Exec::data(grad_), 1.0f, Exec::data(row_scratch_));
             const target_description d = loss_->describe();
             for (const auto& metric : metrics_) (void)metric->sum(pred, target, d, Exec::data(row_scratch_));
-            (void)Exec::count_non_finite(Exec::data(c.inputs[parity]), rows * in_features);
+            if constexpr (device_checks_inputs) {
+                (void)Exec::count_non_finite(Exec::data(c.inputs[parity]), rows * in_features);
+            }
             typename Exec::graph forward = Exec::end_capture();
             if (Exec::captured_sums() != slots) {
-                throw std::logic_error("the loss and the metrics reduced " + std::to_string(Exec::captured_sums() - 1) +
+                const std::size_t reductions = Exec::captured_sums() - (device_checks_inputs ? 1 : 0);
+                throw std::logic_error("the loss and the metrics reduced " + std::to_string(reductions) +
                                        " times, not one each");
             }
 
