@@ -1,6 +1,7 @@
 // Shapes, the counter-based generator, the error hierarchy, the BLAS kernel check, naming.
 #include <doctest/doctest.h>
 
+#include "../concept_only_policy.hpp"
 #include "../policy.hpp"
 
 #include <cmath>
@@ -57,36 +58,10 @@ TEST_CASE("concepts accept the library's types and reject others") {
     CHECK(bw::MetricFor<bw::metrics::accuracy_metric, bw_test::exec>);
 }
 
-namespace {
-/// An execution policy written to the ExecutionPolicy concept and nothing more (no host_memory,
-/// no pinned memory, no device check, no capture), computing through cpu_blas.
-struct concept_only {
-    static constexpr std::string_view name = "concept_only";
-    using vector = bw::cpu_blas::vector;
-    static void prepare() {}
-    static void reserve(vector& v, std::size_t n) { bw::cpu_blas::reserve(v, n); }
-    static float* data(vector& v) { return v.data(); }
-    static const float* data(const vector& v) { return v.data(); }
-    static std::size_t size(const vector& v) { return v.size(); }
-    static void gemm(bw::transpose ta, bw::transpose tb, float alpha, bw::const_matrix_view a, bw::const_matrix_view b,
-                     float beta, bw::matrix_view c) {
-        bw::cpu_blas::gemm(ta, tb, alpha, a, b, beta, c);
-    }
-    template <class F>
-    static void for_each(std::size_t n, const F& f) { bw::cpu_blas::for_each(n, f); }
-    static void column_sums(bw::const_matrix_view a, float* out, float beta) { bw::cpu_blas::column_sums(a, out, beta); }
-    static double sum(const float* p, std::size_t n) { return bw::cpu_blas::sum(p, n); }
-    static void fill(float* p, std::size_t n, float v) { bw::cpu_blas::fill(p, n, v); }
-    static void copy(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
-    static void to_host(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
-    static void from_host(const float* s, std::size_t n, float* d) { bw::cpu_blas::copy(s, n, d); }
-};
-}  // namespace
-
 TEST_CASE("a policy written to the concept alone trains as cpu_blas does, and checks its inputs") {
-    static_assert(bw::ExecutionPolicy<concept_only>);
+    static_assert(bw::ExecutionPolicy<bw_test::concept_only>);
     using Net = bw::Sequential<bw::Input<4>, bw::Dense<6>, bw::ReLU, bw::Dense<3>>;
-    bw::Model<Net, bw::dynamic_batch, concept_only> custom{bw::seed{8}};
+    bw::Model<Net, bw::dynamic_batch, bw_test::concept_only> custom{bw::seed{8}};
     bw::Model<Net, bw::dynamic_batch, bw::cpu_blas> reference{bw::seed{8}};
     custom.compile(bw::Adam{}, bw::MeanSquaredError{});
     reference.compile(bw::Adam{}, bw::MeanSquaredError{});
