@@ -62,6 +62,39 @@ inline void check_cublas(cublasStatus_t status, const char* call) {
                        cublasGetStatusString(status) + ")");
 }
 
+}  // namespace detail
+
+/// Page-locked host memory as a standard allocator, for the tensors batches are kept in: the
+/// cuda policy copies a batch from such memory to the GPU directly, and the GPU checks it for
+/// non-finite values, instead of the host copying it into staging first (PyTorch's
+/// pin_memory()). Throws std::bad_alloc when the memory cannot be had, device_error when there
+/// is no usable driver.
+template <class T>
+struct pinned_allocator {
+    using value_type = T;
+    pinned_allocator() noexcept = default;
+    template <class U>
+    pinned_allocator(const pinned_allocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
+    T* allocate(std::size_t n) {
+        if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
+        void* p = nullptr;
+        detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
+        return static_cast<T*>(p);
+    }
+    void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
+};
+/// Any two can free each other's memory.
+template <class T, class U>
+bool operator==(const pinned_allocator<T>&, const pinned_allocator<U>&) noexcept {
+    return true;
+}
+
+/// A row-major xtensor in pinned memory: `bw::pinned_tensor<float, 2> x = xt::zeros<float>({n, 784});`
+template <class T, std::size_t N>
+using pinned_tensor = xt::xtensor<T, N, xt::layout_type::row_major, pinned_allocator<T>>;
+
+namespace detail {
+
 /// Why this process cannot use a GPU, or an empty string when it can: no driver, a driver older
 /// than the runtime the program was built with, no device, or a device the program has no code
 /// for. Checked before anything is allocated, because without a driver the first allocation
@@ -212,7 +245,7 @@ private:
         check_cuda(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         check_cuda(cudaEventCreateWithFlags(&copies_done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
         check_cuda(cudaMalloc(reinterpret_cast<void**>(&device_sum_), sizeof(double)), "cudaMalloc");
-        check_cuda(cudaMallocHost(reinterpret_cast<void**>(&host_sum_), sizeof(double)), "cudaMallocHost");
+        host_sum_ = pinned_allocator<double>{}.allocate(1);
         check_cublas(cublasCreate(&cublas_), "cublasCreate");
         check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
         // cuBLAS's own workspace is allocated behind the caller's back, which a captured step
@@ -239,7 +272,7 @@ private:
     // Destroyed at exit, when the driver may already be shutting down: errors are ignored.
     ~cuda_context() {
         if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
-        if (host_sum_ != nullptr) (void)cudaFreeHost(host_sum_);
+        if (host_sum_ != nullptr) pinned_allocator<double>{}.deallocate(host_sum_, 1);
         if (device_sum_ != nullptr) (void)cudaFree(device_sum_);
         if (copies_done_ != nullptr) (void)cudaEventDestroy(copies_done_);
         if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
@@ -310,17 +343,16 @@ public:
         return *this;
     }
     ~pinned_host_array() {
-        if (data_ != nullptr) (void)cudaFreeHost(data_);
+        if (data_ != nullptr) pinned_allocator<T>{}.deallocate(data_, size_);
     }
 
     void resize(std::size_t n) {
         if (n <= size_) return;
         // A pending copy may still read the old buffer.
         check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
-        void* fresh = nullptr;
-        check_cuda(cudaMallocHost(&fresh, n * sizeof(T)), "cudaMallocHost");
-        if (data_ != nullptr) (void)cudaFreeHost(data_);
-        data_ = static_cast<T*>(fresh);
+        T* fresh = pinned_allocator<T>{}.allocate(n);
+        if (data_ != nullptr) pinned_allocator<T>{}.deallocate(data_, size_);
+        data_ = fresh;
         size_ = n;
     }
     T* data() { return data_; }
@@ -433,34 +465,6 @@ struct cublas_backend {
 
 }  // namespace detail
 
-/// Page-locked host memory as a standard allocator, for the tensors batches are kept in: the
-/// cuda policy copies a batch from such memory to the GPU directly, and the GPU checks it for
-/// non-finite values, instead of the host copying it into staging first (PyTorch's
-/// pin_memory()). Throws std::bad_alloc when the memory cannot be had, device_error when there
-/// is no usable driver.
-template <class T>
-struct pinned_allocator {
-    using value_type = T;
-    pinned_allocator() noexcept = default;
-    template <class U>
-    pinned_allocator(const pinned_allocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
-    T* allocate(std::size_t n) {
-        if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
-        void* p = nullptr;
-        detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
-        return static_cast<T*>(p);
-    }
-    void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
-};
-/// Any two can free each other's memory.
-template <class T, class U>
-bool operator==(const pinned_allocator<T>&, const pinned_allocator<U>&) noexcept {
-    return true;
-}
-
-/// A row-major xtensor in pinned memory: `bw::pinned_tensor<float, 2> x = xt::zeros<float>({n, 784});`
-template <class T, std::size_t N>
-using pinned_tensor = xt::xtensor<T, N, xt::layout_type::row_major, pinned_allocator<T>>;
 
 /// The CUDA execution policy with a chosen GEMM precision.
 template <cuda_math Math = cuda_math::fp32>
