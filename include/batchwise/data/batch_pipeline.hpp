@@ -1,0 +1,328 @@
+// The batch level of a Dataset pipeline: grouping samples into batches by a size or a schedule,
+// then map, take, skip, concatenate and prefetch on whole batches. Included by dataset.hpp.
+#pragma once
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "batchwise/batch/schedule.hpp"
+#include "batchwise/data/sample_pipeline.hpp"
+
+namespace batchwise::data {
+
+/// One batch in host memory. Buffers grow to the largest batch seen and are reused, so reading
+/// batch after batch allocates nothing once the largest has passed.
+struct batch_data {
+    std::size_t rows = 0;
+    std::size_t feature_size = 0;
+    std::size_t target_size = 0;
+    std::vector<float> features;     // rows x feature_size, row-major
+    std::vector<float> targets;      // rows x target_size
+    std::vector<std::size_t> ids;    // each row's index in the arrays it came from
+
+    void resize(std::size_t n, std::size_t fs, std::size_t ts) {
+        rows = n;
+        feature_size = fs;
+        target_size = ts;
+        if (features.size() < n * fs) features.resize(n * fs);
+        if (targets.size() < n * ts) targets.resize(n * ts);
+        if (ids.size() < n) ids.resize(n);
+    }
+};
+
+namespace detail {
+
+struct batch_stream {
+    virtual ~batch_stream() = default;
+    virtual bool next(batch_data& b) = 0;
+    /// Samples left out by drop_remainder so far in this epoch.
+    [[nodiscard]] virtual std::size_t dropped() const = 0;
+};
+
+struct batch_node {
+    virtual ~batch_node() = default;
+    [[nodiscard]] virtual std::unique_ptr<batch_stream> open(std::uint64_t epoch) const = 0;
+    /// Batches in `epoch`.
+    [[nodiscard]] virtual std::size_t count(std::uint64_t epoch) const = 0;
+    /// Samples delivered in `epoch` (after any drop_remainder).
+    [[nodiscard]] virtual std::size_t samples(std::uint64_t epoch) const = 0;
+};
+
+/// Copies one sample into row r of a batch and applies its pending maps.
+inline void gather(const element& e, batch_data& b, std::size_t r) {
+    const source_data& s = *e.source;
+    float* x = b.features.data() + r * b.feature_size;
+    float* y = b.targets.data() + r * b.target_size;
+    std::copy_n(s.features.data() + e.index * s.feature_size, s.feature_size, x);
+    std::copy_n(s.targets.data() + e.index * s.target_size, s.target_size, y);
+    b.ids[r] = e.index;
+    for (std::size_t m = 0; m < e.map_count; ++m) {
+        (*e.maps[m])(std::span<float>(x, b.feature_size), std::span<float>(y, b.target_size));
+    }
+}
+
+struct batching_node final : batch_node {
+    std::shared_ptr<const sample_node> parent;
+    batch_schedule schedule;
+    bool drop_remainder;
+    std::size_t feature_size, target_size;
+    batching_node(std::shared_ptr<const sample_node> p, batch_schedule s, bool drop, std::size_t fs,
+                  std::size_t ts)
+        : parent(std::move(p)), schedule(std::move(s)), drop_remainder(drop), feature_size(fs), target_size(ts) {}
+
+    struct stream final : batch_stream {
+        std::unique_ptr<sample_stream> upstream;
+        const batching_node* node;
+        std::uint64_t epoch;
+        std::uint64_t step = 0;
+        std::size_t dropped_samples = 0;
+        bool next(batch_data& b) override {
+            const std::size_t want = node->schedule.size(epoch, step);
+            b.resize(want, node->feature_size, node->target_size);
+            std::size_t got = 0;
+            element e;
+            while (got < want && upstream->next(e)) gather(e, b, got++);
+            b.rows = got;
+            if (got == 0) return false;
+            if (got < want && node->drop_remainder) {
+                dropped_samples += got;
+                b.rows = 0;
+                return false;
+            }
+            ++step;
+            return true;
+        }
+        [[nodiscard]] std::size_t dropped() const override { return dropped_samples; }
+    };
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->node = this;
+        s->epoch = epoch;
+        return s;
+    }
+    /// (batches, samples) of an epoch, by walking the schedule; no data is touched.
+    [[nodiscard]] std::pair<std::size_t, std::size_t> plan(std::uint64_t epoch) const {
+        const std::size_t n = parent->count();
+        if (!schedule.changes_within_epoch()) {
+            const std::size_t size = schedule.size(epoch, 0);
+            if (drop_remainder) return {n / size, (n / size) * size};
+            return {(n + size - 1) / size, n};
+        }
+        std::size_t batches = 0, used = 0;
+        while (used < n) {
+            const std::size_t size = schedule.size(epoch, batches);
+            if (used + size > n && drop_remainder) break;
+            used = std::min(n, used + size);
+            ++batches;
+        }
+        return {batches, used};
+    }
+    [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return plan(epoch).first; }
+    [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return plan(epoch).second; }
+};
+
+struct batch_map_node final : batch_node {
+    std::shared_ptr<const batch_node> parent;
+    sample_fn fn;
+    batch_map_node(std::shared_ptr<const batch_node> p, sample_fn f) : parent(std::move(p)), fn(std::move(f)) {}
+
+    struct stream final : batch_stream {
+        std::unique_ptr<batch_stream> upstream;
+        const sample_fn* fn;
+        bool next(batch_data& b) override {
+            if (!upstream->next(b)) return false;
+            for (std::size_t r = 0; r < b.rows; ++r) {
+                (*fn)(std::span<float>(b.features.data() + r * b.feature_size, b.feature_size),
+                      std::span<float>(b.targets.data() + r * b.target_size, b.target_size));
+            }
+            return true;
+        }
+        [[nodiscard]] std::size_t dropped() const override { return upstream->dropped(); }
+    };
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->fn = &fn;
+        return s;
+    }
+    [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return parent->count(epoch); }
+    [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return parent->samples(epoch); }
+};
+
+/// take and skip on whole batches. Counting skipped batches' samples needs their sizes, so the
+/// counts walk the parent's batches only when the schedule makes them unequal.
+struct batch_slice_node final : batch_node {
+    std::shared_ptr<const batch_node> parent;
+    std::size_t skip_n, take_n;
+    batch_slice_node(std::shared_ptr<const batch_node> p, std::size_t skip, std::size_t take)
+        : parent(std::move(p)), skip_n(skip), take_n(take) {}
+
+    struct stream final : batch_stream {
+        std::unique_ptr<batch_stream> upstream;
+        std::size_t to_skip, remaining;
+        bool next(batch_data& b) override {
+            for (; to_skip > 0; --to_skip) {
+                if (!upstream->next(b)) return false;
+            }
+            if (remaining == 0 || !upstream->next(b)) return false;
+            --remaining;
+            return true;
+        }
+        [[nodiscard]] std::size_t dropped() const override { return upstream->dropped(); }
+    };
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->to_skip = skip_n;
+        s->remaining = take_n;
+        return s;
+    }
+    [[nodiscard]] std::size_t count(std::uint64_t epoch) const override {
+        const std::size_t n = parent->count(epoch);
+        return std::min(take_n, n > skip_n ? n - skip_n : 0);
+    }
+    [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override {
+        if (skip_n == 0 && take_n >= parent->count(epoch)) return parent->samples(epoch);
+        auto s = open(epoch);
+        batch_data b;
+        std::size_t total = 0;
+        while (s->next(b)) total += b.rows;
+        return total;
+    }
+};
+
+struct concat_batch_node final : batch_node {
+    std::shared_ptr<const batch_node> first, second;
+    concat_batch_node(std::shared_ptr<const batch_node> a, std::shared_ptr<const batch_node> b)
+        : first(std::move(a)), second(std::move(b)) {}
+
+    struct stream final : batch_stream {
+        std::unique_ptr<batch_stream> a, b;
+        bool next(batch_data& out) override { return a->next(out) || b->next(out); }
+        [[nodiscard]] std::size_t dropped() const override { return a->dropped() + b->dropped(); }
+    };
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->a = first->open(epoch);
+        s->b = second->open(epoch);
+        return s;
+    }
+    [[nodiscard]] std::size_t count(std::uint64_t epoch) const override {
+        return first->count(epoch) + second->count(epoch);
+    }
+    [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override {
+        return first->samples(epoch) + second->samples(epoch);
+    }
+};
+
+/// Prepares up to `depth` batches ahead on a background thread while the caller trains on the
+/// current one. Batches are handed over by swapping buffers, so nothing is copied twice and the
+/// ring of buffers is reused. Destroying the stream stops and joins the thread, also when the
+/// consumer stops early; an exception on the thread reaches the consumer at the next batch.
+struct prefetch_node final : batch_node {
+    std::shared_ptr<const batch_node> parent;
+    std::size_t depth;
+    prefetch_node(std::shared_ptr<const batch_node> p, std::size_t d) : parent(std::move(p)), depth(d) {}
+
+    class stream final : public batch_stream {
+    public:
+        stream(std::unique_ptr<batch_stream> upstream, std::size_t depth)
+            : upstream_(std::move(upstream)), slots_(depth) {
+            for (std::size_t i = 0; i < depth; ++i) free_.push_back(i);
+            worker_ = std::thread([this] { produce(); });
+        }
+        stream(const stream&) = delete;
+        stream& operator=(const stream&) = delete;
+        ~stream() override {
+            {
+                std::lock_guard lock(mutex_);
+                stop_ = true;
+            }
+            changed_.notify_all();
+            worker_.join();
+        }
+
+        bool next(batch_data& out) override {
+            std::unique_lock lock(mutex_);
+            changed_.wait(lock, [&] { return !ready_.empty() || finished_; });
+            if (ready_.empty()) {
+                if (error_) std::rethrow_exception(error_);
+                return false;
+            }
+            const std::size_t slot = ready_.front();
+            ready_.pop_front();
+            std::swap(out, slots_[slot]);
+            free_.push_back(slot);
+            lock.unlock();
+            changed_.notify_all();
+            return true;
+        }
+
+        [[nodiscard]] std::size_t dropped() const override {
+            std::lock_guard lock(mutex_);
+            return dropped_;
+        }
+
+    private:
+        void produce() {
+            try {
+                for (;;) {
+                    std::size_t slot;
+                    {
+                        std::unique_lock lock(mutex_);
+                        changed_.wait(lock, [&] { return !free_.empty() || stop_; });
+                        if (stop_) break;
+                        slot = free_.front();
+                        free_.pop_front();
+                    }
+                    const bool more = upstream_->next(slots_[slot]);
+                    std::lock_guard lock(mutex_);
+                    dropped_ = upstream_->dropped();
+                    if (!more) break;
+                    ready_.push_back(slot);
+                    changed_.notify_all();
+                }
+            } catch (...) {
+                std::lock_guard lock(mutex_);
+                error_ = std::current_exception();
+            }
+            {
+                std::lock_guard lock(mutex_);
+                finished_ = true;
+            }
+            changed_.notify_all();
+        }
+
+        std::unique_ptr<batch_stream> upstream_;
+        std::vector<batch_data> slots_;
+        std::deque<std::size_t> free_, ready_;
+        mutable std::mutex mutex_;
+        std::condition_variable changed_;
+        bool stop_ = false;
+        bool finished_ = false;
+        std::size_t dropped_ = 0;
+        std::exception_ptr error_;
+        std::thread worker_;
+    };
+
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+        return std::make_unique<stream>(parent->open(epoch), depth);
+    }
+    [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return parent->count(epoch); }
+    [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return parent->samples(epoch); }
+};
+
+}  // namespace detail
+
+}  // namespace batchwise::data

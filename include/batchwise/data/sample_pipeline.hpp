@@ -1,0 +1,262 @@
+// The sample level of a Dataset pipeline: the source arrays, and the stages that shuffle, map,
+// take, skip and concatenate samples before they are batched. Included by dataset.hpp.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "batchwise/core/errors.hpp"
+#include "batchwise/core/rng.hpp"
+
+namespace batchwise::data {
+
+/// A per-sample transformation applied in place to one sample's features and targets. It must
+/// be a pure function of the sample: it may run on the prefetch thread, and at any time before
+/// the sample is batched.
+using sample_fn = std::function<void(std::span<float> features, std::span<float> targets)>;
+
+namespace detail {
+
+/// The arrays a dataset reads from, stored once and shared by every dataset derived from it.
+struct source_data {
+    std::vector<std::size_t> sample_shape;
+    std::size_t feature_size = 0;
+    std::size_t target_size = 0;
+    std::size_t count = 0;
+    std::vector<float> features;
+    std::vector<float> targets;
+};
+
+inline constexpr std::size_t max_chained_maps = 8;
+
+/// A sample on its way to a batch: where it lives and the maps still to apply to it. Maps are
+/// applied when the sample is copied into its batch, which is the same for pure functions and
+/// lets shuffling move small descriptors instead of data.
+struct element {
+    const source_data* source = nullptr;
+    std::size_t index = 0;
+    std::array<const sample_fn*, max_chained_maps> maps{};
+    std::size_t map_count = 0;
+};
+
+struct sample_stream {
+    virtual ~sample_stream() = default;
+    virtual bool next(element& e) = 0;
+};
+
+struct sample_node {
+    virtual ~sample_node() = default;
+    [[nodiscard]] virtual std::unique_ptr<sample_stream> open(std::uint64_t epoch) const = 0;
+    [[nodiscard]] virtual std::size_t count() const = 0;
+};
+
+struct source_node final : sample_node {
+    std::shared_ptr<const source_data> data;
+    explicit source_node(std::shared_ptr<const source_data> d) : data(std::move(d)) {}
+
+    struct stream final : sample_stream {
+        const source_data* data;
+        std::size_t next_index = 0;
+        explicit stream(const source_data* d) : data(d) {}
+        bool next(element& e) override {
+            if (next_index == data->count) return false;
+            e = element{data, next_index++, {}, 0};
+            return true;
+        }
+    };
+    [[nodiscard]] std::unique_ptr<sample_stream> open(std::uint64_t) const override {
+        return std::make_unique<stream>(data.get());
+    }
+    [[nodiscard]] std::size_t count() const override { return data->count; }
+};
+
+/// Buffer shuffle as tf.data's: keep `buffer_size` samples, emit a random one, refill. With a
+/// buffer at least as large as the data this is a uniform permutation; the draw for the k-th
+/// emitted sample is keyed by (seed, epoch, k), so each epoch has its own order and the same
+/// seed always gives the same orders.
+struct shuffle_node final : sample_node {
+    std::shared_ptr<const sample_node> parent;
+    std::size_t buffer_size;
+    std::uint64_t seed_value;
+    shuffle_node(std::shared_ptr<const sample_node> p, std::size_t b, std::uint64_t s)
+        : parent(std::move(p)), buffer_size(b), seed_value(s) {}
+
+    struct stream final : sample_stream {
+        std::unique_ptr<sample_stream> upstream;
+        std::vector<element> buffer;
+        std::size_t capacity;
+        rng::philox_key key;
+        std::uint64_t epoch;
+        std::uint64_t emitted = 0;
+        bool exhausted = false;
+        bool next(element& e) override {
+            while (!exhausted && buffer.size() < capacity) {
+                element incoming;
+                if (upstream->next(incoming)) {
+                    buffer.push_back(incoming);
+                } else {
+                    exhausted = true;
+                }
+            }
+            if (buffer.empty()) return false;
+            const float u = rng::uniform(key, epoch, emitted++, 0);
+            const std::size_t j =
+                std::min(buffer.size() - 1, static_cast<std::size_t>(u * static_cast<float>(buffer.size())));
+            e = buffer[j];
+            buffer[j] = buffer.back();
+            buffer.pop_back();
+            return true;
+        }
+    };
+    [[nodiscard]] std::unique_ptr<sample_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->capacity = buffer_size;
+        s->buffer.reserve(std::min(buffer_size, parent->count()));
+        s->key = rng::make_key(seed_value, rng::stream::shuffle, 0);
+        s->epoch = epoch;
+        return s;
+    }
+    [[nodiscard]] std::size_t count() const override { return parent->count(); }
+};
+
+struct map_node final : sample_node {
+    std::shared_ptr<const sample_node> parent;
+    sample_fn fn;
+    map_node(std::shared_ptr<const sample_node> p, sample_fn f) : parent(std::move(p)), fn(std::move(f)) {}
+
+    struct stream final : sample_stream {
+        std::unique_ptr<sample_stream> upstream;
+        const sample_fn* fn;
+        bool next(element& e) override {
+            if (!upstream->next(e)) return false;
+            if (e.map_count == max_chained_maps) {
+                throw usage_error("Dataset::map: at most " + std::to_string(max_chained_maps) +
+                                  " maps can be chained; combine them into one function");
+            }
+            e.maps[e.map_count++] = fn;
+            return true;
+        }
+    };
+    [[nodiscard]] std::unique_ptr<sample_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->fn = &fn;
+        return s;
+    }
+    [[nodiscard]] std::size_t count() const override { return parent->count(); }
+};
+
+/// take (keep the first n) and skip (drop the first n), on samples.
+struct slice_node final : sample_node {
+    std::shared_ptr<const sample_node> parent;
+    std::size_t skip_n, take_n;
+    slice_node(std::shared_ptr<const sample_node> p, std::size_t skip, std::size_t take)
+        : parent(std::move(p)), skip_n(skip), take_n(take) {}
+
+    struct stream final : sample_stream {
+        std::unique_ptr<sample_stream> upstream;
+        std::size_t to_skip, remaining;
+        bool next(element& e) override {
+            for (; to_skip > 0; --to_skip) {
+                if (!upstream->next(e)) return false;
+            }
+            if (remaining == 0 || !upstream->next(e)) return false;
+            --remaining;
+            return true;
+        }
+    };
+    [[nodiscard]] std::unique_ptr<sample_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->upstream = parent->open(epoch);
+        s->to_skip = skip_n;
+        s->remaining = take_n;
+        return s;
+    }
+    [[nodiscard]] std::size_t count() const override {
+        const std::size_t n = parent->count();
+        return std::min(take_n, n > skip_n ? n - skip_n : 0);
+    }
+};
+
+struct concat_sample_node final : sample_node {
+    std::shared_ptr<const sample_node> first, second;
+    concat_sample_node(std::shared_ptr<const sample_node> a, std::shared_ptr<const sample_node> b)
+        : first(std::move(a)), second(std::move(b)) {}
+
+    struct stream final : sample_stream {
+        std::unique_ptr<sample_stream> a, b;
+        bool next(element& e) override { return a->next(e) || b->next(e); }
+    };
+    [[nodiscard]] std::unique_ptr<sample_stream> open(std::uint64_t epoch) const override {
+        auto s = std::make_unique<stream>();
+        s->a = first->open(epoch);
+        s->b = second->open(epoch);
+        return s;
+    }
+    [[nodiscard]] std::size_t count() const override { return first->count() + second->count(); }
+};
+
+/// Features (n, dims...) and targets (n,) or (n, k) of any numeric types, as floats; every
+/// value is checked so that a NaN is reported with its sample before any training.
+template <class X, class Y>
+std::shared_ptr<const source_data> make_source(const X& features, const Y& targets) {
+    auto s = std::make_shared<source_data>();
+    const auto& fs = features.shape();
+    const auto& ts = targets.shape();
+    if (fs.size() < 2) {
+        throw shape_error("Dataset: features must have shape (n, sample dims...), got rank " +
+                          std::to_string(fs.size()));
+    }
+    if (ts.size() < 1 || ts.size() > 2) {
+        throw shape_error("Dataset: targets must have shape (n,) or (n, k), got rank " +
+                          std::to_string(ts.size()));
+    }
+    if (fs[0] != ts[0]) {
+        throw data_error("Dataset: " + std::to_string(fs[0]) + " feature samples but " +
+                         std::to_string(ts[0]) + " targets");
+    }
+    if (fs[0] == 0) throw data_error("Dataset: no samples (the arrays are empty)");
+    s->count = fs[0];
+    s->sample_shape.assign(fs.begin() + 1, fs.end());
+    s->feature_size = 1;
+    for (auto d : s->sample_shape) s->feature_size *= d;
+    s->target_size = ts.size() == 2 ? ts[1] : 1;
+    s->features.resize(s->count * s->feature_size);
+    s->targets.resize(s->count * s->target_size);
+    std::size_t i = 0;
+    for (auto it = features.begin(); it != features.end(); ++it, ++i) {
+        const auto v = static_cast<float>(*it);
+        if (!std::isfinite(v)) {
+            throw data_error("Dataset: sample " + std::to_string(i / s->feature_size) +
+                                 " holds a non-finite feature value at position " +
+                                 std::to_string(i % s->feature_size),
+                             i / s->feature_size);
+        }
+        s->features[i] = v;
+    }
+    i = 0;
+    for (auto it = targets.begin(); it != targets.end(); ++it, ++i) {
+        const auto v = static_cast<float>(*it);
+        if (!std::isfinite(v)) {
+            throw data_error("Dataset: the target of sample " + std::to_string(i / s->target_size) +
+                                 " is not finite",
+                             i / s->target_size);
+        }
+        s->targets[i] = v;
+    }
+    return s;
+}
+
+}  // namespace detail
+
+}  // namespace batchwise::data
