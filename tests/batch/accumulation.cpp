@@ -3,6 +3,7 @@
 // without dropout; out-of-memory splitting keeps the result; ghost batch norm is split-invariant
 // at its virtual batch; accumulator types agree.
 #include "../gradient_check.hpp"
+#include "../recording_accumulation.hpp"
 
 #include <type_traits>
 #include <vector>
@@ -319,4 +320,90 @@ TEST_CASE("memory estimates are constant expressions that grow with the batch") 
                                                // own buffers, through host staging.
                                                (bw_test::exec::host_memory ? 0 : 2 * (784 + 10))));
     CHECK(e.total_bytes() > M::estimate_memory(1024, 0).total_bytes());
+}
+
+// DESIGN decision 13: every optimizer step ends in one window's finish(), which runs the
+// accumulation policy's reduction hook once, with the whole window's sample count.
+TEST_CASE("the reduction hook runs once per optimizer step with the window's samples: eager steps") {
+    using policy = bw_test::recording_accumulation<bw::accumulate<3>>;
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, policy> m{bw::seed{2}};
+    compile(m, bw::Adam{});
+    const batch b = make_batch(64, 3);
+    // Micro-batches of 5, 4, 3 | 9, 1, 2 | 6 (a partial window, stepped by apply_accumulated).
+    const std::vector<std::size_t> sizes{5, 4, 3, 9, 1, 2, 6};
+    std::size_t first = 0;
+    for (std::size_t n : sizes) {
+        m.train_on_batch(rows_of(b, first, n).x, rows_of(b, first, n).y);
+        first += n;
+    }
+    CHECK(m.accumulation().seen.size() == 2);
+    CHECK(m.apply_accumulated());
+    const std::size_t trainable = 6;  // three Dense layers, kernel and bias each
+    const std::vector<bw_test::seen_window> want{{1, 12, trainable, false}, {2, 12, trainable, false},
+                                                 {3, 6, trainable, false}};
+    CHECK(m.accumulation().seen == want);
+    CHECK(m.iterations() == 3);
+    // A policy that reduces and says nothing about the GEMM fold is refused it: the fold never
+    // computes the kernels' gradients, which a reduction needs.
+    static_assert(!bw::permits_update_in_gemm<bw_test::doubling_accumulation<bw::no_accumulation>, bw_test::exec>);
+    static_assert(bw::permits_update_in_gemm<policy, bw_test::exec>);
+    static_assert(bw::permits_update_in_gemm<bw::no_accumulation, bw_test::exec>);
+    static_assert(bw::permits_capture<policy> && bw::permits_capture<bw::accumulate<2>>);
+}
+
+TEST_CASE("the reduction hook runs once per optimizer step: steps folded into the gradient GEMM") {
+    // Plain SGD and one micro-batch per step: the kernels are updated inside their gradient GEMM,
+    // and the hook sees the variables still to be stepped (the three biases).
+    using policy = bw_test::recording_accumulation<bw::no_accumulation>;
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, policy> m{bw::seed{2}};
+    bw_test::Model<plain_net> reference{bw::seed{2}};
+    compile(m, bw::SGD{{.learning_rate = 0.1f}});
+    compile(reference, bw::SGD{{.learning_rate = 0.1f}});
+    const batch b = make_batch(40, 5);
+    for (std::size_t first = 0, n = 7; first < 40; first += n) {
+        const std::size_t rows = std::min<std::size_t>(n, 40 - first);
+        m.train_on_batch(rows_of(b, first, rows).x, rows_of(b, first, rows).y);
+        reference.train_on_batch(rows_of(b, first, rows).x, rows_of(b, first, rows).y);
+    }
+    const std::vector<bw_test::seen_window> want{{1, 7, 3, true}, {2, 7, 3, true}, {3, 7, 3, true},
+                                                 {4, 7, 3, true}, {5, 7, 3, true}, {6, 5, 3, true}};
+    CHECK(m.accumulation().seen == want);
+    CHECK(bw_test::all_weights(m) == bw_test::all_weights(reference));
+
+    // A step observer needs every gradient: while one is registered nothing is folded.
+    bw_test::counting_observer observer;
+    m.add_step_observer(observer);
+    m.train_on_batch(rows_of(b, 0, 8).x, rows_of(b, 0, 8).y);
+    m.remove_step_observer(observer);
+    m.train_on_batch(rows_of(b, 8, 8).x, rows_of(b, 8, 8).y);
+    REQUIRE(m.accumulation().seen.size() == 8);
+    CHECK(m.accumulation().seen[6] == bw_test::seen_window{7, 8, 6, false});
+    CHECK(m.accumulation().seen[7] == bw_test::seen_window{8, 8, 3, true});
+    CHECK(observer.seen == std::vector<bw_test::seen_window>{{7, 8, 6, false}});
+}
+
+TEST_CASE("the optimizer divides by the sample count the reduction hook leaves") {
+    // Doubling every gradient sum and the count leaves the mean, exactly: the weights must match
+    // those of the same policy without a hook bit for bit, for every optimizer family.
+    const batch b = make_batch(96, 8);
+    auto run = [&](auto& m) {
+        for (std::size_t first = 0; first < 96; first += 12) m.train_on_batch(rows_of(b, first, 12).x, rows_of(b, first, 12).y);
+        m.apply_accumulated();
+    };
+    auto check = [&](const auto& opt) {
+        bw_test::Model<dropout_net, bw::dynamic_batch, bw_test::exec, bw::accumulate_to<40>> plain{bw::seed{6}};
+        bw_test::Model<dropout_net, bw::dynamic_batch, bw_test::exec,
+                       bw_test::doubling_accumulation<bw::accumulate_to<40>>>
+            doubled{bw::seed{6}};
+        compile(plain, opt);
+        compile(doubled, opt);
+        run(plain);
+        run(doubled);
+        CHECK(doubled.accumulation().calls == 3);  // 40, 40, 16
+        CHECK(doubled.iterations() == 3);
+        CHECK(bw_test::all_weights(plain) == bw_test::all_weights(doubled));
+    };
+    check(bw::SGD{{.learning_rate = 0.1f, .momentum = 0.9f}});
+    check(bw::Adam{{.learning_rate = 0.01f}});
+    check(bw::RMSprop{});
 }

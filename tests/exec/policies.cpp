@@ -5,6 +5,7 @@
 // and on the GPU. On the host the two must agree exactly: same GEMM, same functors, same
 // summation order.
 #include "../gradient_check.hpp"
+#include "../recording_accumulation.hpp"
 #include "../temp_files.hpp"
 
 #include <cmath>
@@ -268,6 +269,64 @@ TEST_CASE("a replayed step trains exactly as eager steps do: schedule, dropout, 
     check_close(bw_test::all_weights(eager), bw_test::all_weights(captured), "weights after 3 epochs");
     // It learned: the last epoch's loss is well below the first's.
     CHECK(a.history.at("loss")[2] < 0.8 * a.history.at("loss")[0]);
+}
+
+TEST_CASE("the reduction hook runs once per optimizer step: replayed steps") {
+    // The hook runs on the host between the backward graph and a graph of its own for the
+    // update; the weights must be those of the fused graphs of a model without a hook.
+    using recording = bw_test::recording_accumulation<bw::no_accumulation>;
+    using doubling = bw_test::doubling_accumulation<bw::no_accumulation>;
+    bw_test::Model<captured_net, bw::static_batch<8>> plain{bw::seed{4}};
+    bw_test::Model<captured_net, bw::static_batch<8>, bw_test::exec, recording> recorded{bw::seed{4}};
+    bw_test::Model<captured_net, bw::static_batch<8>, bw_test::exec, doubling> doubled{bw::seed{4}};
+    static_assert(decltype(recorded)::can_capture_steps && decltype(doubled)::can_capture_steps);
+    auto compile = [](auto& m) {
+        m.compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+                  bw::metrics::accuracy);
+    };
+    compile(plain);
+    compile(recorded);
+    compile(doubled);
+    // 60 samples: 7 full batches (the first eager, the second captured, then replayed) and a
+    // padded tail of 4 trained eagerly, each epoch.
+    const auto data = three_classes(60).shuffle(60, bw::seed{2}).batch(8);
+    const bw::History a = plain.fit(data, {.epochs = 2, .verbose = 0});
+    const bw::History b = recorded.fit(data, {.epochs = 2, .verbose = 0});
+    doubled.fit(data, {.epochs = 2, .verbose = 0});
+    CHECK(plain.step_captured());
+    CHECK(recorded.step_captured());
+    CHECK(doubled.step_captured());
+    std::size_t trainable = 0;
+    for (const auto& v : recorded.variables()) trainable += v.ref.trainable() ? 1 : 0;
+    std::vector<bw_test::seen_window> want;
+    for (std::uint64_t step = 1; step <= 16; ++step) want.push_back({step, step % 8 == 0 ? 4u : 8u, trainable, false});
+    CHECK(recorded.accumulation().seen == want);
+    CHECK(doubled.accumulation().calls == 16);
+    CHECK(same_value(a.history.at("loss")[1], b.history.at("loss")[1]));
+    check_close(bw_test::all_weights(plain), bw_test::all_weights(recorded), "weights with a recording hook");
+    check_close(bw_test::all_weights(plain), bw_test::all_weights(doubled), "weights with a doubling hook");
+}
+
+TEST_CASE("a refused capture reaches the callbacks and History; the library prints nothing") {
+    using net = bw::Sequential<bw::Input<6>, bw::Dense<8>, bw::Tanh, bw::Dense<2>>;
+    struct refusals final : bw::Callback {
+        std::vector<bw::step_capture_refusal> seen;
+        void on_step_capture_refused(bw::training_context&, const bw::step_capture_refusal& r) override {
+            seen.push_back(r);
+        }
+    } log;
+    bw_test::Model<net, bw::static_batch<8>> m{bw::seed{9}};
+    m.compile(bw::RMSprop{}, bw::MeanSquaredError{}, host_side_mean{});
+    const bw::data::Dataset data(bw_test::random_matrix(32, 6, 3), bw_test::random_matrix(32, 2, 4));
+    const bw::History h = m.fit(data.batch(8), {.epochs = 2, .verbose = 0}, log);
+    CHECK(m.iterations() == 8);
+    REQUIRE(h.capture_refusals.size() == 1);  // refused once; compile() would try again
+    CHECK(h.capture_refusals[0].epoch == 0);
+    CHECK(h.capture_refusals[0].optimizer_step == 2);  // the first step is the eager warm-up
+    CHECK(h.capture_refusals[0].reason == m.step_capture_refused());
+    CHECK(m.step_capture_refused().find("a read of device memory on the host") != std::string::npos);
+    REQUIRE(log.seen.size() == 1);
+    CHECK(log.seen[0].reason == h.capture_refusals[0].reason);
 }
 
 TEST_CASE("a step that cannot be captured trains eagerly and says why") {

@@ -5,6 +5,9 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
 
 namespace batchwise {
 
@@ -60,8 +63,58 @@ struct accumulation_window {
     std::size_t samples = 0;
 };
 
+/// One trainable variable's gradient at the end of a window: the sum over the window's samples
+/// (not yet divided by their count), in the execution policy's memory.
+struct gradient_buffer {
+    std::string_view name;
+    float* data = nullptr;
+    std::size_t size = 0;
+};
+
+/// What the reduction hook and the step observers see when a window ends, in that order,
+/// before the optimizer reads anything (step_window::finish, docs/exactness.md).
+struct step_gradients {
+    /// The gradient sums still to be applied. When the step was folded into the weight-gradient
+    /// GEMM (allowed only by policies that permit it) the variables updated there are absent.
+    std::span<const gradient_buffer> gradients;
+    /// Samples summed into the gradients. A reduction across processes replaces it with the
+    /// global count: the optimizer divides by what is here after the hook.
+    std::size_t samples = 0;
+    /// The optimizer step being taken, counted from 1.
+    std::uint64_t step = 0;
+    /// Whether some variables were already updated inside the gradient GEMM.
+    bool updated_in_gemm = false;
+};
+
+/// An accumulation policy that runs code when its window ends: `reduce<Exec>(step_gradients&)`
+/// may change the gradient sums and the sample count (the data-parallel all-reduce). It is
+/// called once per optimizer step however the step is executed.
+template <class A, class Exec>
+concept ReducingAccumulation = requires(A& policy, step_gradients& g) { policy.template reduce<Exec>(g); };
+
+/// Whether the window may fold plain SGD into the weight-gradient GEMM under policy A. A policy
+/// says so with `static constexpr bool updates_in_gemm`; one that reduces gradients is refused
+/// the fold unless it says it needs no kernel gradients (the fold never computes them).
+template <class A, class Exec>
+inline constexpr bool permits_update_in_gemm = [] {
+    if constexpr (requires { A::updates_in_gemm; }) return bool{A::updates_in_gemm};
+    return !ReducingAccumulation<A, Exec>;
+}();
+
+/// Whether a step under policy A may be replayed from a captured graph. The reduction hook runs
+/// on the host between the backward graph and the update graph; a policy whose hook cannot
+/// (one that must see every call it makes executed, say) declares `static constexpr bool
+/// capturable = false`.
 template <class A>
-concept AccumulationPolicy = requires {
+inline constexpr bool permits_capture = [] {
+    if constexpr (requires { A::capturable; }) return bool{A::capturable};
+    return true;
+}();
+
+/// How many micro-batches or samples make a step, where it is set, and in what type gradients
+/// are summed. Optional members: reduce<Exec>, updates_in_gemm and capturable, above.
+template <class A>
+concept AccumulationPolicy = std::default_initializable<A> && std::movable<A> && requires {
     { A::micro_batches } -> std::convertible_to<std::size_t>;
     { A::samples } -> std::convertible_to<std::size_t>;
     { A::runtime } -> std::convertible_to<bool>;

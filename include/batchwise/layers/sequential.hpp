@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "batchwise/core/concepts.hpp"
+#include "batchwise/layers/hooks.hpp"
 #include "batchwise/layers/layer.hpp"
 #include "batchwise/layers/reshape.hpp"
 
@@ -125,7 +126,7 @@ struct Sequential {
     class network {
         template <class Impl>
         static constexpr std::size_t granularity_of() {
-            if constexpr (requires { Impl::split_granularity; }) {
+            if constexpr (SplitGranularLayer<Impl>) {
                 return Impl::split_granularity;
             } else {
                 return 1;
@@ -142,6 +143,7 @@ struct Sequential {
 
         template <std::size_t I>
         using layer_impl = std::tuple_element_t<I, layers_tuple>;
+        static_assert(detail::layer_hooks_check<layers_tuple>::value);
 
         static constexpr std::array<std::size_t, size> trainable_counts = []<std::size_t... I>(
             std::index_sequence<I...>) {
@@ -180,11 +182,8 @@ struct Sequential {
         static constexpr bool runs_in_place() {
             if constexpr (I == 0) {
                 return false;
-            } else if constexpr (requires { layer_impl<I>::computes_in_place; } &&
-                                 requires { layer_impl<I - 1>::output_is_scratch; }) {
-                return layer_impl<I>::computes_in_place && layer_impl<I - 1>::output_is_scratch;
             } else {
-                return false;
+                return InPlaceLayer<layer_impl<I>> && ScratchOutputLayer<layer_impl<I - 1>>;
             }
         }
 
@@ -219,12 +218,12 @@ struct Sequential {
         /// whole step (batch norm's moving averages) reset or apply them.
         void begin_step() {
             for_each_layer([&]<std::size_t>(auto& layer) {
-                if constexpr (requires { layer.begin_step(); }) layer.begin_step();
+                if constexpr (StepBeginLayer<std::decay_t<decltype(layer)>>) layer.begin_step();
             });
         }
         void end_step() {
             for_each_layer([&]<std::size_t>(auto& layer) {
-                if constexpr (requires { layer.end_step(); }) layer.end_step();
+                if constexpr (StepEndLayer<std::decay_t<decltype(layer)>>) layer.end_step();
             });
         }
 
@@ -259,7 +258,7 @@ struct Sequential {
         /// its variables (update_in_gemm).
         template <std::size_t I>
         static constexpr std::string_view variable_updated_in_gemm() {
-            if constexpr (requires { layer_impl<I>::variable_updated_in_gemm; }) {
+            if constexpr (GemmUpdateLayer<layer_impl<I>>) {
                 return layer_impl<I>::variable_updated_in_gemm;
             } else {
                 return {};

@@ -71,6 +71,8 @@ public:
     virtual bool on_non_finite_loss(training_context&, const numeric_error&) { return false; }
     /// A step did not fit in memory and continues as smaller micro-batches.
     virtual void on_micro_batch_split(training_context&, const micro_batch_split&) {}
+    /// The step could not be captured into a graph; it trains eagerly (Model::set_step_capture).
+    virtual void on_step_capture_refused(training_context&, const step_capture_refusal&) {}
     /// A ProgressBar among the callbacks replaces the default one.
     [[nodiscard]] virtual bool is_progress_bar() const { return false; }
 };

@@ -25,6 +25,14 @@ struct micro_batch_split {
     std::string reason;
 };
 
+/// A training step could not be captured into a graph (the operation named in `reason` cannot
+/// be held by one); the model trains such steps eagerly, with the same arithmetic.
+struct step_capture_refusal {
+    std::uint64_t epoch = 0;
+    std::uint64_t optimizer_step = 0;  // the step that tried to capture (1-based)
+    std::string reason;
+};
+
 /// Named values at the end of an epoch: "loss", metrics, "val_" versions, "learning_rate".
 struct epoch_logs {
     std::vector<std::pair<std::string, double>> values;
@@ -74,6 +82,8 @@ struct History {
     std::vector<std::size_t> micro_batch_limit;
     /// Every out-of-memory split, in order.
     std::vector<micro_batch_split> micro_batch_splits;
+    /// Every refused step capture, in order (at most one per compile()).
+    std::vector<step_capture_refusal> capture_refusals;
     /// Wall seconds of each epoch, validation included.
     std::vector<double> seconds;
     /// Empty when all epochs ran; otherwise who stopped training and why.

@@ -66,6 +66,13 @@ public:
         drawn_ = false;
     }
 
+    void on_step_capture_refused(training_context&, const step_capture_refusal& r) override {
+        *o_.out << (interactive_ && drawn_ ? "\n" : "") << "the training step cannot be captured ("
+                << r.reason << "); training it eagerly\n";
+        o_.out->flush();
+        drawn_ = false;
+    }
+
     void on_epoch_end(training_context&, std::uint64_t, const epoch_logs& logs) override {
         const double elapsed = seconds(clock::now() - start_);
         const double per_step = done_ > 0 ? elapsed / static_cast<double>(done_) : 0.0;

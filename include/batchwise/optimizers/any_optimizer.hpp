@@ -1,0 +1,65 @@
+// An optimizer chosen at run time (Model::compile, as in Keras): one virtual call per variable
+// and step is the price, and it keeps the model's type independent of the optimizer's.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/layers/layer.hpp"
+#include "batchwise/optimizers/optimizer.hpp"
+
+namespace batchwise::detail {
+
+template <class Exec>
+struct optimizer_base {
+    virtual ~optimizer_base() = default;
+    [[nodiscard]] virtual std::string_view name() const = 0;
+    [[nodiscard]] virtual std::size_t slot_count() const = 0;
+    [[nodiscard]] virtual float learning_rate() const = 0;
+    virtual void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+                       float grad_scale) const = 0;
+    /// The step as an update a layer can apply inside its gradient GEMM, where the optimizer
+    /// has one (plain SGD).
+    [[nodiscard]] virtual std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const = 0;
+    /// Whether the step can be replayed from a captured graph (CapturableOptimizer), and the
+    /// two halves of such a step: scalars on the host, the update reading them from memory.
+    [[nodiscard]] virtual bool capturable() const = 0;
+    [[nodiscard]] virtual step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const = 0;
+    virtual void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const = 0;
+};
+
+template <class O, class Exec>
+struct optimizer_holder final : optimizer_base<Exec> {
+    O opt;
+    explicit optimizer_holder(O o) : opt(std::move(o)) {}
+    [[nodiscard]] std::string_view name() const override { return O::name; }
+    [[nodiscard]] std::size_t slot_count() const override { return opt.slot_count(); }
+    [[nodiscard]] float learning_rate() const override { return opt.learning_rate(); }
+    void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
+               float grad_scale) const override {
+        opt.template apply<Exec>(v, slots, step, lr, grad_scale);
+    }
+    [[nodiscard]] std::optional<update_in_gemm> in_gemm(float lr, float grad_scale) const override {
+        if constexpr (requires { opt.in_gemm(lr, grad_scale); }) {
+            return opt.in_gemm(lr, grad_scale);
+        } else {
+            return std::nullopt;
+        }
+    }
+    [[nodiscard]] bool capturable() const override { return CapturableOptimizer<O, Exec>; }
+    [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const override {
+        if constexpr (CapturableOptimizer<O, Exec>) {
+            return opt.scalars(step, lr, grad_scale);
+        } else {
+            return plain_step_scalars(lr, grad_scale);
+        }
+    }
+    void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const override {
+        if constexpr (CapturableOptimizer<O, Exec>) opt.template apply_from<Exec>(v, slots, device);
+    }
+};
+
+}  // namespace batchwise::detail

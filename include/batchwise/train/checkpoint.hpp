@@ -1,0 +1,162 @@
+// Weights and whole training state in NumPy .npz archives: one array per variable named as
+// Keras names it ("dense_1/kernel"), plus, in a checkpoint, the optimizer and the position.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/core/errors.hpp"
+#include "batchwise/data/npz.hpp"
+#include "batchwise/train/step/optimizer_state.hpp"
+#include "batchwise/train/step/variables.hpp"
+#include "batchwise/train/tensor_io.hpp"
+
+namespace batchwise {
+
+using named_arrays = std::vector<std::pair<std::string, data::npz_array>>;
+
+/// Where training stands between optimizer steps: what fit() resumes from.
+struct training_position {
+    std::uint64_t epoch = 0;
+    std::size_t step = 0;  // batches of `epoch` already trained
+    std::uint64_t sample = 0;
+    std::uint64_t seed = 0;
+    std::size_t micro_batch_limit = 0;  // 0: none
+};
+
+/// A checkpoint's training state, restored.
+struct restored_state {
+    std::uint64_t iterations = 0;
+    float learning_rate = 0.0f;
+    training_position position;
+};
+
+namespace detail {
+inline std::vector<std::size_t> variable_shape(const variable_ref& v) {
+    return v.cols == 0 ? std::vector<std::size_t>{v.rows} : std::vector<std::size_t>{v.rows, v.cols};
+}
+}  // namespace detail
+
+/// Host copies of every variable, as the arrays save_weights writes.
+template <ExecutionPolicy Exec>
+named_arrays weight_arrays(const variable_set& vars) {
+    named_arrays arrays;
+    for (const auto& v : vars.entries()) {
+        data::npz_array a{detail::variable_shape(v.ref), std::vector<float>(v.ref.size())};
+        Exec::to_host(v.ref.value, v.ref.size(), a.values.data());
+        arrays.emplace_back(v.name, std::move(a));
+    }
+    return arrays;
+}
+
+/// Weight arrays by name into the variables; the optimizer and training state of a checkpoint
+/// are skipped. All arrays are checked before any is copied, so a bad file changes nothing.
+template <ExecutionPolicy Exec>
+void load_weight_arrays(const variable_set& vars, const named_arrays& arrays, const std::filesystem::path& path) {
+    std::vector<const data::npz_array*> found(vars.size(), nullptr);
+    for (const auto& [name, array] : arrays) {
+        if (name.starts_with("optimizer/") || name.starts_with("training/")) continue;
+        std::size_t i = 0;
+        while (i < vars.size() && vars[i].name != name) ++i;
+        if (i == vars.size()) {
+            throw shape_error("load_weights: " + path.string() + " holds an array '" + name +
+                              "' that this model does not have; its variables are " + vars.names());
+        }
+        const std::vector<std::size_t> expected = detail::variable_shape(vars[i].ref);
+        if (array.shape != expected || array.dtype != data::npz_dtype::float32) {
+            throw shape_error("load_weights: array '" + name + "' in " + path.string() + " has shape " +
+                              detail::runtime_shape_str(array.shape) +
+                              (array.dtype != data::npz_dtype::float32 ? " of integers" : "") +
+                              " but the model's variable has shape " + detail::runtime_shape_str(expected) +
+                              " of floats");
+        }
+        found[i] = &array;
+    }
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+        if (found[i] == nullptr) throw shape_error("load_weights: " + path.string() + " has no array '" + vars[i].name + "'");
+    }
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+        Exec::from_host(found[i]->values.data(), vars[i].ref.size(), vars[i].ref.value);
+    }
+}
+
+/// Every array of a checkpoint: the weights, the optimizer's slots and step count, the learning
+/// rate, and the training position.
+template <ExecutionPolicy Exec>
+named_arrays checkpoint_arrays(const variable_set& vars, const optimizer_state<Exec>& opt,
+                               const training_position& at) {
+    named_arrays arrays = weight_arrays<Exec>(vars);
+    const std::size_t slots = opt.slot_count();
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+        if (!vars[i].ref.trainable()) continue;
+        for (std::size_t k = 0; k < slots; ++k) {
+            data::npz_array a{detail::variable_shape(vars[i].ref), std::vector<float>(vars[i].ref.size())};
+            Exec::to_host(opt.slots(i)[k], vars[i].ref.size(), a.values.data());
+            arrays.emplace_back("optimizer/" + vars[i].name + "/slot" + std::to_string(k), std::move(a));
+        }
+    }
+    arrays.emplace_back("optimizer/iterations", data::int64_array({}, {static_cast<std::int64_t>(opt.iterations())}));
+    arrays.emplace_back("optimizer/learning_rate", data::npz_array{{}, {opt.learning_rate()}});
+    arrays.emplace_back("training/position",
+                        data::int64_array({5}, {static_cast<std::int64_t>(at.epoch), static_cast<std::int64_t>(at.step),
+                                                static_cast<std::int64_t>(at.sample), static_cast<std::int64_t>(at.seed),
+                                                static_cast<std::int64_t>(at.micro_batch_limit)}));
+    return arrays;
+}
+
+/// Copies a checkpoint's weights and optimizer slots into the model and returns the rest of its
+/// state. Everything is checked before anything is changed; the slots must be those of the
+/// compiled optimizer.
+template <ExecutionPolicy Exec>
+restored_state restore_checkpoint(const named_arrays& arrays, const std::filesystem::path& path,
+                                  const variable_set& vars, const optimizer_state<Exec>& opt) {
+    auto find = [&](const std::string& name) -> const data::npz_array& {
+        for (const auto& [n, a] : arrays) {
+            if (n == name) return a;
+        }
+        throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
+                          "' (a file from save_weights holds weights only; use load_weights)");
+    };
+    const auto& iterations = find("optimizer/iterations");
+    const auto& lr = find("optimizer/learning_rate");
+    const auto& position = find("training/position");
+    if (iterations.integers.size() != 1 || lr.values.size() != 1 || position.integers.size() != 5) {
+        throw shape_error("load_checkpoint: " + path.string() + " has malformed training state");
+    }
+    const std::size_t slots = opt.slot_count();
+    std::vector<std::pair<const data::npz_array*, float*>> slot_copies;
+    for (std::size_t i = 0; i < vars.size(); ++i) {
+        if (!vars[i].ref.trainable()) continue;
+        for (std::size_t k = 0; k < slots; ++k) {
+            const auto& a = find("optimizer/" + vars[i].name + "/slot" + std::to_string(k));
+            if (a.values.size() != vars[i].ref.size()) {
+                throw shape_error("load_checkpoint: optimizer slot of '" + vars[i].name + "' has " +
+                                  std::to_string(a.values.size()) + " values, expected " +
+                                  std::to_string(vars[i].ref.size()));
+            }
+            slot_copies.emplace_back(&a, opt.slots(i)[k]);
+        }
+    }
+    const std::string extra_slot =
+        vars.size() == 0 ? "" : "optimizer/" + vars[0].name + "/slot" + std::to_string(slots);
+    for (const auto& [n, a] : arrays) {
+        if (n == extra_slot) {
+            throw shape_error("load_checkpoint: " + path.string() +
+                              " was written with an optimizer that keeps more state than the compiled " +
+                              std::string(opt.optimizer().name()));
+        }
+    }
+    load_weight_arrays<Exec>(vars, arrays, path);  // checks all weights, then copies them
+    for (const auto& [a, dst] : slot_copies) Exec::from_host(a->values.data(), a->values.size(), dst);
+    const auto& p = position.integers;
+    return {static_cast<std::uint64_t>(iterations.integers[0]), lr.values[0],
+            {static_cast<std::uint64_t>(p[0]), static_cast<std::size_t>(p[1]), static_cast<std::uint64_t>(p[2]),
+             static_cast<std::uint64_t>(p[3]), static_cast<std::size_t>(p[4] > 0 ? p[4] : 0)}};
+}
+
+}  // namespace batchwise

@@ -1,0 +1,239 @@
+// Model::fit: the epoch loop over a dataset, with validation, callbacks, History and exact
+// resumption from a checkpoint. Its state (the position in training, a loaded resume point, the
+// batch buffers) lives here, not on Model.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "batchwise/data/dataset.hpp"
+#include "batchwise/train/callbacks.hpp"
+#include "batchwise/train/checkpoint.hpp"
+#include "batchwise/train/history.hpp"
+#include "batchwise/train/logs.hpp"
+#include "batchwise/train/progress_bar.hpp"
+#include "batchwise/train/step/objective.hpp"
+
+namespace batchwise {
+
+/// Options of Model::fit, named as Keras names them.
+struct fit_options {
+    /// Train until this many epochs have been completed (counting from epoch 0).
+    std::uint64_t epochs = 1;
+    /// First epoch to train; unset: 0, or where a loaded checkpoint left off.
+    std::optional<std::uint64_t> initial_epoch{};
+    /// Evaluated at the end of every epoch into "val_" values.
+    std::optional<data::Dataset> validation{};
+    /// At most this many batches per epoch (each epoch still starts a fresh pass); 0: all.
+    /// A plain count rather than an optional: GCC 12 warns falsely about optional payloads.
+    std::size_t steps_per_epoch = 0;
+    /// 0: silent; 1: progress bar (redrawn in place on a terminal); 2: one line per epoch.
+    int verbose = 1;
+};
+
+namespace detail {
+
+/// What fit's callbacks see of a model.
+template <class M>
+class fit_context final : public training_context {
+public:
+    fit_context(M& m, std::uint64_t epochs) : m_(m), epochs_(epochs) {}
+    [[nodiscard]] float learning_rate() const override { return m_.learning_rate(); }
+    void set_learning_rate(float lr) override { m_.set_learning_rate(lr); }
+    [[nodiscard]] std::vector<float> weights() const override {
+        std::vector<float> w;
+        for (const auto& [name, values] : m_.get_weights()) w.insert(w.end(), values.begin(), values.end());
+        return w;
+    }
+    void set_weights(const std::vector<float>& w) override {
+        std::size_t at = 0;
+        for (const auto& v : m_.variables()) {
+            M::execution_policy::from_host(w.data() + at, v.ref.size(), v.ref.value);
+            at += v.ref.size();
+        }
+    }
+    [[nodiscard]] bool weights_finite() const override {
+        for (float x : weights()) {
+            if (!std::isfinite(x)) return false;
+        }
+        return true;
+    }
+    void save_weights(const std::filesystem::path& path) const override { m_.save_weights(path); }
+    void save_checkpoint(const std::filesystem::path& path) const override { m_.save_checkpoint(path); }
+    [[nodiscard]] std::uint64_t epochs() const override { return epochs_; }
+    [[nodiscard]] bool at_step_boundary() const override { return !m_.window_open(); }
+
+private:
+    M& m_;
+    std::uint64_t epochs_;
+};
+
+/// Clears a hook when fit returns or throws.
+template <class Hook>
+struct hook_reset {
+    Hook& hook;
+    explicit hook_reset(Hook& h) : hook(h) {}
+    hook_reset(const hook_reset&) = delete;
+    hook_reset& operator=(const hook_reset&) = delete;
+    ~hook_reset() { hook = nullptr; }
+};
+
+}  // namespace detail
+
+class fit_loop {
+public:
+    /// Where a checkpoint taken now resumes: the epoch, and the batches of it already trained.
+    [[nodiscard]] std::uint64_t epoch() const { return epoch_; }
+    [[nodiscard]] std::size_t step() const { return step_; }
+    /// A loaded checkpoint's position: the next fit() (without initial_epoch) starts there.
+    void resume_at(std::uint64_t epoch, std::size_t step) {
+        epoch_ = epoch;
+        step_ = step;
+        resume_ = std::pair{epoch, step};
+    }
+
+    /// Trains `model` (through its step engine, `model.step_`) on every batch of `train` for
+    /// each epoch. See Model::fit.
+    template <class M, class... Callbacks>
+    History run(M& model, const data::Dataset& train, const fit_options& options, Callbacks&... callbacks) {
+        auto& engine = model.step_;
+        std::vector<Callback*> cbs{static_cast<Callback*>(&callbacks)...};
+        ProgressBar default_bar(ProgressBar::options{
+            .interactive = options.verbose == 2 ? std::optional<bool>(false) : std::nullopt});
+        const bool has_bar = (callbacks.is_progress_bar() || ... || false);
+        if (options.verbose > 0 && !has_bar) cbs.insert(cbs.begin(), &default_bar);
+
+        detail::fit_context<M> ctx(model, options.epochs);
+        History history;
+        // Out-of-memory splits and refused captures reach the callbacks and the History while
+        // fit runs.
+        engine.planner().on_split = [&](const micro_batch_split& e) {
+            history.micro_batch_splits.push_back(e);
+            for (Callback* cb : cbs) cb->on_micro_batch_split(ctx, e);
+        };
+        engine.captured().on_refused = [&](const step_capture_refusal& e) {
+            history.capture_refusals.push_back(e);
+            for (Callback* cb : cbs) cb->on_step_capture_refused(ctx, e);
+        };
+        const detail::hook_reset<decltype(engine.planner().on_split)> reset_split{engine.planner().on_split};
+        const detail::hook_reset<decltype(engine.captured().on_refused)> reset_refused{engine.captured().on_refused};
+
+        engine.finish_step();  // a window left open by train_on_batch calls is not mixed into this run
+        const bool resuming = !options.initial_epoch && resume_.has_value();
+        std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->first : 0);
+        std::size_t skip_steps = resuming ? resume_->second : 0;
+        resume_.reset();
+
+        for (Callback* cb : cbs) cb->on_train_begin(ctx);
+        for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
+            const auto t0 = std::chrono::steady_clock::now();
+            auto reader = train.read(epoch);
+            const std::size_t available = train.cardinality(epoch);
+            const std::size_t steps =
+                options.steps_per_epoch == 0 ? available : std::min(available, options.steps_per_epoch);
+            engine.set_position(epoch, 0);
+            epoch_ = epoch;
+            step_ = 0;
+            const std::uint64_t iterations_before = model.iterations();
+            for (Callback* cb : cbs) cb->on_epoch_begin(ctx, epoch, steps);
+
+            // Resuming inside an epoch: read past the batches already trained, so that the
+            // sample positions (and with them dropout masks) are those of the interrupted run.
+            std::size_t step = 0;
+            for (; step < skip_steps && reader.next(batch_); ++step) engine.advance_cursor(batch_.rows);
+            step_ = step;
+            skip_steps = 0;
+
+            step_sums sums;
+            std::vector<std::pair<std::size_t, std::size_t>> sizes;
+            std::size_t dropped = 0;
+            bool non_finite = false;
+            bool exhausted = false;
+            while (step < steps) {
+                if (!reader.next(batch_)) {
+                    exhausted = true;
+                    break;
+                }
+                if (M::drops_ragged_batches && batch_.rows < M::static_extent) {
+                    dropped += batch_.rows;  // left out by the static batch's policy, and reported
+                    step_ = ++step;
+                    continue;
+                }
+                for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
+                logs l;
+                try {
+                    l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.ids.data(), batch_.rows, "fit");
+                } catch (const numeric_error& e) {
+                    bool handled = false;
+                    for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
+                    if (!handled) throw;
+                    non_finite = true;
+                    break;
+                }
+                const auto n = static_cast<double>(batch_.rows);
+                sums.loss += l.loss * n;
+                for (std::size_t m = 0; m < l.metric_count; ++m) sums.metrics[m] += l.values[m] * n;
+                sums.samples += batch_.rows;
+                if (sizes.empty() || sizes.back().first != batch_.rows) sizes.emplace_back(batch_.rows, 0);
+                ++sizes.back().second;
+                step_ = ++step;
+                const logs running = engine.objective().make_logs(sums, sums.samples);
+                for (Callback* cb : cbs) cb->on_batch_end(ctx, step - 1, l, running);
+                if (ctx.stop_requested()) break;
+            }
+            if (sums.samples == 0 && non_finite) break;  // nothing of this epoch was trained
+            // At the natural end of the data one more read registers a tail that
+            // drop_remainder left out, so that History reports it.
+            if (!exhausted && step == available && !ctx.stop_requested()) exhausted = !reader.next(batch_);
+            const bool complete = exhausted || step == steps;
+            if (complete && !non_finite) engine.finish_step();  // a partial window counts by its real size
+
+            epoch_logs el;
+            const logs mean = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+            el.set("loss", mean.loss);
+            for (std::size_t m = 0; m < mean.metric_count; ++m) el.set(std::string(mean.names[m]), mean.values[m]);
+            if (options.validation && !non_finite) {
+                const logs v = model.evaluate(*options.validation);
+                el.set("val_loss", v.loss);
+                for (std::size_t m = 0; m < v.metric_count; ++m) el.set("val_" + std::string(v.names[m]), v.values[m]);
+            }
+            el.set("learning_rate", model.learning_rate());
+            if (complete && !model.window_open()) {
+                // A checkpoint taken now resumes at the next epoch.
+                epoch_ = epoch + 1;
+                step_ = 0;
+            }
+            history.epochs.push_back(epoch);
+            for (const auto& [name, v] : el.values) history.history[name].push_back(v);
+            history.batch_sizes.push_back(std::move(sizes));
+            history.steps.push_back(step);
+            history.optimizer_steps.push_back(static_cast<std::size_t>(model.iterations() - iterations_before));
+            history.samples.push_back(sums.samples);
+            history.dropped_samples.push_back(reader.dropped() + dropped);
+            history.micro_batch_limit.push_back(engine.planner().limited() ? engine.planner().limit() : 0);
+            history.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            for (Callback* cb : cbs) cb->on_epoch_end(ctx, epoch, el);
+        }
+        history.stop_reason = ctx.stop_reason();
+        for (Callback* cb : cbs) cb->on_train_end(ctx, history);
+        return history;
+    }
+
+private:
+    std::uint64_t epoch_ = 0;
+    std::size_t step_ = 0;
+    std::optional<std::pair<std::uint64_t, std::size_t>> resume_;
+    data::batch_data batch_;
+};
+
+}  // namespace batchwise

@@ -1,0 +1,81 @@
+// A caller's batch as contiguous host floats: xtensor containers of floats are read where they
+// are; other element types and layouts are converted once into buffers kept for reuse.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/core/xtensor.hpp"
+#include "batchwise/train/tensor_io.hpp"
+
+namespace batchwise {
+
+/// Rows of host floats ready to be fed to a step.
+struct host_rows {
+    const float* x;
+    const float* y;
+    std::size_t rows;
+};
+
+namespace detail {
+/// Calls f(pointer to row-major float samples of shape InputShape), converting x only if it is
+/// not already so.
+template <class InputShape, class X, class F>
+void with_float_rows(const X& x, F&& f) {
+    if constexpr (contiguous_float_rows<X>) {
+        f(x.data());
+    } else {
+        const xt::xtensor<float, InputShape::rank + 1> converted = xt::cast<float>(x);
+        f(converted.data());
+    }
+}
+}  // namespace detail
+
+/// train_on_batch's contiguous host copies, used when the caller's tensors are not already.
+template <std::size_t InFeatures>
+class host_batch_buffers {
+public:
+    /// A batch whose type fixes its size must fix the static batch's.
+    template <class X, class Batch>
+    static constexpr void check_static_rows() {
+        constexpr std::size_t fixed = detail::fixed_leading_extent<std::decay_t<X>>::value;
+        if constexpr (Batch::is_static && fixed != dynamic_extent) {
+            static_assert(fixed == Batch::extent,
+                          "batchwise::Model: this batch's size is fixed at compile time and "
+                          "differs from the model's static_batch<N>; use Model::input_batch.");
+        }
+    }
+
+    /// Sizes the target buffer now, so that converting class indices of other types does not
+    /// allocate in a step.
+    void reserve_targets(std::size_t n) { y_.resize(n); }
+
+    /// x and y (already checked: `rows` rows, `target_cols` targets each) as host floats.
+    template <class X, class Y>
+    host_rows convert(const X& x, const Y& y, std::size_t rows, std::size_t target_cols, const char* call) {
+        host_rows out{nullptr, nullptr, rows};
+        if constexpr (detail::contiguous_float_rows<X>) {
+            out.x = x.data();
+        } else {
+            if (x_.size() < rows * InFeatures) x_.resize(rows * InFeatures);
+            detail::copy_checked(x, InFeatures, x_.data(), call, "input");
+            out.x = x_.data();
+        }
+        if constexpr (detail::contiguous_float_rows<Y>) {
+            out.y = y.data();
+        } else {
+            if (y_.size() < rows * target_cols) y_.resize(rows * target_cols);
+            std::size_t k = 0;
+            for (auto it = y.begin(); it != y.end(); ++it) y_[k++] = static_cast<float>(*it);
+            out.y = y_.data();
+        }
+        return out;
+    }
+
+private:
+    std::vector<float> x_, y_;
+};
+
+}  // namespace batchwise

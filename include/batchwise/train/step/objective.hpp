@@ -1,0 +1,132 @@
+// What a step computes besides gradients: the compiled loss and metrics, their sums over a
+// call's samples, and the checks that targets fit the loss.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "batchwise/core/concepts.hpp"
+#include "batchwise/core/errors.hpp"
+#include "batchwise/data/dataset.hpp"
+#include "batchwise/exec/matrix_view.hpp"
+#include "batchwise/losses/any_loss.hpp"
+#include "batchwise/metrics/any_metric.hpp"
+#include "batchwise/train/logs.hpp"
+#include "batchwise/train/tensor_io.hpp"
+
+namespace batchwise {
+
+/// Loss and metric sums over some samples; means are taken once, at the end (sums cross every
+/// boundary exactly).
+struct step_sums {
+    double loss = 0.0;
+    std::array<double, logs::max_metrics> metrics{};
+    std::size_t samples = 0;
+};
+
+/// The loss and metrics chosen by compile(), for a network with `InFeatures` inputs and
+/// `OutFeatures` outputs per sample.
+template <ExecutionPolicy Exec, std::size_t InFeatures, std::size_t OutFeatures>
+class step_objective {
+public:
+    template <class Loss, class... Metrics>
+    void compile(Loss loss, Metrics... metrics) {
+        loss_ = std::make_unique<detail::loss_holder<Loss, Exec>>(std::move(loss));
+        metrics_.clear();
+        (metrics_.push_back(std::make_unique<detail::metric_holder<Metrics, Exec>>(metrics)), ...);
+    }
+
+    [[nodiscard]] bool compiled() const { return loss_ != nullptr; }
+    [[nodiscard]] const detail::loss_base<Exec>& loss() const { return *loss_; }
+    [[nodiscard]] std::size_t metric_count() const { return metrics_.size(); }
+    [[nodiscard]] target_description describe() const { return loss_->describe(); }
+    /// Target values per sample: one class index for a sparse loss, else one per output.
+    [[nodiscard]] std::size_t target_cols() const {
+        return loss_ && loss_->describe().sparse_labels ? 1 : OutFeatures;
+    }
+
+    /// The loss sum of `pred` against `target`, writing grad_scale times its gradient into
+    /// `grad` (none when grad is null).
+    double loss_sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
+                    float* scratch) const {
+        return loss_->sum(pred, target, grad, grad_scale, scratch);
+    }
+    /// Adds every metric's sum over `pred` into `sums`.
+    void add_metrics(const_matrix_view pred, const_matrix_view target, float* scratch, step_sums& sums) const {
+        const target_description d = loss_->describe();
+        for (std::size_t m = 0; m < metrics_.size(); ++m) sums.metrics[m] += metrics_[m]->sum(pred, target, d, scratch);
+    }
+    /// Records every metric's reduction (a captured step, whose sums land in device slots).
+    void record_metrics(const_matrix_view pred, const_matrix_view target, float* scratch) const {
+        const target_description d = loss_->describe();
+        for (const auto& metric : metrics_) (void)metric->sum(pred, target, d, scratch);
+    }
+
+    /// Means of `n` samples from their sums.
+    [[nodiscard]] logs make_logs(double loss_sum, const std::array<double, logs::max_metrics>& metric_sums,
+                                 std::size_t n) const {
+        logs out;
+        out.samples = n;
+        out.loss = static_cast<float>(loss_sum / static_cast<double>(n));
+        out.metric_count = metrics_.size();
+        for (std::size_t m = 0; m < metrics_.size(); ++m) {
+            out.names[m] = metrics_[m]->name();
+            out.values[m] = static_cast<float>(metric_sums[m] / static_cast<double>(n));
+        }
+        return out;
+    }
+    [[nodiscard]] logs make_logs(const step_sums& s, std::size_t n) const { return make_logs(s.loss, s.metrics, n); }
+
+    /// Every input finite and every target valid, before any of the batch is trained: a bad
+    /// sample stops the call with nothing of the batch half-accumulated.
+    void validate(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call,
+                  bool inputs = true) const {
+        if (inputs) detail::check_finite(x, n, InFeatures, ids, call, "input");
+        if (loss_->describe().sparse_labels) {
+            detail::check_labels(y, n, OutFeatures, ids, call);
+        } else {
+            detail::check_finite(y, n, OutFeatures, ids, call, "target");
+        }
+    }
+
+    /// `y` holds one target per input sample (n of them), shaped as the loss expects.
+    template <class OutputShape, class Y>
+    void check_targets(const Y& y, std::size_t n, const char* call) const {
+        const std::size_t rows = loss_->describe().sparse_labels ? detail::checked_label_rows(y, call)
+                                                                 : detail::checked_rows<OutputShape>(y, "targets", call);
+        if (rows != n) {
+            throw data_error(std::string(call) + ": " + std::to_string(n) + " input samples but " +
+                             std::to_string(rows) + " targets");
+        }
+    }
+
+    /// A dataset's samples must be the network's input; its targets what the loss expects.
+    template <class InputShape>
+    void check_dataset(const data::Dataset& ds, const char* call, bool targets) const {
+        if (!ds.batched()) {
+            throw usage_error(std::string(call) + ": the dataset is not batched; call .batch(n) on it "
+                              "(or pass a batch-size schedule)");
+        }
+        if (ds.feature_size() != InFeatures) {
+            throw shape_error(std::string(call) + ": the dataset's samples have shape " +
+                              detail::runtime_shape_str(ds.sample_shape()) + " but the network's Input is " +
+                              InputShape::str());
+        }
+        if (!targets) return;
+        const std::size_t want = target_cols();
+        if (ds.target_size() != want) {
+            throw shape_error(std::string(call) + ": the dataset has " + std::to_string(ds.target_size()) +
+                              " target values per sample but the loss " + std::string(loss_->name()) + " needs " +
+                              std::to_string(want) + (want == 1 ? " (one class index)" : " (one per network output)"));
+        }
+    }
+
+private:
+    std::unique_ptr<detail::loss_base<Exec>> loss_;
+    std::vector<std::unique_ptr<detail::metric_base<Exec>>> metrics_;
+};
+
+}  // namespace batchwise
