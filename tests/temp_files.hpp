@@ -12,16 +12,21 @@
 #include <system_error>
 #include <vector>
 
+#include <unistd.h>
+
 namespace bw_test {
 
 class temp_path {
 public:
-    /// A path named batchwise_<prefix>_<time>_<counter><suffix>.
+    /// A path named batchwise_<prefix>_<process>_<time>_<counter><suffix>. The process id is
+    /// what keeps two test processes that CTest runs at once apart: the clock alone did not
+    /// (two read cases once got the same stamp and removed each other's file).
     explicit temp_path(const std::string& prefix, const std::string& suffix = "") {
         static std::atomic<unsigned> counter{0};
         const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
         path_ = std::filesystem::temp_directory_path() /
-                ("batchwise_" + prefix + "_" + std::to_string(stamp) + "_" + std::to_string(counter++) + suffix);
+                ("batchwise_" + prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(stamp) + "_" +
+                 std::to_string(counter++) + suffix);
     }
     ~temp_path() {
         std::error_code ec;
