@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "batchwise/batch/batch_policy.hpp"
 #include "batchwise/data/dataset.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
@@ -164,7 +165,8 @@ public:
                     exhausted = true;
                     break;
                 }
-                if (M::drops_ragged_batches && batch_.rows < M::static_extent) {
+                using batch = typename M::batch_policy;
+                if (batch::is_static && batch::tail == ragged_tail::drop && batch_.rows < batch::extent) {
                     dropped += batch_.rows;  // left out by the static batch's policy, and reported
                     step_ = ++step;
                     continue;

@@ -69,9 +69,6 @@ public:
     using output_tensor = xt::xtensor<float, output_shape::rank + 1>;
     /// predict/evaluate's default chunk: Keras's 32, or the static batch itself.
     static constexpr std::size_t default_batch_size = Batch::is_static ? Batch::extent : 32;
-    /// For fit: a static batch that drops ragged batches, and its size.
-    static constexpr bool drops_ragged_batches = Batch::is_static && Batch::tail == ragged_tail::drop;
-    static constexpr std::size_t static_extent = Batch::is_static ? Batch::extent : 0;
 
     explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}
 
