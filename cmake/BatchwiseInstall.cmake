@@ -30,4 +30,5 @@ install(FILES
         "${PROJECT_BINARY_DIR}/batchwiseConfigVersion.cmake"
         "${PROJECT_SOURCE_DIR}/cmake/BatchwiseDependencies.cmake"
         "${PROJECT_SOURCE_DIR}/cmake/BatchwiseThrust.cmake"
+        "${PROJECT_SOURCE_DIR}/cmake/BatchwiseDistributed.cmake"
         DESTINATION "${BATCHWISE_INSTALL_CMAKEDIR}")

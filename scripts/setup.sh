@@ -11,6 +11,7 @@ packages=(
     doctest-dev               # unit tests
     zlib1g-dev                # .npz archives and .gz IDX files
     libbenchmark-dev          # benchmark harness
+    libopenmpi-dev openmpi-bin  # MPI for data_parallel across processes, and mpirun for its tests
     dataset-fashion-mnist     # the real Fashion-MNIST, for the main example
     python3-numpy             # checks that our .npz files are what numpy reads and writes
     python3-venv              # a virtual environment for Conan 2 from PyPI (the Conan package test)

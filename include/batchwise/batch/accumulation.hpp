@@ -84,6 +84,17 @@ struct step_gradients {
     std::uint64_t step = 0;
     /// Whether some variables were already updated inside the gradient GEMM.
     bool updated_in_gemm = false;
+    /// Layers' step statistics to be summed with the gradients (batch norm's, packed by
+    /// StepStatisticsLayer), present only for policies that ask for them with
+    /// `reduces_layer_statistics`.
+    std::span<const gradient_buffer> statistics{};
+};
+
+/// Rows [begin, end) of a call's rows.
+struct row_range {
+    std::size_t begin = 0;
+    std::size_t end = 0;
+    [[nodiscard]] constexpr std::size_t size() const { return end - begin; }
 };
 
 /// An accumulation policy that runs code when its window ends: `reduce<Exec>(step_gradients&)`
@@ -91,6 +102,22 @@ struct step_gradients {
 /// called once per optimizer step however the step is executed.
 template <class A, class Exec>
 concept ReducingAccumulation = requires(A& policy, step_gradients& g) { policy.template reduce<Exec>(g); };
+
+/// A policy whose micro-batches are shared among processes: every process is given the same
+/// rows, trains only `shard(rows)` of them, and counts all of them towards the window, so the
+/// window's boundaries and the samples' positions (dropout's key) are those of one process.
+template <class A>
+concept ShardingAccumulation = requires(const A& policy, std::size_t rows) {
+    { policy.shard(rows) } -> std::same_as<row_range>;
+};
+
+/// Whether layers' step statistics (batch norm's moving-average inputs) go through the
+/// reduction hook with the gradients: `static constexpr bool reduces_layer_statistics`.
+template <class A>
+inline constexpr bool reduces_layer_statistics = [] {
+    if constexpr (requires { A::reduces_layer_statistics; }) return bool{A::reduces_layer_statistics};
+    return false;
+}();
 
 /// Whether the window may fold plain SGD into the weight-gradient GEMM under policy A. A policy
 /// says so with `static constexpr bool updates_in_gemm`; one that reduces gradients is refused

@@ -68,6 +68,19 @@ public:
     using error::error;
 };
 
+/// Data-parallel training failed across processes: another rank failed or never arrived, the
+/// ranks disagree on the model or its configuration, or the transport (MPI, NCCL) is missing.
+/// `rank()` is the rank the failure is attributed to, or no_rank when it cannot be named.
+class distributed_error : public error {
+public:
+    static constexpr int no_rank = -1;
+    explicit distributed_error(const std::string& what, int rank = no_rank) : error(what), rank_(rank) {}
+    [[nodiscard]] int rank() const noexcept { return rank_; }
+
+private:
+    int rank_;
+};
+
 namespace detail {
 /// A file name (or any text) in double quotes, as every error message that names a file writes
 /// it. Appending instead of `"\"" + std::string(s)` sidesteps a GCC 12 -Wrestrict false positive.

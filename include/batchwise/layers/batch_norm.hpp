@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "batchwise/batch/accumulation.hpp"
 #include "batchwise/layers/layer.hpp"
 
 namespace batchwise {
@@ -98,6 +99,79 @@ struct batch_norm_update_moving {
     }
 };
 
+/// Per feature: the step's (count, mean, M2) as two sums that add up across processes, taken
+/// about a shift every process holds alike (the moving mean), so that summing them in floats
+/// does not cancel: n (mean - shift) and M2 + n (mean - shift)^2.
+struct batch_norm_pack_statistics {
+    const float* step_mean;
+    const float* step_m2;
+    const float* shift;
+    float* out;
+    std::size_t cols, samples;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        const auto n = static_cast<double>(samples);
+        const double d = samples == 0 ? 0.0 : static_cast<double>(step_mean[j]) - shift[j];
+        out[j] = static_cast<float>(n * d);
+        out[cols + j] = static_cast<float>(samples == 0 ? 0.0 : step_m2[j] + n * d * d);
+    }
+};
+
+/// The inverse of batch_norm_pack_statistics for the summed buffer of `samples` samples.
+struct batch_norm_unpack_statistics {
+    const float* in;
+    const float* shift;
+    float* step_mean;
+    float* step_m2;
+    std::size_t cols, samples;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        const auto n = static_cast<double>(samples);
+        const double s1 = in[j];
+        const double m2 = static_cast<double>(in[cols + j]) - s1 * s1 / n;
+        step_mean[j] = static_cast<float>(shift[j] + s1 / n);
+        step_m2[j] = static_cast<float>(m2 > 0.0 ? m2 : 0.0);
+    }
+};
+
+/// Synchronized batch norm, per feature: this process's partial sums about the shift every
+/// process holds alike (the moving mean), n (x - shift) summed and (x - shift)^2 summed, so that
+/// the sums of all processes give the global batch's mean and variance without cancelling.
+struct batch_norm_partial_sums {
+    const float* x;
+    const float* shift;
+    float* out;
+    std::size_t valid, cols;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        double s1 = 0.0, s2 = 0.0;
+        for (std::size_t r = 0; r < valid; ++r) {
+            const double d = static_cast<double>(x[r * cols + j]) - shift[j];
+            s1 += d;
+            s2 += d * d;
+        }
+        out[j] = static_cast<float>(s1);
+        out[cols + j] = static_cast<float>(s2);
+    }
+};
+
+/// The global batch's mean, biased variance and 1 / sqrt(var + eps) from the summed partial sums
+/// of `count` rows in all.
+struct batch_norm_global_statistics {
+    const float* sums;
+    const float* shift;
+    float* mean;
+    float* var;
+    float* inv_std;
+    std::size_t cols, count;
+    float epsilon;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        const auto n = static_cast<double>(count);
+        const double m = sums[j] / n;
+        const double v = static_cast<double>(sums[cols + j]) / n - m * m;
+        mean[j] = static_cast<float>(shift[j] + m);
+        var[j] = static_cast<float>(v > 0.0 ? v : 0.0);
+        inv_std[j] = static_cast<float>(1.0 / std::sqrt(var[j] + static_cast<double>(epsilon)));
+    }
+};
+
 /// Training: xhat = (x - mean) * inv_std of the row's virtual batch, kept for backward.
 struct batch_norm_normalize_train {
     const float* x;
@@ -172,6 +246,7 @@ struct batch_norm_input_grad {
     const float* sum_dy_xhat;
     float* dx;
     std::size_t rows, valid, cols, virtual_size;
+    std::size_t global_count = 0;  // synchronized: the rows of every process, else 0
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const std::size_t r = i / cols, j = i % cols;
         if (r >= valid) {
@@ -179,7 +254,8 @@ struct batch_norm_input_grad {
             return;
         }
         const std::size_t c = virtual_size == 0 ? 0 : r / virtual_size;
-        const auto n = static_cast<float>(virtual_batch::of(c, virtual_size, rows, valid).count);
+        const auto n = static_cast<float>(global_count != 0 ? global_count
+                                                            : virtual_batch::of(c, virtual_size, rows, valid).count);
         const std::size_t k = c * cols + j;
         dx[i] = gamma[j] * inv_std[k] / n * (n * dy[i] - sum_dy[k] - xhat[i] * sum_dy_xhat[k]);
     }
@@ -191,10 +267,16 @@ struct batch_norm_input_grad {
 /// VirtualBatchSize 0 takes training statistics over each micro-batch; V > 0 over consecutive
 /// groups of V samples, so that statistics do not depend on how a step is split into
 /// micro-batches as long as the split points are multiples of V (docs/exactness.md).
-template <float Momentum = 0.99f, float Epsilon = 0.001f, std::size_t VirtualBatchSize = 0>
+/// Synchronized (Keras's `synchronized=True`, PyTorch's SyncBatchNorm): under data_parallel the
+/// training statistics are those of the micro-batch of all processes together; in one process
+/// it is plain batch norm.
+template <float Momentum = 0.99f, float Epsilon = 0.001f, std::size_t VirtualBatchSize = 0, bool Synchronized = false>
 struct BatchNormalization {
     static_assert(Momentum >= 0.0f && Momentum <= 1.0f, "BatchNorm momentum must be in [0, 1].");
     static_assert(Epsilon > 0.0f, "BatchNorm epsilon must be positive.");
+    static_assert(!Synchronized || VirtualBatchSize == 0,
+                  "BatchNormalization: synchronized statistics span the whole global batch; they cannot "
+                  "also be taken per virtual batch.");
     static constexpr std::string_view name = "BatchNormalization";
     static constexpr float momentum = Momentum;
     static constexpr float epsilon = Epsilon;
@@ -217,8 +299,11 @@ struct BatchNormalization {
         static constexpr std::size_t non_trainable_count = 2 * features;
         /// Micro-batches split at multiples of this keep training statistics unchanged.
         static constexpr std::size_t split_granularity = VirtualBatchSize == 0 ? 1 : VirtualBatchSize;
-        // gamma, beta, their gradients, moving mean and variance, the step's mean and M2.
-        static constexpr std::size_t state_floats = 8 * features;
+        /// Sums its batch statistics across processes (SynchronizedStatisticsLayer).
+        static constexpr bool synchronizes_statistics = Synchronized;
+        // gamma, beta, their gradients, moving mean and variance, the step's mean and M2, and
+        // the buffer statistics are exchanged in across processes (two sums and a count).
+        static constexpr std::size_t state_floats = 10 * features + 1;
 
         static constexpr std::size_t chunks(std::size_t rows) {
             return VirtualBatchSize == 0 ? 1 : (rows + VirtualBatchSize - 1) / VirtualBatchSize;
@@ -233,6 +318,7 @@ struct BatchNormalization {
                             &step_mean_, &step_m2_}) {
                 Exec::reserve(*v, features);
             }
+            Exec::reserve(exchange_, 2 * features + 1);
         }
 
         void initialize(std::uint64_t, std::uint32_t) {
@@ -264,6 +350,25 @@ struct BatchNormalization {
             step_samples_ = 0;
         }
 
+        /// The step's statistics as sums that add up across processes (StepStatisticsLayer).
+        gradient_buffer step_statistics() {
+            // Synchronized statistics are already those of every process.
+            if constexpr (Synchronized) return {"batch_statistics", nullptr, 0};
+            Exec::for_each(features, detail::batch_norm_pack_statistics{
+                                         Exec::data(step_mean_), Exec::data(step_m2_),
+                                         Exec::data(moving_mean_), Exec::data(exchange_), features,
+                                         step_samples_});
+            return {"batch_statistics", Exec::data(exchange_), 2 * features};
+        }
+        /// The summed statistics of every process, `samples` samples in all, become the step's.
+        void set_step_statistics(std::size_t samples) {
+            if (Synchronized || samples == 0) return;
+            Exec::for_each(features, detail::batch_norm_unpack_statistics{
+                                         Exec::data(exchange_), Exec::data(moving_mean_),
+                                         Exec::data(step_mean_), Exec::data(step_m2_), features, samples});
+            step_samples_ = samples;
+        }
+
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
             const matrix_view y{Exec::data(out_), x.rows, features};
             if (!ctx.training) {
@@ -275,6 +380,10 @@ struct BatchNormalization {
             }
             rows_ = x.rows;
             valid_ = ctx.valid_rows < x.rows ? ctx.valid_rows : x.rows;
+            reducer_ = nullptr;
+            if constexpr (Synchronized) {
+                if (ctx.statistics != nullptr) return forward_synchronized(x, y, *ctx.statistics);
+            }
             const std::size_t c = chunks(rows_);
             Exec::for_each(c * features, detail::batch_norm_chunk_statistics{
                                              x.data, rows_, valid_, features, VirtualBatchSize,
@@ -301,13 +410,49 @@ struct BatchNormalization {
                                          Exec::data(sum_dy_xhat_), Exec::data(gamma_grad_),
                                          Exec::data(beta_grad_), accumulate});
             if (!need_dx) return {};
+            if (reducer_ != nullptr) {
+                // dx needs the sums over the global batch; gamma's and beta's gradients stay
+                // this process's (the step's all-reduce adds them up).
+                Exec::copy(Exec::data(sum_dy_), features, Exec::data(exchange_));
+                Exec::copy(Exec::data(sum_dy_xhat_), features, Exec::data(exchange_) + features);
+                (*reducer_)(Exec::data(exchange_), 2 * features);
+                Exec::copy(Exec::data(exchange_), features, Exec::data(sum_dy_));
+                Exec::copy(Exec::data(exchange_) + features, features, Exec::data(sum_dy_xhat_));
+            }
             const matrix_view dx{Exec::data(dx_), dy.rows, features};
             Exec::for_each(dy.size(), detail::batch_norm_input_grad{
                                           dy.data, Exec::data(xhat_), Exec::data(gamma_),
                                           Exec::data(inv_std_), Exec::data(sum_dy_),
                                           Exec::data(sum_dy_xhat_), dx.data, rows_, valid_,
-                                          features, VirtualBatchSize});
+                                          features, VirtualBatchSize, reducer_ ? global_ : 0});
             return dx;
+        }
+
+        /// Training statistics of the global batch: this process's partial sums and row count,
+        /// summed over the processes, then merged into the step's statistics as one batch.
+        const_matrix_view forward_synchronized(const_matrix_view x, matrix_view y, const statistics_reducer& reduce) {
+            reducer_ = &reduce;
+            float* sums = Exec::data(exchange_);
+            Exec::for_each(features, detail::batch_norm_partial_sums{x.data, Exec::data(moving_mean_), sums, valid_,
+                                                                     features});
+            const auto local = static_cast<float>(valid_);  // exact below 2^24 rows
+            Exec::from_host(&local, 1, sums + 2 * features);
+            reduce(sums, 2 * features + 1);
+            float total = 0.0f;
+            Exec::to_host(sums + 2 * features, 1, &total);
+            global_ = static_cast<std::size_t>(total);
+            if (global_ == 0) return y;  // no process had a row
+            Exec::for_each(features, detail::batch_norm_global_statistics{
+                                         sums, Exec::data(moving_mean_), Exec::data(mean_), Exec::data(var_),
+                                         Exec::data(inv_std_), features, global_, Epsilon});
+            Exec::for_each(features, detail::batch_norm_merge_step{
+                                         Exec::data(mean_), Exec::data(var_), Exec::data(step_mean_),
+                                         Exec::data(step_m2_), 1, global_, global_, features, 0, step_samples_});
+            step_samples_ += global_;
+            Exec::for_each(x.size(), detail::batch_norm_normalize_train{
+                                         x.data, Exec::data(mean_), Exec::data(inv_std_), Exec::data(gamma_),
+                                         Exec::data(beta_), Exec::data(xhat_), y.data, features, 0});
+            return y;
         }
 
         template <class F>
@@ -320,12 +465,18 @@ struct BatchNormalization {
 
     private:
         typename Exec::vector gamma_, beta_, gamma_grad_, beta_grad_, moving_mean_, moving_var_,
-            step_mean_, step_m2_, mean_, var_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
+            step_mean_, step_m2_, exchange_, mean_, var_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
         std::size_t rows_ = 0, valid_ = 0, step_samples_ = 0;
+        std::size_t global_ = 0;                          // rows of all processes (synchronized)
+        const statistics_reducer* reducer_ = nullptr;     // set by a synchronized forward
     };
 };
 
 /// BatchNormalization with Keras's defaults.
 using BatchNorm = BatchNormalization<>;
+
+/// Batch norm whose training statistics span every process of data-parallel training.
+template <float Momentum = 0.99f, float Epsilon = 0.001f>
+using SyncBatchNormalization = BatchNormalization<Momentum, Epsilon, 0, true>;
 
 }  // namespace batchwise

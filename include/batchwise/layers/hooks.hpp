@@ -7,6 +7,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "batchwise/batch/accumulation.hpp"
 #include "batchwise/layers/layer.hpp"
 
 namespace batchwise {
@@ -20,6 +21,24 @@ template <class L>
 concept StepEndLayer = requires(L& layer) { layer.end_step(); };
 template <class L>
 concept StepBoundaryLayer = StepBeginLayer<L> || StepEndLayer<L>;
+
+/// Its step statistics can be summed across processes: step_statistics() packs what the step
+/// has gathered so far into a buffer of its own (as sums that add up across processes) and
+/// returns it; once the buffer holds the sums of every process, set_step_statistics(samples)
+/// unpacks them as the statistics of `samples` samples. Data-parallel training calls both
+/// between the backward pass and end_step().
+template <class L>
+concept StepStatisticsLayer = requires(L& layer, std::size_t samples) {
+    { layer.step_statistics() } -> std::same_as<gradient_buffer>;
+    layer.set_step_statistics(samples);
+};
+
+/// Its training statistics span every process that shares the batch (synchronized batch norm):
+/// it sums partial statistics through pass_context::statistics in its forward and backward
+/// passes. The engine then runs exactly one micro-batch per window piece on every process (an
+/// empty one where a process has no rows), since every process must issue the same sums.
+template <class L>
+concept SynchronizedStatisticsLayer = requires { requires bool(L::synchronizes_statistics); };
 
 /// Can apply a step of plain SGD to one of its variables inside the weight-gradient GEMM
 /// (W = beta W + alpha X^T dY), instead of writing that gradient and updating W in a second pass.

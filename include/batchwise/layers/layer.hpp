@@ -41,6 +41,15 @@ struct scalars_in_memory {
 
 /// Where in training a forward pass sits. Random layers key their draws on (seed, layer, epoch,
 /// first_sample + row, unit), so a sample's mask does not depend on how its batch was split.
+/// Sums a buffer in the execution policy's memory over the processes that share a batch
+/// (data_parallel), in place: synchronized batch norm's batch statistics. Type-erased, so a
+/// layer needs nothing of the transport.
+struct statistics_reducer {
+    void* context = nullptr;
+    void (*sum)(void* context, float* data, std::size_t n) = nullptr;
+    void operator()(float* data, std::size_t n) const { sum(context, data, n); }
+};
+
 struct pass_context {
     bool training = false;
     std::uint64_t seed = 0;
@@ -53,6 +62,10 @@ struct pass_context {
     /// Set while a step is being captured: the epoch and first sample are then read from this
     /// device memory when the kernels run, not taken from the fields above.
     const step_scalars* device_scalars = nullptr;
+    /// Set in training when the batch is shared among processes: a layer whose statistics span
+    /// the whole batch (SynchronizedStatisticsLayer) sums its partial sums through it. Every
+    /// process then runs the same micro-batches, so the sums are issued alike everywhere.
+    const statistics_reducer* statistics = nullptr;
 };
 
 /// One variable of a layer: a trainable parameter (with its gradient) or a non-trainable state

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/layers/hooks.hpp"
@@ -194,6 +195,12 @@ struct Sequential {
             }(std::index_sequence_for<Layers...>{});
         }
 
+        /// Whether a layer sums its training statistics across processes: then every process
+        /// must run the same micro-batches (SynchronizedStatisticsLayer).
+        static constexpr bool synchronizes_statistics = []<std::size_t... I>(std::index_sequence<I...>) {
+            return (SynchronizedStatisticsLayer<layer_impl<I>> || ... || false);
+        }(std::index_sequence_for<Layers...>{});
+
         /// Micro-batch sizes that are multiples of this leave every layer's training statistics
         /// unchanged (1 unless a batch norm uses virtual batches).
         static constexpr std::size_t split_granularity = []<std::size_t... I>(std::index_sequence<I...>) {
@@ -224,6 +231,20 @@ struct Sequential {
         void end_step() {
             for_each_layer([&]<std::size_t>(auto& layer) {
                 if constexpr (StepEndLayer<std::decay_t<decltype(layer)>>) layer.end_step();
+            });
+        }
+
+        /// Layers' step statistics packed for summing across processes (StepStatisticsLayer),
+        /// and unpacked once summed over `samples` samples in all.
+        void step_statistics(std::vector<gradient_buffer>& out) {
+            out.clear();
+            for_each_layer([&]<std::size_t>(auto& layer) {
+                if constexpr (StepStatisticsLayer<std::decay_t<decltype(layer)>>) out.push_back(layer.step_statistics());
+            });
+        }
+        void set_step_statistics(std::size_t samples) {
+            for_each_layer([&]<std::size_t>(auto& layer) {
+                if constexpr (StepStatisticsLayer<std::decay_t<decltype(layer)>>) layer.set_step_statistics(samples);
             });
         }
 

@@ -40,6 +40,9 @@ public:
     /// True between optimizer steps; inside an accumulation window a checkpoint would lose the
     /// gradients gathered so far, so checkpoints wait for the boundary.
     [[nodiscard]] virtual bool at_step_boundary() const = 0;
+    /// Whether this process writes files and shows progress: rank 0 in data-parallel training
+    /// (every rank holds the same state), the only process otherwise.
+    [[nodiscard]] virtual bool is_chief() const { return true; }
 
     /// Asks fit() to stop after the current batch; the first reason given is kept.
     void stop_training(std::string reason) {
@@ -267,7 +270,8 @@ public:
     };
     explicit CsvLogger(options o) : o_(std::move(o)) {}
 
-    void on_train_begin(training_context&) override {
+    void on_train_begin(training_context& ctx) override {
+        if (!ctx.is_chief()) return;
         const bool had_content = o_.append && std::filesystem::exists(o_.filename) &&
                                  std::filesystem::file_size(o_.filename) > 0;
         file_.open(o_.filename, o_.append ? std::ios::app : std::ios::trunc);
@@ -275,6 +279,7 @@ public:
         header_written_ = had_content;
     }
     void on_epoch_end(training_context&, std::uint64_t epoch, const epoch_logs& logs) override {
+        if (!file_.is_open()) return;
         if (!header_written_) {
             file_ << "epoch";
             for (const auto& [name, v] : logs.values) file_ << o_.separator << name;

@@ -73,6 +73,7 @@ public:
     void save_checkpoint(const std::filesystem::path& path) const override { m_.save_checkpoint(path); }
     [[nodiscard]] std::uint64_t epochs() const override { return epochs_; }
     [[nodiscard]] bool at_step_boundary() const override { return !m_.window_open(); }
+    [[nodiscard]] bool is_chief() const override { return m_.is_chief(); }
 
 private:
     M& m_;
@@ -113,6 +114,9 @@ public:
             .interactive = options.verbose == 2 ? std::optional<bool>(false) : std::nullopt});
         const bool has_bar = (callbacks.is_progress_bar() || ... || false);
         if (options.verbose > 0 && !has_bar) cbs.insert(cbs.begin(), &default_bar);
+        // In data-parallel training only rank 0 shows progress (its epoch values are global).
+        if (!model.is_chief()) std::erase_if(cbs, [](const Callback* cb) { return cb->is_progress_bar(); });
+        constexpr bool shared = ShardingAccumulation<typename M::accumulation_policy>;
 
         detail::fit_context<M> ctx(model, options.epochs);
         History history;
@@ -176,23 +180,28 @@ public:
                 try {
                     l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.ids.data(), batch_.rows, "fit");
                 } catch (const numeric_error& e) {
+                    // Across processes the others are already waiting for this step's
+                    // all-reduce: the error ends every process (data_parallel announces it).
+                    if constexpr (shared) throw;
                     bool handled = false;
                     for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
                     if (!handled) throw;
                     non_finite = true;
                     break;
                 }
-                const auto n = static_cast<double>(batch_.rows);
+                // l is of the rows this process trained (all of them unless shared).
+                const auto n = static_cast<double>(l.samples);
                 sums.loss += l.loss * n;
                 for (std::size_t m = 0; m < l.metric_count; ++m) sums.metrics[m] += l.values[m] * n;
-                sums.samples += batch_.rows;
+                sums.samples += l.samples;
                 if (sizes.empty() || sizes.back().first != batch_.rows) sizes.emplace_back(batch_.rows, 0);
                 ++sizes.back().second;
                 step_ = ++step;
-                const logs running = engine.objective().make_logs(sums, sums.samples);
+                const logs running = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
                 for (Callback* cb : cbs) cb->on_batch_end(ctx, step - 1, l, running);
                 if (ctx.stop_requested()) break;
             }
+            model.reduce_sums(sums);  // over all processes in data-parallel training
             if (sums.samples == 0 && non_finite) break;  // nothing of this epoch was trained
             // At the natural end of the data one more read registers a tail that
             // drop_remainder left out, so that History reports it.

@@ -4,12 +4,15 @@
 // part (train/step/, train/fit.hpp, train/checkpoint.hpp, train/summary.hpp).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <span>
 #include <string_view>
+#include <typeinfo>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -22,6 +25,7 @@
 #include "batchwise/core/rng.hpp"
 #include "batchwise/core/xtensor.hpp"
 #include "batchwise/data/dataset.hpp"
+#include "batchwise/distributed/communicator.hpp"
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/exec/cpu_blas.hpp"
 #include "batchwise/layers/sequential.hpp"
@@ -141,8 +145,21 @@ public:
         // loss's gradients: both go before anything new is allocated.
         step_.window().discard();
         step_.captured().reset();
+        const float learning_rate = optimizer.learning_rate();
         step_.optimizer().compile(std::move(optimizer), step_.variables());
         step_.objective().compile(std::move(loss), std::move(metrics)...);
+        if constexpr (requires(Accum& a, std::uint64_t c) { a.template attach<Exec>(step_.variables(), c); }) {
+            // Every process must make this same call: the policy compares a fingerprint of it.
+            detail::fnv1a config;
+            for (std::string_view name : {std::string_view(typeid(Model).name()), std::string_view(typeid(Optimizer).name()),
+                                          std::string_view(typeid(Loss).name())}) {
+                config.add(name);
+            }
+            (config.add(std::string_view(typeid(Metrics).name())), ...);
+            config.add_value(learning_rate);
+            config.add_value(step_.seed());
+            guarded([&] { accumulation().template attach<Exec>(step_.variables(), config.value); });
+        }
     }
 
     /// Trains on one micro-batch (x: (n, input dims...), y: targets). The optimizer steps when
@@ -150,13 +167,17 @@ public:
     /// metrics of this micro-batch, computed before any update it triggers.
     template <class X, class Y>
     logs train_on_batch(const X& x, const Y& y) {
-        const auto b = host_batch(x, y, "train_on_batch");
-        return step_.feed(b.x, b.y, nullptr, b.rows, "train_on_batch");
+        return guarded([&] {
+            const auto b = host_batch(x, y, "train_on_batch");
+            return step_.feed(b.x, b.y, nullptr, b.rows, "train_on_batch");
+        });
     }
 
     /// Steps the optimizer on a partly filled accumulation window, with the samples it has.
     /// Returns false when no window was open.
-    bool apply_accumulated() { return step_.finish_step(); }
+    bool apply_accumulated() {
+        return guarded([&] { return step_.finish_step(); });
+    }
     /// Whether gradients are waiting in an accumulation window for their optimizer step.
     [[nodiscard]] bool window_open() const { return step_.window().open(); }
     /// Samples accumulated in the open window.
@@ -192,7 +213,7 @@ public:
         require_compiled("fit");
         check_dataset(train, "fit");
         if (options.validation) check_dataset(*options.validation, "fit (validation data)");
-        return fit_.run(*this, train, options, callbacks...);
+        return guarded([&] { return fit_.run(*this, train, options, callbacks...); });
     }
 
     /// Loss of the batch in training mode (mean over its samples) and the gradients of that mean
@@ -240,31 +261,41 @@ public:
         for (auto it = y.begin(); it != y.end(); ++it) y_float(k++) = static_cast<float>(*it);
         step_sums sums;
         const std::size_t ty = step_.objective().target_cols();
-        detail::with_float_rows<input_shape>(x, [&](const float* src) {
-            step_.objective().validate(src, y_float.data(), nullptr, n, "evaluate");
-            for (std::size_t first = 0; first < n; first += batch_size) {
-                const std::size_t rows = std::min(batch_size, n - first);
-                step_.evaluate_rows(src + first * in_features, y_float.data() + first * ty, rows, sums);
-            }
+        return guarded([&] {
+            detail::with_float_rows<input_shape>(x, [&](const float* src) {
+                step_.objective().validate(src, y_float.data(), nullptr, n, "evaluate");
+                for (std::size_t first = 0; first < n; first += batch_size) {
+                    const row_range mine = shard_of(std::min(batch_size, n - first));
+                    step_.evaluate_rows(src + (first + mine.begin) * in_features,
+                                        y_float.data() + (first + mine.begin) * ty, mine.size(), sums);
+                }
+            });
+            reduce_sums(sums);
+            return step_.objective().make_logs(sums, n);
         });
-        return step_.objective().make_logs(sums, n);
     }
 
     /// Loss and metrics over every batch of a dataset, in inference mode.
     logs evaluate(const data::Dataset& ds) {
         require_compiled("evaluate");
         check_dataset(ds, "evaluate");
-        step_sums sums;
-        std::size_t n = 0;
-        auto reader = ds.read(0);
-        while (reader.next(eval_batch_)) {
-            step_.objective().validate(eval_batch_.features.data(), eval_batch_.targets.data(),
-                                       eval_batch_.ids.data(), eval_batch_.rows, "evaluate");
-            step_.evaluate_rows(eval_batch_.features.data(), eval_batch_.targets.data(), eval_batch_.rows, sums);
-            n += eval_batch_.rows;
-        }
-        if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
-        return step_.objective().make_logs(sums, n);
+        return guarded([&] {
+            step_sums sums;
+            std::size_t n = 0;
+            const std::size_t ty = step_.objective().target_cols();
+            auto reader = ds.read(0);
+            while (reader.next(eval_batch_)) {
+                step_.objective().validate(eval_batch_.features.data(), eval_batch_.targets.data(),
+                                           eval_batch_.ids.data(), eval_batch_.rows, "evaluate");
+                const row_range mine = shard_of(eval_batch_.rows);
+                step_.evaluate_rows(eval_batch_.features.data() + mine.begin * in_features,
+                                    eval_batch_.targets.data() + mine.begin * ty, mine.size(), sums);
+                n += eval_batch_.rows;
+            }
+            if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
+            reduce_sums(sums);
+            return step_.objective().make_logs(sums, n);
+        });
     }
 
     /// Outputs for every sample of a dataset, in the dataset's order.
@@ -356,6 +387,7 @@ public:
     /// Writes every variable to a NumPy .npz archive, one array per variable named
     /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it).
     void save_weights(const std::filesystem::path& path) const {
+        if (!is_chief()) return;  // every process holds the same weights: rank 0 writes them
         data::write_npz(path, weight_arrays<Exec>(step_.variables()));
     }
 
@@ -376,6 +408,7 @@ public:
             throw usage_error("save_checkpoint: an accumulation window is open (" + std::to_string(window_samples()) +
                               " samples); checkpoint between optimizer steps");
         }
+        if (!is_chief()) return;  // every process holds the same state: rank 0 writes it
         const auto& planner = step_.planner();
         data::write_npz(path, checkpoint_arrays<Exec>(step_.variables(), step_.optimizer(),
                                                       {fit_.epoch(), fit_.step(), step_.sample_cursor(), step_.seed(),
@@ -418,6 +451,17 @@ public:
     void set_position(std::uint64_t epoch, std::uint64_t first_sample) { step_.set_position(epoch, first_sample); }
     [[nodiscard]] std::uint64_t epoch() const { return step_.epoch(); }
     [[nodiscard]] std::uint64_t sample_cursor() const { return step_.sample_cursor(); }
+    /// Whether this process writes files (save_weights, save_checkpoint, CsvLogger) and shows
+    /// the progress bar: rank 0 under data_parallel, where every process holds the same state;
+    /// always otherwise.
+    [[nodiscard]] bool is_chief() const {
+        if constexpr (ShardingAccumulation<Accum>) {
+            return step_.window().policy().communicator().rank() == 0;
+        } else {
+            return true;
+        }
+    }
+
     /// Number of samples the buffers currently hold; grows, never shrinks.
     [[nodiscard]] std::size_t capacity() const { return step_.capacity(); }
 
@@ -429,6 +473,45 @@ private:
         if constexpr (requires { Metric::needs_dense_targets; }) return bool{Metric::needs_dense_targets};
         return false;
     }();
+
+    /// Runs f; under a policy that spans processes, an exception thrown here is announced to the
+    /// other processes first, so that they stop with distributed_error instead of waiting for
+    /// this one in the step's all-reduce.
+    template <class F>
+    decltype(auto) guarded(F&& f) {
+        if constexpr (requires(Accum& a, std::string_view w) { a.announce_failure(w); }) {
+            try {
+                return f();
+            } catch (const std::exception& e) {
+                accumulation().announce_failure(e.what());
+                throw;
+            }
+        } else {
+            return f();
+        }
+    }
+
+    /// The rows of `rows` this process evaluates (all of them unless the policy shares them).
+    [[nodiscard]] row_range shard_of(std::size_t rows) const {
+        if constexpr (ShardingAccumulation<Accum>) {
+            return step_.window().policy().shard(rows);
+        } else {
+            return {0, rows};
+        }
+    }
+    /// Loss and metric sums of every process, where the policy spans processes.
+    void reduce_sums(step_sums& sums) {
+        if constexpr (requires(Accum& a, std::span<double> v) { a.reduce_sums(v); }) {
+            std::array<double, logs::max_metrics + 2> v{};
+            v[0] = sums.loss;
+            for (std::size_t m = 0; m < logs::max_metrics; ++m) v[m + 1] = sums.metrics[m];
+            v[logs::max_metrics + 1] = static_cast<double>(sums.samples);
+            accumulation().reduce_sums(v);
+            sums.loss = v[0];
+            for (std::size_t m = 0; m < logs::max_metrics; ++m) sums.metrics[m] = v[m + 1];
+            sums.samples = static_cast<std::size_t>(v[logs::max_metrics + 1]);
+        }
+    }
 
     void require_compiled(const char* call) const {
         if (!step_.objective().compiled()) {

@@ -2,11 +2,13 @@
 // window, the window's optimizer step, and inference, over parts that each own their state.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -138,6 +140,7 @@ public:
     /// Trains on n rows as one call's worth of micro-batches: splits them at window boundaries,
     /// steps the optimizer whenever a window is complete, and returns the rows' loss and metrics.
     logs feed(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
+        if constexpr (ShardingAccumulation<Accum>) return feed_shard(x, y, ids, n, call);
         // Note [deferred input check] in staging.hpp.
         bool defer = false;
         if constexpr (!staging_type::host_memory) {
@@ -156,6 +159,58 @@ public:
         }
         if (window_.count_micro_batch()) finish_step();
         return objective_.make_logs(sums, n);
+    }
+
+    /// feed() when the window's rows are shared among processes: every process is given the same
+    /// n rows and splits them where a window ends, exactly as one process would; of each piece it
+    /// trains the rows the policy's shard() gives it, at their positions in the whole piece (so
+    /// dropout draws the same masks), and counts the rest as trained elsewhere. The returned
+    /// logs are of this process's rows (`samples` of them).
+    logs feed_shard(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
+        // Every process checks all n rows, so a bad sample stops every process alike.
+        objective_.validate(x, y, ids, n, call);
+        step_sums sums;
+        const std::size_t ty = objective_.target_cols();
+        std::size_t done = 0;
+        while (done < n) {
+            const std::size_t part = std::min(n - done, window_.room());
+            const row_range mine = window_.policy().shard(part);
+            const std::uint64_t cursor = sample_cursor_;
+            sample_cursor_ = cursor + mine.begin;
+            const float* xs = x + (done + mine.begin) * in_features;
+            const float* ys = y + (done + mine.begin) * ty;
+            if constexpr (network_type::synchronizes_statistics) {
+                train_synchronized(xs, ys, mine.size(), call, sums);
+            } else {
+                train_rows(xs, ys, mine.size(), 1.0f, call, sums);
+            }
+            sample_cursor_ = cursor + part;
+            window_.add_remote(part - mine.size());
+            done += part;
+            if (window_.full_by_samples()) finish_step();
+        }
+        if (window_.count_micro_batch()) finish_step();
+        logs out = objective_.make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+        out.samples = sums.samples;
+        return out;
+    }
+
+    /// A process's share of a piece as one micro-batch, even an empty one: layers with
+    /// synchronized statistics sum them across processes in every pass, so every process runs
+    /// the same passes, and none may split its share alone.
+    void train_synchronized(const float* x, const float* y, std::size_t n, const char* call, step_sums& sums) {
+        const char* why =
+            "; with synchronized batch norm every process trains its share of a batch as one micro-batch, "
+            "since the processes normalise it together: lower the global batch, or accumulate it in "
+            "smaller batches (data_parallel<accumulate<K>>)";
+        try {
+            reserve(std::max<std::size_t>(n, 1));  // an empty share still computes its statistics
+            train_micro_batch(x, y, n, 1.0f, call, sums, false);
+        } catch (const out_of_memory& e) {
+            throw out_of_memory(e.what() + std::string(why));
+        } catch (const std::bad_alloc&) {
+            throw out_of_memory("allocating buffers for a micro-batch of " + std::to_string(n) + " failed" + why);
+        }
     }
 
     /// Forward and backward over n rows into the open window, in micro-batches.
@@ -242,6 +297,20 @@ private:
         }(std::make_index_sequence<network_type::size>{});
     }
 
+    /// What synchronized layers sum their statistics through, when the policy spans processes.
+    const statistics_reducer* shared_statistics() {
+        if constexpr (network_type::synchronizes_statistics &&
+                      requires(Accum& a, float* d, std::size_t n) { a.template sum_statistics<Exec>(d, n); }) {
+            // Set at every call: the policy lives in the window, which moves with the model.
+            reducer_ = {&window_.policy(), [](void* policy, float* data, std::size_t n) {
+                            static_cast<Accum*>(policy)->template sum_statistics<Exec>(data, n);
+                        }};
+            return &reducer_;
+        } else {
+            return nullptr;
+        }
+    }
+
     void train_micro_batch(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
                            step_sums& sums, bool whole_step) {
         if constexpr (can_capture) {
@@ -255,7 +324,7 @@ private:
         const auto src = staging_.stage_batch(x, y, n, rows, objective_.target_cols());
         if (window_.starts_step()) net_->begin_step();
         const pass_context ctx{.training = true, .seed = seed_, .epoch = epoch_, .first_sample = sample_cursor_,
-                               .valid_rows = n};
+                               .valid_rows = n, .statistics = shared_statistics()};
         const const_matrix_view out = net_->forward({src.x, rows, in_features}, ctx);
         const const_matrix_view pred{out.data, n, out_features};
         const const_matrix_view target{src.y, n, objective_.target_cols()};
@@ -295,6 +364,7 @@ private:
     staging_type staging_;
     planner_type planner_;
     captured_type captured_;
+    statistics_reducer reducer_;
     typename Exec::vector grad_, row_scratch_;
     std::size_t capacity_ = 0;
     std::uint64_t epoch_ = 0;

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "batchwise/batch/accumulation.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/core/config.hpp"
+#include "batchwise/core/errors.hpp"
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/train/step/optimizer_state.hpp"
 #include "batchwise/train/step/variables.hpp"
@@ -156,7 +158,13 @@ public:
         has_grads_ = true;
         in_gemm_ = in_gemm_ || updated_in_gemm;
         samples_ += n;
+        local_ += n;
     }
+    /// n rows of the window that other processes train (ShardingAccumulation): they count
+    /// towards the window's size, not towards this process's gradient sums.
+    void add_remote(std::size_t n) { samples_ += n; }
+    /// Samples of the open window trained by this process.
+    [[nodiscard]] std::size_t local_samples() const { return local_; }
 
     /// Double or compensated sums back into the float gradients the optimizer reads.
     void write_back(const variable_set& vars) {
@@ -178,6 +186,7 @@ public:
     void discard() {
         in_gemm_ = false;
         samples_ = 0;
+        local_ = 0;
         batches_ = 0;
         has_grads_ = false;
     }
@@ -201,8 +210,37 @@ public:
             return false;
         }
         write_back(vars);
-        step_gradients g{vars.gradients(in_gemm_), samples_, opt.iterations() + 1, in_gemm_};
+        if constexpr (ShardingAccumulation<Accum>) {
+            if (!has_grads_) {
+                // A process that trained none of a shared window's rows adds zeros.
+                for (std::size_t i = 0; i < vars.size(); ++i) {
+                    if (vars[i].ref.trainable()) Exec::fill(vars[i].ref.grad, vars[i].ref.size(), 0.0f);
+                }
+                net.begin_step();
+            }
+        }
+        step_gradients g{vars.gradients(in_gemm_), local_, opt.iterations() + 1, in_gemm_};
+        if constexpr (reduces_layer_statistics<Accum>) {
+            net.step_statistics(statistics_);
+            g.statistics = statistics_;
+        }
         if constexpr (ReducingAccumulation<Accum, Exec>) policy_.template reduce<Exec>(g);
+        if constexpr (ShardingAccumulation<Accum>) {
+            if (g.samples != samples_) {
+                const std::size_t expected = samples_;
+                discard();
+                throw distributed_error(
+                    "data_parallel: the processes trained " + std::to_string(g.samples) + " samples in optimizer step " +
+                    std::to_string(g.step) + " but this process expected " + std::to_string(expected) +
+                    " (the processes must read the same dataset with the same batch sizes, seed and shares)");
+            }
+        }
+        if (g.samples == 0) {
+            discard();
+            throw usage_error("the accumulation policy's reduction left no samples for optimizer step " +
+                              std::to_string(g.step));
+        }
+        if constexpr (reduces_layer_statistics<Accum>) net.set_step_statistics(g.samples);
         for (step_observer* o : observers_) o->observe(g);
         if constexpr (std::is_same_v<std::decay_t<Update>, detail::eager_update>) {
             const float scale = 1.0f / static_cast<float>(g.samples);
@@ -244,11 +282,13 @@ private:
 
     [[no_unique_address]] Accum policy_{};
     accumulation_window size_{};
-    std::size_t samples_ = 0;
+    std::size_t samples_ = 0;  // rows of the window, on every process
+    std::size_t local_ = 0;    // of which this process trained
     std::size_t batches_ = 0;
     bool has_grads_ = false;
     bool in_gemm_ = false;
     std::vector<step_observer*> observers_;
+    std::vector<gradient_buffer> statistics_;
     std::vector<double_storage_t<Exec>> doubles_;
     std::vector<std::pair<typename Exec::vector, typename Exec::vector>> kahan_;
 };
