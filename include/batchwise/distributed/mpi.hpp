@@ -1,7 +1,7 @@
-// The MPI transport of data-parallel training (MPI-3: non-blocking all-reduce and all-gather,
-// point-to-point for failure notices), for execution policies whose memory is the host's.
-// Every wait has a deadline, and a process that fails tells the others on a channel of its own,
-// so a failure anywhere ends every process with distributed_error instead of a hang.
+// The MPI transport of data-parallel training (MPI-3: a non-blocking barrier before each
+// collective, all-reduce, all-gather, point-to-point failure notices). Every wait has a deadline,
+// and a process that fails tells the others on a channel of its own, so a failure anywhere ends
+// every process with distributed_error instead of a hang.
 #pragma once
 
 #include <mpi.h>
@@ -153,15 +153,16 @@ public:
             requests.push_back(send);
             requests.push_back(ack);
         }
-        const auto deadline = clock::now() + timeout_;
-        for (std::size_t polls = 0;; ++polls) {
+        const auto since = clock::now();
+        const auto deadline = since + timeout_;
+        for (;;) {
             int all = 0;
             MPI_Testall(static_cast<int>(requests.size()), requests.data(), &all, MPI_STATUSES_IGNORE);
             if (all) break;
             // Other processes failing at the same time wait for this one's acknowledgement.
             if (received_notice()) acknowledge_notices();
             if (clock::now() > deadline) break;
-            pause(polls);
+            pause(since);
         }
         for (MPI_Request& r : requests) {
             if (r != MPI_REQUEST_NULL) {
@@ -184,17 +185,23 @@ private:
     static constexpr int ack_tag = 2;
     static constexpr std::size_t max_notice = 1024;
 
+    /// Waits, with the deadline and the failure notices, until every process has arrived
+    /// (MPI_Ibarrier, microseconds), then sums with the blocking MPI_Allreduce: Open MPI's
+    /// non-blocking MPI_Iallreduce took 2.1x as long for a 1 MB gradient here (359 against 168
+    /// us, benchmarks/README.md, dp-mlp). A process that dies between the two is left to the
+    /// MPI runtime, which ends the job.
     template <class T>
     void allreduce(T* data, std::size_t n, MPI_Datatype type, const char* what) {
         require_usable(what);
+        MPI_Request arrival = MPI_REQUEST_NULL;
+        check(MPI_Ibarrier(collective_, &arrival), "MPI_Ibarrier");
+        wait(arrival, what);
         // MPI counts are int: larger buffers go in pieces.
         constexpr std::size_t piece = INT_MAX / 2;
         for (std::size_t at = 0; at < n; at += piece) {
-            MPI_Request req = MPI_REQUEST_NULL;
-            check(MPI_Iallreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(piece, n - at)), type, MPI_SUM,
-                                 collective_, &req),
-                  "MPI_Iallreduce");
-            wait(req, what);
+            check(MPI_Allreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(piece, n - at)), type, MPI_SUM,
+                                collective_),
+                  "MPI_Allreduce");
         }
     }
 
@@ -211,7 +218,7 @@ private:
     /// Drives MPI's progress until `req` completes, a notice arrives, or the timeout passes.
     void wait(MPI_Request& req, const char* what) {
         const auto start = clock::now();
-        for (std::size_t polls = 0;; ++polls) {
+        for (;;) {
             int done = 0;
             check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
             if (done) return;
@@ -233,7 +240,7 @@ private:
                     " s on rank " + std::to_string(rank_) +
                     ": another process has stopped, hangs, or runs a different sequence of steps");
             }
-            pause(polls);
+            pause(start);
         }
     }
 
@@ -244,13 +251,14 @@ private:
         return text;
     }
 
-    /// Spin briefly (an all-reduce of a small model takes microseconds), then sleep, so that
-    /// waiting processes leave the cores to those still computing.
-    static void pause(std::size_t polls) {
-        if (polls < 2000) {
+    /// A non-blocking collective advances only while MPI is called, so a wait keeps polling
+    /// (yielding the core to any process still computing) for as long as a step's exchange
+    /// takes; a wait longer than that is for a slow or failed process, and sleeps between polls.
+    static void pause(clock::time_point since) {
+        if (clock::now() - since < std::chrono::milliseconds(200)) {
             std::this_thread::yield();
         } else {
-            std::this_thread::sleep_for(std::chrono::microseconds(100));
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
     }
 
