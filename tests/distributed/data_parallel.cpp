@@ -157,6 +157,28 @@ TEST_CASE("the update equals one process's on the same 96-sample steps: uneven s
     CHECK(dp.accumulation().reductions().reductions == dp.iterations());
 }
 
+TEST_CASE("the shares of every call cover its rows exactly once, in rank order, whatever their sizes") {
+    const int p = world_size();
+    Model<shared> m{bw::seed{19}};
+    m.accumulation().set_shares(uneven_shares(p));
+    compile(m);
+    for (const std::size_t rows : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{96},
+                                   std::size_t{1} << 40, std::size_t{1} << 62}) {
+        const bw::row_range mine = m.accumulation().shard(rows);
+        const unsigned long long bounds[2] = {mine.begin, mine.end};
+        std::vector<unsigned long long> all(2 * static_cast<std::size_t>(p));
+        MPI_Allgather(bounds, 2, MPI_UNSIGNED_LONG_LONG, all.data(), 2, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD);
+        INFO("rows " << rows);
+        CHECK(all.front() == 0);
+        CHECK(all.back() == rows);
+        for (std::size_t r = 0; r + 1 < static_cast<std::size_t>(p); ++r) CHECK(all[2 * r + 1] == all[2 * r + 2]);
+    }
+    if (p == 3) CHECK(m.accumulation().shard(96).size() == uneven_shares(3)[static_cast<std::size_t>(world_rank())]);
+    shared policy;
+    CHECK_THROWS_WITH_AS(policy.set_shares({0, 0}), "data_parallel::set_shares: the shares sum to zero", bw::usage_error);
+    CHECK_THROWS_AS(policy.set_shares({std::size_t{1} << 31, std::size_t{1} << 31}), bw::usage_error);
+}
+
 TEST_CASE("a ragged last batch, and a process given no rows at all: the update is still that of all the rows") {
     const int p = world_size();
     const Dataset data = shuffled(96 * 3 + 41);

@@ -78,9 +78,14 @@ public:
     /// faster machine can take more). Empty: equal shares. Checked against the number of
     /// processes at compile(), and compared across processes there.
     void set_shares(std::vector<std::size_t> shares) {
-        if (!shares.empty() && std::accumulate(shares.begin(), shares.end(), std::size_t{0}) == 0) {
-            throw usage_error("data_parallel::set_shares: the shares sum to zero");
+        std::size_t total = 0;
+        for (std::size_t s : shares) {
+            if (s > max_share_total || total + s > max_share_total) {
+                throw usage_error("data_parallel::set_shares: the shares must sum to less than 2^32");
+            }
+            total += s;
         }
+        if (!shares.empty() && total == 0) throw usage_error("data_parallel::set_shares: the shares sum to zero");
         shares_ = std::move(shares);
     }
     [[nodiscard]] const std::vector<std::size_t>& shares() const { return shares_; }
@@ -188,9 +193,12 @@ public:
     [[nodiscard]] const reduction_statistics& reductions() const { return stats_; }
 
 private:
-    /// floor(rows * k / n) without overflow.
+    static constexpr std::size_t max_share_total = (std::size_t{1} << 32) - 1;
+
+    /// floor(rows * k / n) for k <= n < 2^32 (set_shares keeps the total there), without
+    /// overflowing rows * k.
     static std::size_t boundary(std::size_t rows, std::size_t k, std::size_t n) {
-        return static_cast<std::size_t>(static_cast<unsigned __int128>(rows) * k / n);
+        return rows / n * k + rows % n * k / n;
     }
 
     Comm comm_{};

@@ -137,8 +137,9 @@ public:
     }
 
     /// Tells every other process that this one is about to throw `what`, and waits (at most the
-    /// timeout) until each has heard, so that none is still waiting in a collective when this
-    /// process exits. Does nothing once the communicator is broken: a failure is announced once.
+    /// timeout, and at most 30 s) until each has heard, so that none is still waiting in a
+    /// collective when this process exits. Does nothing once the communicator is broken: a
+    /// failure is announced once.
     void announce_failure(std::string_view what) {
         if (!connected_ || broken_) return;
         broken_ = true;
@@ -154,7 +155,7 @@ public:
             requests.push_back(ack);
         }
         const auto since = clock::now();
-        const auto deadline = since + timeout_;
+        const auto deadline = since + std::min<std::chrono::milliseconds>(timeout_, std::chrono::seconds(30));
         for (;;) {
             int all = 0;
             MPI_Testall(static_cast<int>(requests.size()), requests.data(), &all, MPI_STATUSES_IGNORE);
@@ -210,7 +211,8 @@ private:
         if (broken_) {
             throw distributed_error(std::string("data_parallel: ") + what + " after an earlier failure" +
                                         (failed_rank_ >= 0 ? " of rank " + std::to_string(failed_rank_) : std::string()) +
-                                        "; the processes no longer run the same steps",
+                                        "; the processes no longer run the same steps" +
+                                        (notice_message_.empty() ? std::string() : ": " + notice_message_),
                                     failed_rank_);
         }
     }
@@ -229,6 +231,10 @@ private:
                 failed_rank_ = first;
                 notice_message_ = message;
                 broken_ = true;
+                // A process that failed right after this collective completed everywhere: the
+                // collective's result stands, and the next call raises the failure.
+                check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+                if (done) return;
                 throw distributed_error("data_parallel: rank " + std::to_string(failed_rank_) + " failed during " + what +
                                             " (seen on rank " + std::to_string(rank_) + "): " + notice_message_,
                                         failed_rank_);
@@ -328,6 +334,8 @@ private:
         int down = 0;
         MPI_Finalized(&down);
         if (down) return;
+        // A process announcing its failure waits for this one's acknowledgement.
+        if (received_notice()) acknowledge_notices();
         if (notice_request_ != MPI_REQUEST_NULL) {
             MPI_Cancel(&notice_request_);
             MPI_Request_free(&notice_request_);
