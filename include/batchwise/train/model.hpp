@@ -4,15 +4,12 @@
 // part (train/step/, train/fit.hpp, train/checkpoint.hpp, train/summary.hpp).
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
 #include <string>
-#include <span>
 #include <string_view>
-#include <typeinfo>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -25,7 +22,6 @@
 #include "batchwise/core/rng.hpp"
 #include "batchwise/core/xtensor.hpp"
 #include "batchwise/data/dataset.hpp"
-#include "batchwise/distributed/communicator.hpp"
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/exec/cpu_blas.hpp"
 #include "batchwise/layers/sequential.hpp"
@@ -39,6 +35,7 @@
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/step/engine.hpp"
 #include "batchwise/train/step/host_batch.hpp"
+#include "batchwise/train/step/processes.hpp"
 #include "batchwise/train/summary.hpp"
 #include "batchwise/train/tensor_io.hpp"
 
@@ -148,19 +145,8 @@ public:
         const float learning_rate = optimizer.learning_rate();
         step_.optimizer().compile(std::move(optimizer), step_.variables());
         step_.objective().compile(std::move(loss), std::move(metrics)...);
-        if constexpr (requires(Accum& a, std::uint64_t c) { a.template attach<Exec>(step_.variables(), c); }) {
-            // Every process must make this same call: the policy compares a fingerprint of it.
-            detail::fnv1a config;
-            for (std::string_view name : {std::string_view(typeid(Model).name()), std::string_view(typeid(Optimizer).name()),
-                                          std::string_view(typeid(Loss).name())}) {
-                config.add(name);
-            }
-            (config.add(std::string_view(typeid(Metrics).name())), ...);
-            config.add_value(learning_rate);
-            config.add_value(step_.seed());
-            // Not announced: every process sees the same gathered values and raises the same error.
-            accumulation().template attach<Exec>(step_.variables(), config.value);
-        }
+        processes::template attach<Exec, Model, Optimizer, Loss, Metrics...>(accumulation(), step_.variables(),
+                                                                             learning_rate, step_.seed());
     }
 
     /// Trains on one micro-batch (x: (n, input dims...), y: targets). The optimizer steps when
@@ -455,13 +441,7 @@ public:
     /// Whether this process writes files (save_weights, save_checkpoint, CsvLogger) and shows
     /// the progress bar: rank 0 under data_parallel, where every process holds the same state;
     /// always otherwise.
-    [[nodiscard]] bool is_chief() const {
-        if constexpr (ShardingAccumulation<Accum>) {
-            return step_.window().policy().communicator().rank() == 0;
-        } else {
-            return true;
-        }
-    }
+    [[nodiscard]] bool is_chief() const { return processes::is_chief(step_.window().policy()); }
 
     /// Number of samples the buffers currently hold; grows, never shrinks.
     [[nodiscard]] std::size_t capacity() const { return step_.capacity(); }
@@ -475,44 +455,14 @@ private:
         return false;
     }();
 
-    /// Runs f; under a policy that spans processes, an exception thrown here is announced to the
-    /// other processes first, so that they stop with distributed_error instead of waiting for
-    /// this one in the step's all-reduce.
+    using processes = detail::processes<Accum>;
+    /// An exception thrown in f is announced to the other processes (train/step/processes.hpp).
     template <class F>
     decltype(auto) guarded(F&& f) {
-        if constexpr (requires(Accum& a, std::string_view w) { a.announce_failure(w); }) {
-            try {
-                return f();
-            } catch (const std::exception& e) {
-                accumulation().announce_failure(e.what());
-                throw;
-            }
-        } else {
-            return f();
-        }
+        return processes::guarded(accumulation(), std::forward<F>(f));
     }
-
-    /// The rows of `rows` this process evaluates (all of them unless the policy shares them).
-    [[nodiscard]] row_range shard_of(std::size_t rows) const {
-        if constexpr (ShardingAccumulation<Accum>) {
-            return step_.window().policy().shard(rows);
-        } else {
-            return {0, rows};
-        }
-    }
-    /// Loss and metric sums of every process, where the policy spans processes.
-    void reduce_sums(step_sums& sums) {
-        if constexpr (requires(Accum& a, std::span<double> v) { a.reduce_sums(v); }) {
-            std::array<double, logs::max_metrics + 2> v{};
-            v[0] = sums.loss;
-            for (std::size_t m = 0; m < logs::max_metrics; ++m) v[m + 1] = sums.metrics[m];
-            v[logs::max_metrics + 1] = static_cast<double>(sums.samples);
-            accumulation().reduce_sums(v);
-            sums.loss = v[0];
-            for (std::size_t m = 0; m < logs::max_metrics; ++m) sums.metrics[m] = v[m + 1];
-            sums.samples = static_cast<std::size_t>(v[logs::max_metrics + 1]);
-        }
-    }
+    [[nodiscard]] row_range shard_of(std::size_t rows) const { return processes::shard(step_.window().policy(), rows); }
+    void reduce_sums(step_sums& sums) { processes::reduce_sums(accumulation(), sums); }
 
     void require_compiled(const char* call) const {
         if (!step_.objective().compiled()) {

@@ -163,8 +163,6 @@ public:
     /// n rows of the window that other processes train (ShardingAccumulation): they count
     /// towards the window's size, not towards this process's gradient sums.
     void add_remote(std::size_t n) { samples_ += n; }
-    /// Samples of the open window trained by this process.
-    [[nodiscard]] std::size_t local_samples() const { return local_; }
 
     /// Double or compensated sums back into the float gradients the optimizer reads.
     void write_back(const variable_set& vars) {
