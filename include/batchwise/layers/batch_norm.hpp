@@ -1,6 +1,6 @@
-// Batch normalisation over the samples of a batch, per feature (Keras's BatchNormalization):
-// batch statistics in training, moving averages in inference. Training statistics are taken per
-// virtual batch ("ghost" batch norm); the moving averages are updated once per optimizer step
+// Batch normalisation over the samples of a batch, per feature or, for an image, per channel
+// (Keras's BatchNormalization, axis=-1): batch statistics in training, moving averages in
+// inference. Training statistics are taken per virtual batch ("ghost" batch norm); the moving averages are updated once per optimizer step
 // from the statistics of the whole effective batch, however many micro-batches made it.
 #pragma once
 
@@ -10,260 +10,13 @@
 #include <string_view>
 
 #include "batchwise/batch/accumulation.hpp"
+#include "batchwise/layers/batch_norm_functors.hpp"
 #include "batchwise/layers/layer.hpp"
 
 namespace batchwise {
 
-namespace detail {
-
-/// Rows [begin, end) of virtual batch c, and how many of them are real (not padding).
-struct virtual_batch {
-    std::size_t begin, end, count;
-    BATCHWISE_HOST_DEVICE static virtual_batch of(std::size_t c, std::size_t size, std::size_t rows,
-                                                  std::size_t valid) {
-        const std::size_t b = size == 0 ? 0 : c * size;
-        const std::size_t e = size == 0 ? rows : (b + size < rows ? b + size : rows);
-        const std::size_t v = valid < e ? valid : e;
-        return {b, e, v > b ? v - b : 0};
-    }
-};
-
-/// Per (virtual batch c, feature j): mean and biased variance over the real rows of the
-/// virtual batch (two passes, for accuracy), and 1 / sqrt(var + eps).
-struct batch_norm_chunk_statistics {
-    const float* x;
-    std::size_t rows, valid, cols, virtual_size;
-    float* mean;
-    float* var;
-    float* inv_std;
-    float epsilon;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t c = i / cols, j = i % cols;
-        const virtual_batch vb = virtual_batch::of(c, virtual_size, rows, valid);
-        float m = 0.0f, v = 0.0f;
-        if (vb.count > 0) {
-            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) m += x[r * cols + j];
-            m /= static_cast<float>(vb.count);
-            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) {
-                const float d = x[r * cols + j] - m;
-                v += d * d;
-            }
-            v /= static_cast<float>(vb.count);
-        }
-        mean[i] = m;
-        var[i] = v;
-        inv_std[i] = 1.0f / std::sqrt(v + epsilon);
-    }
-};
-
-/// Per feature: merges every virtual batch's (count, mean, M2) into the optimizer step's running
-/// statistics (Chan et al.'s pairwise update), so the moving averages can later be updated from
-/// the whole effective batch.
-struct batch_norm_merge_step {
-    const float* mean;
-    const float* var;
-    float* step_mean;
-    float* step_m2;
-    std::size_t chunks, rows, valid, cols, virtual_size;
-    std::size_t already;  // samples merged earlier in this optimizer step
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        double n = static_cast<double>(already);
-        double mu = n > 0 ? step_mean[j] : 0.0;
-        double m2 = n > 0 ? step_m2[j] : 0.0;
-        for (std::size_t c = 0; c < chunks; ++c) {
-            const auto nb = static_cast<double>(virtual_batch::of(c, virtual_size, rows, valid).count);
-            if (nb == 0) continue;
-            const double mb = mean[c * cols + j];
-            const double total = n + nb;
-            const double delta = mb - mu;
-            mu += delta * nb / total;
-            m2 += static_cast<double>(var[c * cols + j]) * nb + delta * delta * n * nb / total;
-            n = total;
-        }
-        step_mean[j] = static_cast<float>(mu);
-        step_m2[j] = static_cast<float>(m2);
-    }
-};
-
-/// moving = momentum * moving + (1 - momentum) * statistic of the effective batch.
-struct batch_norm_update_moving {
-    const float* step_mean;
-    const float* step_m2;
-    float* moving_mean;
-    float* moving_var;
-    float momentum;
-    float inv_count;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        moving_mean[j] = momentum * moving_mean[j] + (1.0f - momentum) * step_mean[j];
-        moving_var[j] = momentum * moving_var[j] + (1.0f - momentum) * step_m2[j] * inv_count;
-    }
-};
-
-/// Per feature: the step's (count, mean, M2) as two sums that add up across processes, taken
-/// about a shift every process holds alike (the moving mean), so that summing them in floats
-/// does not cancel: n (mean - shift) and M2 + n (mean - shift)^2.
-struct batch_norm_pack_statistics {
-    const float* step_mean;
-    const float* step_m2;
-    const float* shift;
-    float* out;
-    std::size_t cols, samples;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        const auto n = static_cast<double>(samples);
-        const double d = samples == 0 ? 0.0 : static_cast<double>(step_mean[j]) - shift[j];
-        out[j] = static_cast<float>(n * d);
-        out[cols + j] = static_cast<float>(samples == 0 ? 0.0 : step_m2[j] + n * d * d);
-    }
-};
-
-/// The inverse of batch_norm_pack_statistics for the summed buffer of `samples` samples.
-struct batch_norm_unpack_statistics {
-    const float* in;
-    const float* shift;
-    float* step_mean;
-    float* step_m2;
-    std::size_t cols, samples;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        const auto n = static_cast<double>(samples);
-        const double s1 = in[j];
-        const double m2 = static_cast<double>(in[cols + j]) - s1 * s1 / n;
-        step_mean[j] = static_cast<float>(shift[j] + s1 / n);
-        step_m2[j] = static_cast<float>(m2 > 0.0 ? m2 : 0.0);
-    }
-};
-
-/// Synchronized batch norm, per feature: this process's partial sums about the shift every
-/// process holds alike (the moving mean), n (x - shift) summed and (x - shift)^2 summed, so that
-/// the sums of all processes give the global batch's mean and variance without cancelling.
-struct batch_norm_partial_sums {
-    const float* x;
-    const float* shift;
-    float* out;
-    std::size_t valid, cols;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        double s1 = 0.0, s2 = 0.0;
-        for (std::size_t r = 0; r < valid; ++r) {
-            const double d = static_cast<double>(x[r * cols + j]) - shift[j];
-            s1 += d;
-            s2 += d * d;
-        }
-        out[j] = static_cast<float>(s1);
-        out[cols + j] = static_cast<float>(s2);
-    }
-};
-
-/// The global batch's mean, biased variance and 1 / sqrt(var + eps) from the summed partial sums
-/// of `count` rows in all.
-struct batch_norm_global_statistics {
-    const float* sums;
-    const float* shift;
-    float* mean;
-    float* var;
-    float* inv_std;
-    std::size_t cols, count;
-    float epsilon;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        const auto n = static_cast<double>(count);
-        const double m = sums[j] / n;
-        const double v = static_cast<double>(sums[cols + j]) / n - m * m;
-        mean[j] = static_cast<float>(shift[j] + m);
-        var[j] = static_cast<float>(v > 0.0 ? v : 0.0);
-        inv_std[j] = static_cast<float>(1.0 / std::sqrt(var[j] + static_cast<double>(epsilon)));
-    }
-};
-
-/// Training: xhat = (x - mean) * inv_std of the row's virtual batch, kept for backward.
-struct batch_norm_normalize_train {
-    const float* x;
-    const float* mean;
-    const float* inv_std;
-    const float* gamma;
-    const float* beta;
-    float* xhat;
-    float* y;
-    std::size_t cols, virtual_size;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t j = i % cols;
-        const std::size_t c = virtual_size == 0 ? 0 : (i / cols) / virtual_size;
-        xhat[i] = (x[i] - mean[c * cols + j]) * inv_std[c * cols + j];
-        y[i] = gamma[j] * xhat[i] + beta[j];
-    }
-};
-
-struct batch_norm_normalize_inference {
-    const float* x;
-    const float* moving_mean;
-    const float* moving_var;
-    const float* gamma;
-    const float* beta;
-    float* y;
-    std::size_t cols;
-    float epsilon;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t j = i % cols;
-        y[i] = gamma[j] * (x[i] - moving_mean[j]) / std::sqrt(moving_var[j] + epsilon) + beta[j];
-    }
-};
-
-/// Per feature: each virtual batch's sum(dy) and sum(dy * xhat) over its real rows (kept for
-/// dx), and their totals added to (or, at the first micro-batch, written to) the gradients.
-struct batch_norm_parameter_grads {
-    const float* dy;
-    const float* xhat;
-    std::size_t chunks, rows, valid, cols, virtual_size;
-    float* sum_dy;
-    float* sum_dy_xhat;
-    float* gamma_grad;
-    float* beta_grad;
-    bool accumulate;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
-        float total = 0.0f, total_x = 0.0f;
-        for (std::size_t c = 0; c < chunks; ++c) {
-            const virtual_batch vb = virtual_batch::of(c, virtual_size, rows, valid);
-            float s = 0.0f, sx = 0.0f;
-            for (std::size_t r = vb.begin; r < vb.begin + vb.count; ++r) {
-                s += dy[r * cols + j];
-                sx += dy[r * cols + j] * xhat[r * cols + j];
-            }
-            sum_dy[c * cols + j] = s;
-            sum_dy_xhat[c * cols + j] = sx;
-            total += s;
-            total_x += sx;
-        }
-        beta_grad[j] = accumulate ? beta_grad[j] + total : total;
-        gamma_grad[j] = accumulate ? gamma_grad[j] + total_x : total_x;
-    }
-};
-
-/// dx = gamma * inv_std / n * (n * dy - sum dy - xhat * sum(dy * xhat)), per virtual batch of n
-/// real rows; padding rows get a zero gradient.
-struct batch_norm_input_grad {
-    const float* dy;
-    const float* xhat;
-    const float* gamma;
-    const float* inv_std;
-    const float* sum_dy;
-    const float* sum_dy_xhat;
-    float* dx;
-    std::size_t rows, valid, cols, virtual_size;
-    std::size_t global_count = 0;  // synchronized: the rows of every process, else 0
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t r = i / cols, j = i % cols;
-        if (r >= valid) {
-            dx[i] = 0.0f;
-            return;
-        }
-        const std::size_t c = virtual_size == 0 ? 0 : r / virtual_size;
-        const auto n = static_cast<float>(global_count != 0 ? global_count
-                                                            : virtual_batch::of(c, virtual_size, rows, valid).count);
-        const std::size_t k = c * cols + j;
-        dx[i] = gamma[j] * inv_std[k] / n * (n * dy[i] - sum_dy[k] - xhat[i] * sum_dy_xhat[k]);
-    }
-};
-
-}  // namespace detail
-
-/// Keras's defaults: momentum 0.99, epsilon 0.001. Normalises each feature of a flat input.
+/// Keras's defaults: momentum 0.99, epsilon 0.001. Normalises each feature of a flat input, and
+/// each channel (the last axis) of an image over the batch's samples and positions.
 /// VirtualBatchSize 0 takes training statistics over each micro-batch; V > 0 over consecutive
 /// groups of V samples, so that statistics do not depend on how a step is split into
 /// micro-batches as long as the split points are multiples of V (docs/exactness.md).
@@ -283,18 +36,24 @@ struct BatchNormalization {
     static constexpr std::size_t virtual_batch_size = VirtualBatchSize;
 
     template <class In>
-    static constexpr bool accepts = In::rank == 1;
+    static constexpr bool accepts = true;
     template <class In>
-    using requirement = any_shape_of_rank<1>;
+    using requirement = any_shape;
     template <class In>
     using output = In;
 
+    // Statistics are per channel, the last axis: a batch of `rows` samples is, to every
+    // functor, a (rows x positions, features) matrix, and a virtual batch of V samples is
+    // V x positions of its rows.
     template <class In, ExecutionPolicy Exec>
     class impl {
+        static constexpr std::size_t positions = In::size / In::dims[In::rank - 1];
+        static constexpr std::size_t virtual_rows = VirtualBatchSize * positions;
+
     public:
-        static constexpr std::size_t features = In::size;
-        static constexpr std::size_t in_features = features;
-        static constexpr std::size_t out_features = features;
+        static constexpr std::size_t features = In::dims[In::rank - 1];
+        static constexpr std::size_t in_features = In::size;
+        static constexpr std::size_t out_features = In::size;
         static constexpr std::size_t trainable_count = 2 * features;
         static constexpr std::size_t non_trainable_count = 2 * features;
         /// Micro-batches split at multiples of this keep training statistics unchanged.
@@ -310,7 +69,7 @@ struct BatchNormalization {
         }
         // out, xhat (and dx) per row; mean, var, inv_std, sum_dy, sum_dy_xhat per virtual batch.
         static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
-            return rows * features * (need_dx ? 3 : 2) + 5 * features * chunks(rows);
+            return rows * In::size * (need_dx ? 3 : 2) + 5 * features * chunks(rows);
         }
 
         impl() {
@@ -329,9 +88,9 @@ struct BatchNormalization {
         }
 
         void reserve(std::size_t rows, bool need_dx) {
-            Exec::reserve(out_, rows * features);
-            Exec::reserve(xhat_, rows * features);
-            if (need_dx) Exec::reserve(dx_, rows * features);
+            Exec::reserve(out_, rows * In::size);
+            Exec::reserve(xhat_, rows * In::size);
+            if (need_dx) Exec::reserve(dx_, rows * In::size);
             for (auto* v : {&mean_, &var_, &inv_std_, &sum_dy_, &sum_dy_xhat_}) {
                 Exec::reserve(*v, chunks(rows) * features);
             }
@@ -363,52 +122,71 @@ struct BatchNormalization {
         /// The summed statistics of every process, `samples` samples in all, become the step's.
         void set_step_statistics(std::size_t samples) {
             if (Synchronized || samples == 0) return;
+            samples *= positions;
             Exec::for_each(features, detail::batch_norm_unpack_statistics{
                                          Exec::data(exchange_), Exec::data(moving_mean_),
                                          Exec::data(step_mean_), Exec::data(step_m2_), features, samples});
             step_samples_ = samples;
         }
 
-        const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
+        const_matrix_view forward(const_matrix_view batch, const pass_context& ctx) {
+            const const_matrix_view x{batch.data, batch.rows * positions, features};
             const matrix_view y{Exec::data(out_), x.rows, features};
+            const const_matrix_view result{y.data, batch.rows, In::size};
             if (!ctx.training) {
+                // mean_ and inv_std_ are training scratch, free in inference.
+                Exec::for_each(features, detail::batch_norm_inference_affine{
+                                             Exec::data(moving_mean_), Exec::data(moving_var_), Exec::data(gamma_),
+                                             Exec::data(beta_), Exec::data(inv_std_), Exec::data(mean_), Epsilon});
                 Exec::for_each(x.size(), detail::batch_norm_normalize_inference{
-                                             x.data, Exec::data(moving_mean_),
-                                             Exec::data(moving_var_), Exec::data(gamma_),
-                                             Exec::data(beta_), y.data, features, Epsilon});
-                return y;
+                                             x.data, Exec::data(inv_std_), Exec::data(mean_), y.data, features});
+                return result;
             }
             rows_ = x.rows;
-            valid_ = ctx.valid_rows < x.rows ? ctx.valid_rows : x.rows;
+            valid_ = (ctx.valid_rows < batch.rows ? ctx.valid_rows : batch.rows) * positions;
             reducer_ = nullptr;
             if constexpr (Synchronized) {
-                if (ctx.statistics != nullptr) return forward_synchronized(x, y, *ctx.statistics);
+                if (ctx.statistics != nullptr) {
+                    forward_synchronized(x, y, *ctx.statistics);
+                    return result;
+                }
             }
-            const std::size_t c = chunks(rows_);
-            Exec::for_each(c * features, detail::batch_norm_chunk_statistics{
-                                             x.data, rows_, valid_, features, VirtualBatchSize,
-                                             Exec::data(mean_), Exec::data(var_),
-                                             Exec::data(inv_std_), Epsilon});
+            // Column sums read the batch row by row, in the order memory holds it: per-feature
+            // loops would stride through it once per feature (32 passes for 32 channels).
+            const std::size_t c = chunks(batch.rows);
+            chunk_column_sums(x, Exec::data(mean_));
+            Exec::for_each(c * features, detail::batch_norm_sums_to_means{Exec::data(mean_), rows_, valid_, features,
+                                                                          virtual_rows});
+            // out_ is free until the normalised values are written into it.
+            Exec::for_each(x.size(), detail::batch_norm_centered_squares{x.data, Exec::data(mean_), Exec::data(out_),
+                                                                         features, virtual_rows});
+            chunk_column_sums({Exec::data(out_), x.rows, features}, Exec::data(var_));
+            Exec::for_each(c * features, detail::batch_norm_sums_to_variances{Exec::data(var_), Exec::data(inv_std_),
+                                                                              rows_, valid_, features, virtual_rows,
+                                                                              Epsilon});
             Exec::for_each(features, detail::batch_norm_merge_step{
                                          Exec::data(mean_), Exec::data(var_), Exec::data(step_mean_),
                                          Exec::data(step_m2_), c, rows_, valid_, features,
-                                         VirtualBatchSize, step_samples_});
+                                         virtual_rows, step_samples_});
             step_samples_ += valid_;
             Exec::for_each(x.size(), detail::batch_norm_normalize_train{
                                          x.data, Exec::data(mean_), Exec::data(inv_std_),
                                          Exec::data(gamma_), Exec::data(beta_), Exec::data(xhat_),
-                                         y.data, features, VirtualBatchSize});
-            return y;
+                                         y.data, features, virtual_rows});
+            return result;
         }
 
-        const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy,
+        const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view batch_dy,
                                    bool need_dx, bool accumulate) {
-            const std::size_t c = chunks(rows_);
-            Exec::for_each(features, detail::batch_norm_parameter_grads{
-                                         dy.data, Exec::data(xhat_), c, rows_, valid_, features,
-                                         VirtualBatchSize, Exec::data(sum_dy_),
-                                         Exec::data(sum_dy_xhat_), Exec::data(gamma_grad_),
-                                         Exec::data(beta_grad_), accumulate});
+            const const_matrix_view dy{batch_dy.data, batch_dy.rows * positions, features};
+            const std::size_t c = chunks(batch_dy.rows);
+            chunk_column_sums(dy, Exec::data(sum_dy_));
+            // The layer after has run its backward pass: nobody reads out_ again in this step.
+            Exec::for_each(dy.size(), detail::multiply_elementwise{dy.data, Exec::data(xhat_), Exec::data(out_)});
+            chunk_column_sums({Exec::data(out_), dy.rows, features}, Exec::data(sum_dy_xhat_));
+            Exec::for_each(features, detail::batch_norm_parameter_grads{Exec::data(sum_dy_), Exec::data(sum_dy_xhat_), c,
+                                                                        features, Exec::data(gamma_grad_),
+                                                                        Exec::data(beta_grad_), accumulate});
             if (!need_dx) return {};
             if (reducer_ != nullptr) {
                 // dx needs the sums over the global batch; gamma's and beta's gradients stay
@@ -424,13 +202,13 @@ struct BatchNormalization {
                                           dy.data, Exec::data(xhat_), Exec::data(gamma_),
                                           Exec::data(inv_std_), Exec::data(sum_dy_),
                                           Exec::data(sum_dy_xhat_), dx.data, rows_, valid_,
-                                          features, VirtualBatchSize, reducer_ ? global_ : 0});
-            return dx;
+                                          features, virtual_rows, reducer_ ? global_ : 0});
+            return {dx.data, batch_dy.rows, In::size};
         }
 
         /// Training statistics of the global batch: this process's partial sums and row count,
         /// summed over the processes, then merged into the step's statistics as one batch.
-        const_matrix_view forward_synchronized(const_matrix_view x, matrix_view y, const statistics_reducer& reduce) {
+        void forward_synchronized(const_matrix_view x, matrix_view y, const statistics_reducer& reduce) {
             reducer_ = &reduce;
             float* sums = Exec::data(exchange_);
             Exec::for_each(features, detail::batch_norm_partial_sums{x.data, Exec::data(moving_mean_), sums, valid_,
@@ -441,7 +219,7 @@ struct BatchNormalization {
             float total = 0.0f;
             Exec::to_host(sums + 2 * features, 1, &total);
             global_ = static_cast<std::size_t>(total);
-            if (global_ == 0) return y;  // no process had a row
+            if (global_ == 0) return;  // no process had a row
             Exec::for_each(features, detail::batch_norm_global_statistics{
                                          sums, Exec::data(moving_mean_), Exec::data(mean_), Exec::data(var_),
                                          Exec::data(inv_std_), features, global_, Epsilon});
@@ -452,7 +230,6 @@ struct BatchNormalization {
             Exec::for_each(x.size(), detail::batch_norm_normalize_train{
                                          x.data, Exec::data(mean_), Exec::data(inv_std_), Exec::data(gamma_),
                                          Exec::data(beta_), Exec::data(xhat_), y.data, features, 0});
-            return y;
         }
 
         template <class F>
@@ -464,6 +241,18 @@ struct BatchNormalization {
         }
 
     private:
+        /// Per virtual batch: the column sums of its real rows of m into out (chunk c at c x features).
+        void chunk_column_sums(const_matrix_view m, float* out) {
+            for (std::size_t k = 0; k < chunks(m.rows / positions); ++k) {
+                const detail::virtual_batch vb = detail::virtual_batch::of(k, virtual_rows, rows_, valid_);
+                if (vb.count == 0) {
+                    Exec::fill(out + k * features, features, 0.0f);
+                } else {
+                    Exec::column_sums({m.data + vb.begin * features, vb.count, features}, out + k * features, 0.0f);
+                }
+            }
+        }
+
         typename Exec::vector gamma_, beta_, gamma_grad_, beta_grad_, moving_mean_, moving_var_,
             step_mean_, step_m2_, exchange_, mean_, var_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
         std::size_t rows_ = 0, valid_ = 0, step_samples_ = 0;

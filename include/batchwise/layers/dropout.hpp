@@ -1,5 +1,6 @@
-// Inverted dropout: in training each unit is kept with probability 1 - Rate and scaled by
-// 1 / (1 - Rate); in inference the layer passes its input through untouched.
+// Inverted dropout: in training each unit (Dropout) or each channel of an image
+// (SpatialDropout2D) is kept with probability 1 - Rate and scaled by 1 / (1 - Rate); in inference
+// the layer passes its input through untouched.
 #pragma once
 
 #include <cstddef>
@@ -44,11 +45,36 @@ struct dropout_forward {
     }
 };
 
-struct multiply_elementwise {
-    const float* a;
-    const float* b;
+/// SpatialDropout2D's mask: one draw per (sample, channel), keyed as dropout_forward's units are,
+/// so a whole feature map is kept or dropped alike in every split of the batch.
+template <class Position>
+struct channel_mask {
+    float* mask;
+    rng::philox_key key;
+    Position position;
+    std::size_t channels;
+    std::size_t quads;  // per row: ceil(channels / 4)
+    float rate;
+    float scale;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        const std::size_t row = i / quads, q = i % quads;
+        const step_scalars& at = *position;
+        const rng::uniform4 u = rng::uniform_quad(key, at.epoch, at.first_sample + row, q);
+        const std::size_t first = 4 * q;
+        const std::size_t count = channels - first < 4 ? channels - first : 4;
+        for (std::size_t k = 0; k < count; ++k) mask[row * channels + first + k] = u.u[k] >= rate ? scale : 0.0f;
+    }
+};
+
+/// out = in * the mask of the value's (sample, channel); channels are the last axis.
+struct multiply_by_channel_mask {
+    const float* in;
+    const float* mask;
     float* out;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { out[i] = a[i] * b[i]; }
+    std::size_t sample_size, channels;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        out[i] = in[i] * mask[(i / sample_size) * channels + i % channels];
+    }
 };
 
 }  // namespace detail
@@ -110,6 +136,76 @@ struct Dropout {
             const matrix_view dx{Exec::data(dx_), dy.rows, dy.cols};
             Exec::for_each(dy.size(), detail::multiply_elementwise{dy.data, Exec::data(mask_), dx.data});
             return dx;
+        }
+        template <class F>
+        void for_each_variable(F&&) {}
+
+    private:
+        typename Exec::vector out_, mask_, dx_;
+    };
+};
+
+/// Keras's SpatialDropout2D(rate): drops whole channels (feature maps) of a (height, width,
+/// channels) sample, scaling the kept ones by 1 / (1 - Rate), since neighbouring pixels of a
+/// feature map are correlated and dropping them one by one regularises little. Masks are keyed
+/// by (seed, layer, epoch, sample, channel), like Dropout's.
+template <float Rate>
+struct SpatialDropout2D {
+    static_assert(Rate >= 0.0f && Rate < 1.0f, "SpatialDropout2D<rate> needs 0 <= rate < 1.");
+    static constexpr std::string_view name = "SpatialDropout2D";
+    static constexpr float rate = Rate;
+
+    template <class In>
+    static constexpr bool accepts = In::rank == 3;
+    template <class In>
+    using requirement = any_shape_of_rank<3>;
+    template <class In>
+    using output = In;
+
+    template <class In, ExecutionPolicy Exec>
+    class impl {
+        static constexpr std::size_t channels = In::dims[2];
+        static constexpr std::size_t quads = (channels + 3) / 4;
+
+    public:
+        static constexpr std::size_t in_features = In::size;
+        static constexpr std::size_t out_features = In::size;
+        static constexpr std::size_t trainable_count = 0;
+        static constexpr std::size_t non_trainable_count = 0;
+        static constexpr std::size_t state_floats = 0;
+        static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
+            return rows * (In::size * (need_dx ? 2 : 1) + channels);
+        }
+
+        void initialize(std::uint64_t, std::uint32_t) {}
+        void reserve(std::size_t rows, bool need_dx) {
+            Exec::reserve(out_, rows * In::size);
+            Exec::reserve(mask_, rows * channels);
+            if (need_dx) Exec::reserve(dx_, rows * In::size);
+        }
+        const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
+            if (!ctx.training || Rate == 0.0f) return x;
+            const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
+            const float scale = 1.0f / (1.0f - Rate);
+            if (ctx.device_scalars != nullptr) {
+                Exec::for_each(x.rows * quads, detail::channel_mask<scalars_in_memory>{
+                                                   Exec::data(mask_), key, {ctx.device_scalars}, channels, quads, Rate,
+                                                   scale});
+            } else {
+                const step_scalars at{.epoch = ctx.epoch, .first_sample = ctx.first_sample};
+                Exec::for_each(x.rows * quads, detail::channel_mask<scalars_by_value>{Exec::data(mask_), key, {at},
+                                                                                      channels, quads, Rate, scale});
+            }
+            Exec::for_each(x.size(), detail::multiply_by_channel_mask{x.data, Exec::data(mask_), Exec::data(out_),
+                                                                      In::size, channels});
+            return {Exec::data(out_), x.rows, x.cols};
+        }
+        const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy, bool need_dx, bool) {
+            if (!need_dx) return {};
+            if (Rate == 0.0f) return dy;
+            Exec::for_each(dy.size(), detail::multiply_by_channel_mask{dy.data, Exec::data(mask_), Exec::data(dx_),
+                                                                       In::size, channels});
+            return {Exec::data(dx_), dy.rows, dy.cols};
         }
         template <class F>
         void for_each_variable(F&&) {}

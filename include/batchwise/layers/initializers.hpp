@@ -62,13 +62,21 @@ concept Initializer = requires(std::uint64_t s, std::uint32_t l, std::uint64_t e
     { T::draw(s, l, e, n, n) } -> std::convertible_to<float>;
 };
 
+/// Host values for `count` weights whose fans are given apart from their number: a convolution
+/// kernel (kh, kw, in, out) has fan_in = kh kw in and fan_out = kh kw out, as Keras counts them.
+template <Initializer Init>
+std::vector<float> initial_values(std::uint64_t s, std::uint32_t layer, std::size_t count, std::size_t fan_in,
+                                  std::size_t fan_out) {
+    std::vector<float> w(count);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = Init::draw(s, layer, i, fan_in, fan_out);
+    return w;
+}
+
 /// Host values for a (fan_in x fan_out) kernel; copied to the policy's memory by the caller.
 template <Initializer Init>
 std::vector<float> initial_kernel(std::uint64_t s, std::uint32_t layer, std::size_t fan_in,
                                   std::size_t fan_out) {
-    std::vector<float> w(fan_in * fan_out);
-    for (std::size_t i = 0; i < w.size(); ++i) w[i] = Init::draw(s, layer, i, fan_in, fan_out);
-    return w;
+    return initial_values<Init>(s, layer, fan_in * fan_out, fan_in, fan_out);
 }
 
 }  // namespace batchwise

@@ -90,6 +90,14 @@ struct update_in_gemm {
 };
 
 namespace detail {
+/// out = a * b, element-wise: dropout's masks, batch norm's dy * xhat.
+struct multiply_elementwise {
+    const float* a;
+    const float* b;
+    float* out;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { out[i] = a[i] * b[i]; }
+};
+
 struct variable_probe {
     void operator()(const variable_ref&) const {}
 };

@@ -59,7 +59,9 @@ struct layer_shape_check {
                   "the output shape of the layer before it; 'layer_shape_check<position, layer, "
                   "given shape, needed shape>' in the lines above names the layer's position "
                   "(1 = first layer after Input), the shape it is given and the shape it needs. "
-                  "A Dense after a multi-dimensional Input needs a Flatten before it.");
+                  "A Dense after a multi-dimensional shape (an image Input, a Conv2D) needs a Flatten "
+                  "before it; a kernel or pool larger than its image needs same_padding; a 2-D layer "
+                  "needs a (height, width, channels) shape, a Reshape<h, w, 1> after Input<h, w>.");
 };
 
 template <class LayerT, class In, bool Ok>
