@@ -13,6 +13,8 @@
 #include <batchwise/batchwise.hpp>
 #endif
 
+#include "fashion_mnist_cnn.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,15 +31,7 @@ using exec = bw::cpu_blas;
 
 namespace {
 
-// Keras's layout: 28 x 28 x 1 images, "same" 3 x 3 convolutions without bias (batch norm's
-// beta is the shift), 2 x 2 max pooling halving the image each block.
-using Net = bw::Sequential<bw::Input<28, 28>, bw::Reshape<28, 28, 1>,
-                           bw::Conv2D<32, 3, 3, bw::same_padding, bw::no_bias>, bw::BatchNorm, bw::ReLU,
-                           bw::MaxPooling2D<2>,
-                           bw::Conv2D<64, 3, 3, bw::same_padding, bw::no_bias>, bw::BatchNorm, bw::ReLU,
-                           bw::MaxPooling2D<2>, bw::Dropout<0.25f>,
-                           bw::Flatten, bw::Dense<128>, bw::ReLU, bw::Dropout<0.5f>,
-                           bw::Dense<10>>;  // logits
+using Net = example::fashion_mnist_cnn;
 
 int train(std::uint64_t epochs, std::size_t limit) {
     bw::Model<Net, bw::dynamic_batch, exec> model{bw::seed{42}};

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../gradient_check.hpp"
+#include "../../examples/fashion_mnist_cnn.hpp"
 
 extern "C" {
 void* __libc_malloc(std::size_t);
@@ -312,6 +313,65 @@ TEST_CASE("the memory estimate is within 10% of the measured heap peak (mlp-benc
     const double estimate = static_cast<double>(M::estimate_memory(2048, 0).total_bytes());
     MESSAGE("mlp-bench at batch 2048: estimate " << estimate / 1e6 << " MB, measured heap peak " << measured / 1e6
                                                  << " MB (ratio " << estimate / measured << ")");
+    CHECK(estimate >= 0.9 * measured);
+    CHECK(estimate <= 1.1 * measured);
+}
+
+namespace {
+/// Fashion-MNIST-shaped images and labels, made before any counting starts.
+struct image_batch {
+    xt::xtensor<float, 3> x;
+    xt::xtensor<float, 1> y;
+    explicit image_batch(std::size_t n) : x(xt::xtensor<float, 3>::from_shape({n, 28, 28})), y(xt::zeros<float>({n})) {
+        const auto flat = bw_test::random_matrix(n, 784, n, 0.0f, 1.0f);
+        std::copy(flat.begin(), flat.end(), x.begin());
+        for (std::size_t i = 0; i < n; ++i) y(i) = static_cast<float>(i % 10);
+    }
+};
+}  // namespace
+
+TEST_CASE("no heap allocation in steady state: the Fashion-MNIST CNN's window matrices are reserved once") {
+    bw_test::Model<example::fashion_mnist_cnn> model{bw::seed{3}};
+    model.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    const image_batch big(64), small(7), one(1);
+    CHECK(allocations_during([&] { model.train_on_batch(big.x, big.y); }) > 0);
+    if constexpr (!bw_test::buffers_on_heap) {
+        model.train_on_batch(small.x, small.y);
+        model.train_on_batch(one.x, one.y);
+    }
+    const std::size_t steady = allocations_during([&] {
+        for (int round = 0; round < 2; ++round) {
+            model.train_on_batch(small.x, small.y);
+            model.train_on_batch(big.x, big.y);
+            model.train_on_batch(one.x, one.y);
+        }
+    });
+    INFO("allocated from: " << allocation_sources());
+    CHECK(steady == 0);
+}
+
+TEST_CASE("the memory estimate is within 10% of the measured heap peak (the Fashion-MNIST CNN, batch 256)") {
+    if constexpr (!bw_test::buffers_on_heap) {
+        MESSAGE("skipped: the policy's buffers are device memory, which the malloc hooks do not see");
+        return;
+    }
+    using M = bw_test::Model<example::fashion_mnist_cnn>;
+    const image_batch data(256);
+    live_bytes = 0;
+    peak_bytes = 0;
+    tracking = true;
+    double measured = 0.0;
+    {
+        M model{bw::seed{1}};
+        model.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        model.train_on_batch(data.x, data.y);
+        model.train_on_batch(data.x, data.y);
+        measured = static_cast<double>(peak_bytes.load());
+    }
+    tracking = false;
+    const double estimate = static_cast<double>(M::estimate_memory(256, 2).total_bytes());
+    MESSAGE("Fashion-MNIST CNN at batch 256: estimate " << estimate / 1e6 << " MB, measured heap peak "
+                                                        << measured / 1e6 << " MB (ratio " << estimate / measured << ")");
     CHECK(estimate >= 0.9 * measured);
     CHECK(estimate <= 1.1 * measured);
 }

@@ -20,25 +20,31 @@ namespace batchwise {
 
 namespace detail {
 
-/// Row (n, p) of the window matrix, taps t = (ki, kj): the channels of the input pixel tap t of
-/// output position p reads, or zeros where the tap falls in the padding. Index i = (n, p, t).
+/// Row (n, p) of the window matrix, one index per row: for each tap (ki, kj) in turn, the
+/// channels of the input pixel the tap of output position p reads, or zeros where it falls in
+/// the padding. A row per index keeps the index arithmetic (divisions) out of the inner loops.
 struct im2col {
     const float* x;
     float* col;
     window_geometry g;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t taps = g.taps(), positions = g.positions(), c = g.channels;
-        const std::size_t t = i % taps, row = i / taps;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t row) const {
+        const std::size_t positions = g.positions(), c = g.channels;
         const std::size_t p = row % positions, n = row / positions;
-        const std::ptrdiff_t ih = g.input_row(p / g.out_w, t / g.kernel_w);
-        const std::ptrdiff_t iw = g.input_col(p % g.out_w, t % g.kernel_w);
-        float* dst = col + i * c;
-        if (ih < 0 || iw < 0) {
-            for (std::size_t k = 0; k < c; ++k) dst[k] = 0.0f;
-            return;
+        const std::size_t oh = p / g.out_w, ow = p % g.out_w;
+        const float* image = x + n * g.in_h * g.in_w * c;
+        float* dst = col + row * g.taps() * c;
+        for (std::size_t ki = 0; ki < g.kernel_h; ++ki) {
+            const std::ptrdiff_t ih = g.input_row(oh, ki);
+            for (std::size_t kj = 0; kj < g.kernel_w; ++kj, dst += c) {
+                const std::ptrdiff_t iw = g.input_col(ow, kj);
+                if (ih < 0 || iw < 0) {
+                    for (std::size_t k = 0; k < c; ++k) dst[k] = 0.0f;
+                    continue;
+                }
+                const float* src = image + (static_cast<std::size_t>(ih) * g.in_w + static_cast<std::size_t>(iw)) * c;
+                for (std::size_t k = 0; k < c; ++k) dst[k] = src[k];
+            }
         }
-        const float* src = x + ((n * g.in_h + static_cast<std::size_t>(ih)) * g.in_w + static_cast<std::size_t>(iw)) * c;
-        for (std::size_t k = 0; k < c; ++k) dst[k] = src[k];
     }
 };
 
@@ -199,7 +205,7 @@ struct Conv2D {
             if constexpr (pointwise) {
                 return {x.data, x.rows * positions, patch};
             } else {
-                Exec::for_each(x.rows * positions * geometry.taps(), detail::im2col{x.data, Exec::data(col_), geometry});
+                Exec::for_each(x.rows * positions, detail::im2col{x.data, Exec::data(col_), geometry});
                 return {Exec::data(col_), x.rows * positions, patch};
             }
         }

@@ -2,7 +2,7 @@
 // channels) and GroupNormalization (each sample's channels in groups, over all its positions).
 // A sample's output depends on that sample alone, so neither cares how small a batch is or how a
 // step is split, which is why users move to them from batch norm when batches are small
-// (docs/layers.md measures it). Both learn a per-channel scale gamma and shift beta.
+// (docs/convolution.md measures it). Both learn a per-channel scale gamma and shift beta.
 #pragma once
 
 #include <cmath>
