@@ -3,12 +3,12 @@
 # (benchmarks/peers/keras_fashion_mnist_cnn.py) and PyTorch (peers/torch_fashion_mnist_cnn.py): same
 # data, model, optimizer, batch size, epochs and threads. Runs the three alternately, so that a slow
 # spell on the machine hits all of them, and prints a markdown table.
-# Usage: benchmarks/fashion_mnist_cnn.sh [--rounds N] [--epochs E]   (default 1 round, 15 epochs)
+# Usage: benchmarks/fashion_mnist_cnn.sh [--rounds N] [--epochs E]   (default 1 round, 20 epochs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 rounds=1
-epochs=15
+epochs=20
 while (($#)); do
     case "$1" in
         --rounds) rounds="${2:?--rounds needs a number}"; shift 2 ;;

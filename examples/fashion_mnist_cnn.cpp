@@ -1,12 +1,12 @@
 // The second main job: a convolutional network on the real Fashion-MNIST (Debian's
 // dataset-fashion-mnist), two Conv2D blocks with batch norm and max pooling, then dropout and
-// two Dense layers, trained with Adam and the Keras progress bar. Prints the test accuracy, the
+// two Dense layers, trained with Adam (its rate decaying 10% an epoch) and the Keras progress bar. Prints the test accuracy, the
 // wall time and the median epoch; benchmarks/fashion_mnist_cnn.sh trains the same model in Keras
 // and PyTorch beside it.
 //
 // The same source compiled by nvcc (target fashion_mnist_cnn_cuda) trains on the GPU.
 //
-// usage: fashion_mnist_cnn [epochs] [train_samples]   (default 15 epochs, all 60000 samples)
+// usage: fashion_mnist_cnn [epochs] [train_samples]   (default 20 epochs, all 60000 samples)
 #if defined(__CUDACC__)
 #include <batchwise/cuda.hpp>
 #else
@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -47,8 +48,11 @@ int train(std::uint64_t epochs, std::size_t limit) {
     const auto train = full_train.take(samples);
 
     const auto start = std::chrono::steady_clock::now();
+    // Adam's rate decays by 10% an epoch (1e-3 at the first, 1.5e-4 at the twentieth): at a
+    // constant 1e-3 the test accuracy after 15 epochs was 0.9198, still climbing.
+    bw::LearningRateScheduler decay([](std::uint64_t epoch, float) { return 1e-3f * std::pow(0.9f, static_cast<float>(epoch)); });
     const bw::History history =
-        model.fit(train.shuffle(samples, bw::seed{1}).batch(128).prefetch(2), {.epochs = epochs});
+        model.fit(train.shuffle(samples, bw::seed{1}).batch(128).prefetch(2), {.epochs = epochs}, decay);
     const double fit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const bw::logs result = model.evaluate(test.batch(1000));
     const double wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -75,7 +79,7 @@ int train(std::uint64_t epochs, std::size_t limit) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const std::uint64_t epochs = argc > 1 ? std::stoull(argv[1]) : 15;
+    const std::uint64_t epochs = argc > 1 ? std::stoull(argv[1]) : 20;
     const std::size_t limit = argc > 2 ? std::stoull(argv[2]) : 60000;
     try {
         return train(epochs, limit);

@@ -2,7 +2,7 @@
 # The README's main-job command: installs what is missing, builds the Fashion-MNIST example and
 # trains it with the BLAS settings this machine needs. Safe to run again; an argument sets the
 # number of epochs (default 20). With --cnn first, the second main job instead: the
-# convolutional network of examples/fashion_mnist_cnn.cpp (default 15 epochs).
+# convolutional network of examples/fashion_mnist_cnn.cpp (default 20 epochs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 example=fashion_mnist

@@ -10,6 +10,8 @@
 
 #include <batchwise/testing/gradient_check.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -34,6 +36,22 @@ void check_parameter_gradients(M& model, const X& x, const Y& y, float step = 1e
     }
     const std::size_t checked = report.checked;
     CHECK(checked > 0);
+}
+
+/// Builds Model<Net, Batch> with seed `s` and checks its parameter gradients on `rows` random
+/// samples of Net's input shape against random targets, through mean squared error.
+template <class Net, class Batch>
+void check_network_gradients(std::uint64_t s, std::size_t rows, float step = 1e-2f, double tolerance = 2e-2,
+                             std::size_t max_elements = 24) {
+    Model<Net, Batch> model{batchwise::seed{s}};
+    model.compile(batchwise::SGD{}, batchwise::MeanSquaredError{});
+    const auto x = random_matrix(rows, Net::input_shape::size, s + 1);
+    const auto y = random_matrix(rows, Net::output_shape::size, s + 2);
+    std::array<std::size_t, Net::input_shape::rank + 1> shape{rows};
+    for (std::size_t d = 0; d < Net::input_shape::rank; ++d) shape[d + 1] = Net::input_shape::dims[d];
+    xt::xtensor<float, Net::input_shape::rank + 1> shaped = xt::empty<float>(shape);
+    std::copy(x.begin(), x.end(), shaped.begin());
+    check_parameter_gradients(model, shaped, y, step, tolerance, max_elements);
 }
 
 }  // namespace bw_test

@@ -10,7 +10,8 @@ epochs, channels-last, inputs scaled to [0, 1]:
     -> Dropout(0.25) -> Flatten -> Dense(128) -> ReLU -> Dropout(0.5) -> Dense(10) logits
 
 softmax cross-entropy on the logits (SparseCategoricalCrossentropy(from_logits=True)),
-Adam(1e-3), batch 128, shuffled every epoch, 15 epochs, then evaluates on the test set in
+Adam(1e-3 x 0.9^epoch, Keras's LearningRateScheduler), batch 128, shuffled every epoch, 20
+epochs, then evaluates on the test set in
 batches of 1000. Keras defaults everywhere else: glorot_uniform kernels, zero biases,
 BatchNormalization(momentum=0.99, epsilon=1e-3), Adam beta 0.9/0.999, epsilon 1e-7.
 
@@ -43,7 +44,7 @@ from keras_fashion_mnist import DATA_DIR, load, machine_busy_seconds  # noqa: E4
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2,
                         help="intra-op threads (and OMP/OpenBLAS threads); the machine has 2 cores")
@@ -140,7 +141,8 @@ def main():
     busy_start, cpu_start = machine_busy_seconds(), time.process_time()
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
-              verbose=args.verbose, callbacks=[EpochTimer()])
+              verbose=args.verbose,
+              callbacks=[EpochTimer(), keras.callbacks.LearningRateScheduler(lambda epoch, lr: 1e-3 * 0.9 ** epoch)])
     fit_end = time.perf_counter()
     _, test_accuracy = model.evaluate(x_test, y_test, batch_size=args.eval_batch_size, verbose=0)
     end = time.perf_counter()

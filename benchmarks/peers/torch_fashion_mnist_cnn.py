@@ -13,7 +13,8 @@ Keras's conventions reproduced so that the comparison is like for like:
   (PyTorch's own default is kaiming uniform with a fan-in-scaled bias);
 - BatchNorm2d(momentum=0.01, eps=1e-3): Keras's momentum 0.99 is the weight of the old moving
   average, PyTorch's momentum the weight of the new batch statistic;
-- Adam(lr=1e-3, betas (0.9, 0.999), eps=1e-7), Keras's epsilon;
+- Adam(lr=1e-3 x 0.9^epoch, set at each epoch's start, betas (0.9, 0.999), eps=1e-7), Keras's
+  epsilon;
 - inputs scaled to [0, 1], mean softmax cross-entropy over the batch, batch 128 with the last
   partial batch kept (as model.fit does), a fresh shuffle every epoch, evaluation in batches of
   1000 with dropout off and the moving BN statistics (model.eval()).
@@ -62,7 +63,7 @@ from keras_fashion_mnist import DATA_DIR, load, machine_busy_seconds  # noqa: E4
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2,
                         help="torch.set_num_threads: ATen's intra-op (OpenMP) threads; the machine "
@@ -166,6 +167,8 @@ def main():
     start = time.perf_counter()
     for epoch in range(args.epochs):
         epoch_start = time.perf_counter()
+        for group in optimizer.param_groups:  # the example's decay: 1e-3 x 0.9^epoch
+            group["lr"] = 1e-3 * 0.9 ** epoch
         model.train()
         order = torch.randperm(n, generator=shuffle)
         loss_sum = torch.zeros(())

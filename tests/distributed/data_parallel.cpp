@@ -42,6 +42,14 @@ using SyncNet = bw::Sequential<bw::Input<12>, bw::Dense<32, bw::no_bias>, bw::Sy
                                bw::Dropout<0.25f>, bw::Dense<16>, bw::Tanh, bw::Dense<4>>;
 using WholeBatchNet = bw::Sequential<bw::Input<12>, bw::Dense<32, bw::no_bias>, bw::BatchNormalization<0.9f>, bw::ReLU,
                                      bw::Dropout<0.25f>, bw::Dense<16>, bw::Tanh, bw::Dense<4>>;
+// The same on images: batch norm's statistics are per channel over samples and positions, so
+// what travels between processes counts samples x positions values.
+using ImageNet = bw::Sequential<bw::Input<12>, bw::Reshape<2, 2, 3>, bw::Conv2D<4, 1, 1, bw::no_bias>,
+                                bw::BatchNormalization<0.9f, 1e-3f, 8>, bw::ReLU, bw::Flatten, bw::Dense<4>>;
+using SyncImageNet = bw::Sequential<bw::Input<12>, bw::Reshape<2, 2, 3>, bw::Conv2D<4, 1, 1, bw::no_bias>,
+                                    bw::SyncBatchNormalization<0.9f>, bw::ReLU, bw::Flatten, bw::Dense<4>>;
+using WholeBatchImageNet = bw::Sequential<bw::Input<12>, bw::Reshape<2, 2, 3>, bw::Conv2D<4, 1, 1, bw::no_bias>,
+                                          bw::BatchNormalization<0.9f>, bw::ReLU, bw::Flatten, bw::Dense<4>>;
 template <class Accum, class N = Net>
 using Model = bw::Model<N, bw::dynamic_batch, bw_test::exec, Accum>;
 using shared = bw::data_parallel<>;
@@ -214,6 +222,29 @@ TEST_CASE("synchronized batch norm equals one process's batch norm on the global
     // In inference batch norm uses the moving averages, which match too.
     const samples d = make_samples(50, 21);
     CHECK(dp.evaluate(d.x, d.y).loss == doctest::Approx(single.evaluate(d.x, d.y).loss).epsilon(1e-5));
+}
+
+TEST_CASE("batch norm over images: moving averages and synchronized statistics over every process's samples "
+          "and positions") {
+    const int p = world_size();
+    const Dataset data = shuffled(96 * 3);
+    Model<bw::no_accumulation, ImageNet> single{bw::seed{23}};
+    compile(single);
+    single.fit(data.batch(96), {.epochs = 2, .verbose = 0});
+    Model<shared, ImageNet> dp{bw::seed{23}};
+    dp.accumulation().set_shares(uneven_shares(p));
+    compile(dp);
+    dp.fit(data.batch(96), {.epochs = 2, .verbose = 0});
+    check_close(single, dp);
+
+    Model<bw::no_accumulation, WholeBatchImageNet> whole{bw::seed{29}};
+    compile(whole);
+    whole.fit(data.batch(96), {.epochs = 2, .verbose = 0});
+    Model<shared, SyncImageNet> synced{bw::seed{29}};
+    if (p == 3) synced.accumulation().set_shares({50, 0, 46});
+    compile(synced);
+    synced.fit(data.batch(96), {.epochs = 2, .verbose = 0});
+    check_close(whole, synced);
 }
 
 TEST_CASE("data_parallel<accumulate_to<64>>: a global window of 64 samples across batches of 40 and processes") {

@@ -14,15 +14,7 @@ using probe_net = bw::Sequential<bw::Input<5>, bw::Dense<4>, LayerUnderTest, bw:
 
 template <class Net, class Batch>
 void check_net(std::uint64_t s, float step = 1e-2f, double tolerance = 2e-2) {
-    bw_test::Model<Net, Batch> model{bw::seed{s}};
-    model.compile(bw::SGD{}, bw::MeanSquaredError{});
-    const auto x = bw_test::random_matrix(rows, Net::input_shape::size, s + 1);
-    const auto y = bw_test::random_matrix(rows, Net::output_shape::size, s + 2);
-    std::array<std::size_t, Net::input_shape::rank + 1> sh{rows};
-    for (std::size_t d = 0; d < Net::input_shape::rank; ++d) sh[d + 1] = Net::input_shape::dims[d];
-    xt::xtensor<float, Net::input_shape::rank + 1> shaped = xt::empty<float>(sh);
-    std::copy(x.begin(), x.end(), shaped.begin());
-    bw_test::check_parameter_gradients(model, shaped, y, step, tolerance);
+    bw_test::check_network_gradients<Net, Batch>(s, rows, step, tolerance);
 }
 
 /// Runs the same check under static_batch<rows> and dynamic_batch.
@@ -75,6 +67,11 @@ TEST_CASE("gradient: Dropout (masks fixed by seed, epoch and sample)") {
 TEST_CASE("gradient: BatchNormalization in training mode") {
     check_layer<bw::BatchNorm>(9);
     check_layer<bw::BatchNormalization<0.9f, 1e-5f>>(10);
+}
+
+TEST_CASE("gradient: LayerNormalization and GroupNormalization on flat features") {
+    check_layer<bw::LayerNormalization<>>(14, 1e-3f);
+    check_layer<bw::GroupNormalization<2>>(15, 1e-3f);
 }
 
 TEST_CASE("gradient: Flatten and Reshape pass gradients through") {

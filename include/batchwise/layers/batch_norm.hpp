@@ -1,7 +1,8 @@
 // Batch normalisation over the samples of a batch, per feature or, for an image, per channel
 // (Keras's BatchNormalization, axis=-1): batch statistics in training, moving averages in
-// inference. Training statistics are taken per virtual batch ("ghost" batch norm); the moving averages are updated once per optimizer step
-// from the statistics of the whole effective batch, however many micro-batches made it.
+// inference. Training statistics are taken per virtual batch ("ghost" batch norm); the moving
+// averages are updated once per optimizer step from the statistics of the whole effective batch,
+// however many micro-batches made it.
 #pragma once
 
 #include <cmath>
@@ -58,6 +59,11 @@ struct BatchNormalization {
         static constexpr std::size_t non_trainable_count = 2 * features;
         /// Micro-batches split at multiples of this keep training statistics unchanged.
         static constexpr std::size_t split_granularity = VirtualBatchSize == 0 ? 1 : VirtualBatchSize;
+        /// Backward never reads the output (it only reuses its memory as scratch, after the layers
+        /// above are done with it): the activation after may run in place over it.
+        static constexpr bool output_is_scratch = true;
+        /// Its column sums run over samples x positions rows (RowScratchPolicy sizes for them).
+        static constexpr std::size_t rows_per_sample = positions;
         /// Sums its batch statistics across processes (SynchronizedStatisticsLayer).
         static constexpr bool synchronizes_statistics = Synchronized;
         // gamma, beta, their gradients, moving mean and variance, the step's mean and M2, and
@@ -213,12 +219,13 @@ struct BatchNormalization {
             float* sums = Exec::data(exchange_);
             Exec::for_each(features, detail::batch_norm_partial_sums{x.data, Exec::data(moving_mean_), sums, valid_,
                                                                      features});
-            const auto local = static_cast<float>(valid_);  // exact below 2^24 rows
+            // Samples, not samples x positions, travel as a float: exact below 2^24 samples.
+            const auto local = static_cast<float>(valid_ / positions);
             Exec::from_host(&local, 1, sums + 2 * features);
             reduce(sums, 2 * features + 1);
             float total = 0.0f;
             Exec::to_host(sums + 2 * features, 1, &total);
-            global_ = static_cast<std::size_t>(total);
+            global_ = static_cast<std::size_t>(total) * positions;
             if (global_ == 0) return;  // no process had a row
             Exec::for_each(features, detail::batch_norm_global_statistics{
                                          sums, Exec::data(moving_mean_), Exec::data(mean_), Exec::data(var_),

@@ -6,12 +6,13 @@
 // policy sums in the same order and no two indices write the same memory.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
 
-#include "batchwise/layers/dense.hpp"
+#include "batchwise/layers/bias.hpp"
 #include "batchwise/layers/initializers.hpp"
 #include "batchwise/layers/layer.hpp"
 #include "batchwise/layers/spatial.hpp"
@@ -65,7 +66,8 @@ struct col2im {
             for (std::size_t kj = 0; kj < g.kernel_w; ++kj) {
                 const std::ptrdiff_t ow = g.output_col(iw, kj);
                 if (ow < 0) continue;
-                const std::size_t row = n * g.positions() + static_cast<std::size_t>(oh) * g.out_w + static_cast<std::size_t>(ow);
+                const std::size_t row =
+                    n * g.positions() + static_cast<std::size_t>(oh) * g.out_w + static_cast<std::size_t>(ow);
                 const float* src = dcol + (row * taps + ki * g.kernel_w + kj) * c;
                 for (std::size_t k = 0; k < c; ++k) out[k] += src[k];
             }
@@ -137,6 +139,8 @@ struct Conv2D {
             return rows * out_features + (pointwise ? 0 : rows * positions * patch) + (need_dx ? rows * in_features : 0);
         }
         static constexpr bool output_is_scratch = true;
+        /// The bias gradient is a column sum over samples x positions rows.
+        static constexpr std::size_t rows_per_sample = positions;
 
         impl() {
             Exec::reserve(kernel_, patch * Filters);

@@ -116,16 +116,10 @@ struct Dropout {
             const std::size_t quads = (x.cols + 3) / 4;
             const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
             const float scale = 1.0f / (1.0f - Rate);
-            if (ctx.device_scalars != nullptr) {
-                Exec::for_each(x.rows * quads, detail::dropout_forward<scalars_in_memory>{
-                                                   x.data, y.data, Exec::data(mask_), key, {ctx.device_scalars},
-                                                   x.cols, quads, Rate, scale});
-            } else {
-                const step_scalars at{.epoch = ctx.epoch, .first_sample = ctx.first_sample};
-                Exec::for_each(x.rows * quads, detail::dropout_forward<scalars_by_value>{
-                                                   x.data, y.data, Exec::data(mask_), key, {at}, x.cols, quads,
-                                                   Rate, scale});
-            }
+            detail::at_step_position(ctx, [&]<class Position>(Position at) {
+                Exec::for_each(x.rows * quads, detail::dropout_forward<Position>{x.data, y.data, Exec::data(mask_), key,
+                                                                                 at, x.cols, quads, Rate, scale});
+            });
             return y;
         }
         // Backward is only ever called after a training forward pass, which filled the mask.
@@ -187,15 +181,10 @@ struct SpatialDropout2D {
             if (!ctx.training || Rate == 0.0f) return x;
             const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
             const float scale = 1.0f / (1.0f - Rate);
-            if (ctx.device_scalars != nullptr) {
-                Exec::for_each(x.rows * quads, detail::channel_mask<scalars_in_memory>{
-                                                   Exec::data(mask_), key, {ctx.device_scalars}, channels, quads, Rate,
-                                                   scale});
-            } else {
-                const step_scalars at{.epoch = ctx.epoch, .first_sample = ctx.first_sample};
-                Exec::for_each(x.rows * quads, detail::channel_mask<scalars_by_value>{Exec::data(mask_), key, {at},
-                                                                                      channels, quads, Rate, scale});
-            }
+            detail::at_step_position(ctx, [&]<class Position>(Position at) {
+                Exec::for_each(x.rows * quads, detail::channel_mask<Position>{Exec::data(mask_), key, at, channels,
+                                                                              quads, Rate, scale});
+            });
             Exec::for_each(x.size(), detail::multiply_by_channel_mask{x.data, Exec::data(mask_), Exec::data(out_),
                                                                       In::size, channels});
             return {Exec::data(out_), x.rows, x.cols};

@@ -90,6 +90,17 @@ struct update_in_gemm {
 };
 
 namespace detail {
+/// f(position) with where the pass sits in training: the context's epoch and first sample by
+/// value, or, while a step is being captured, the device memory they will be read from.
+template <class F>
+void at_step_position(const pass_context& ctx, F&& f) {
+    if (ctx.device_scalars != nullptr) {
+        f(scalars_in_memory{ctx.device_scalars});
+    } else {
+        f(scalars_by_value{step_scalars{.epoch = ctx.epoch, .first_sample = ctx.first_sample}});
+    }
+}
+
 /// out = a * b, element-wise: dropout's masks, batch norm's dy * xhat.
 struct multiply_elementwise {
     const float* a;

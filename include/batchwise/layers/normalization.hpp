@@ -130,6 +130,8 @@ public:
     static constexpr std::size_t trainable_count = 2 * channels;
     static constexpr std::size_t non_trainable_count = 0;
     static constexpr std::size_t state_floats = 4 * channels;
+    /// Backward reads xhat, not the output: the activation after may run in place over it.
+    static constexpr bool output_is_scratch = true;
     /// out, xhat (and dx) per value; 1 / std per group.
     static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
         return rows * In::size * (need_dx ? 3 : 2) + rows * groups_per_sample;

@@ -3,6 +3,7 @@
 // that cover it, so that overlapping windows need no atomic adds and every policy sums alike.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -30,6 +31,38 @@ struct covering_range {
     }
 };
 
+/// f(pixel, tap) for every tap of output position p of sample n that falls inside the image, in
+/// tap order: `pixel` points at the channels of the input pixel, tap = ki kernel_w + kj.
+template <class F>
+BATCHWISE_HOST_DEVICE void for_each_tap_inside(const window_geometry& g, const float* x, std::size_t n, std::size_t p,
+                                               F&& f) {
+    for (std::size_t ki = 0; ki < g.kernel_h; ++ki) {
+        const std::ptrdiff_t ih = g.input_row(p / g.out_w, ki);
+        if (ih < 0) continue;
+        for (std::size_t kj = 0; kj < g.kernel_w; ++kj) {
+            const std::ptrdiff_t iw = g.input_col(p % g.out_w, kj);
+            if (iw < 0) continue;
+            f(x + ((n * g.in_h + static_cast<std::size_t>(ih)) * g.in_w + static_cast<std::size_t>(iw)) * g.channels,
+              ki * g.kernel_w + kj);
+        }
+    }
+}
+
+/// f(output, tap) for every window that covers input pixel i = (n, ih, iw), in output order:
+/// `output` indexes the window's first channel in the output, `tap` is where the pixel sits in it.
+template <class F>
+BATCHWISE_HOST_DEVICE void for_each_covering_window(const window_geometry& g, std::size_t i, F&& f) {
+    const std::size_t iw = i % g.in_w, ih = (i / g.in_w) % g.in_h, n = i / (g.in_w * g.in_h);
+    const covering_range rows = covering_range::of(ih, g.pad_top, g.kernel_h, g.stride_h, g.out_h);
+    const covering_range cols = covering_range::of(iw, g.pad_left, g.kernel_w, g.stride_w, g.out_w);
+    for (std::size_t oh = rows.first; oh <= rows.last; ++oh) {
+        for (std::size_t ow = cols.first; ow <= cols.last; ++ow) {
+            f((n * g.positions() + oh * g.out_w + ow) * g.channels,
+              (ih + g.pad_top - oh * g.stride_h) * g.kernel_w + iw + g.pad_left - ow * g.stride_w);
+        }
+    }
+}
+
 /// Per (n, output position): each channel's largest input in the window (padding never wins)
 /// and the tap it came from, kept for backward. The first largest wins a tie.
 struct max_pool_forward {
@@ -38,51 +71,36 @@ struct max_pool_forward {
     float* tap;
     window_geometry g;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t c = g.channels, p = i % g.positions(), n = i / g.positions();
+        const std::size_t c = g.channels;
         float* out = y + i * c;
         float* from = tap + i * c;
         bool first = true;
-        for (std::size_t ki = 0; ki < g.kernel_h; ++ki) {
-            const std::ptrdiff_t ih = g.input_row(p / g.out_w, ki);
-            if (ih < 0) continue;
-            for (std::size_t kj = 0; kj < g.kernel_w; ++kj) {
-                const std::ptrdiff_t iw = g.input_col(p % g.out_w, kj);
-                if (iw < 0) continue;
-                const float* src =
-                    x + ((n * g.in_h + static_cast<std::size_t>(ih)) * g.in_w + static_cast<std::size_t>(iw)) * c;
-                const auto t = static_cast<float>(ki * g.kernel_w + kj);
-                for (std::size_t k = 0; k < c; ++k) {
-                    if (first || src[k] > out[k]) {
-                        out[k] = src[k];
-                        from[k] = t;
-                    }
+        for_each_tap_inside(g, x, i / g.positions(), i % g.positions(), [&](const float* pixel, std::size_t t) {
+            for (std::size_t k = 0; k < c; ++k) {
+                if (first || pixel[k] > out[k]) {
+                    out[k] = pixel[k];
+                    from[k] = static_cast<float>(t);
                 }
-                first = false;
             }
-        }
+            first = false;
+        });
     }
 };
 
-/// Per input pixel (n, ih, iw): the gradients of the windows whose maximum it was.
+/// Per input pixel: the gradients of the windows whose maximum it was.
 struct max_pool_backward {
     const float* dy;
     const float* tap;
     float* dx;
     window_geometry g;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t c = g.channels, iw = i % g.in_w, ih = (i / g.in_w) % g.in_h, n = i / (g.in_w * g.in_h);
+        const std::size_t c = g.channels;
         float* out = dx + i * c;
         for (std::size_t k = 0; k < c; ++k) out[k] = 0.0f;
-        const covering_range rows = covering_range::of(ih, g.pad_top, g.kernel_h, g.stride_h, g.out_h);
-        const covering_range cols = covering_range::of(iw, g.pad_left, g.kernel_w, g.stride_w, g.out_w);
-        for (std::size_t oh = rows.first; oh <= rows.last; ++oh) {
-            for (std::size_t ow = cols.first; ow <= cols.last; ++ow) {
-                const auto t = static_cast<float>((ih + g.pad_top - oh * g.stride_h) * g.kernel_w + iw + g.pad_left -
-                                                  ow * g.stride_w);
-                const std::size_t o = (n * g.positions() + oh * g.out_w + ow) * c;
-                for (std::size_t k = 0; k < c; ++k) out[k] += tap[o + k] == t ? dy[o + k] : 0.0f;
-            }
-        }
+        for_each_covering_window(g, i, [&](std::size_t o, std::size_t t) {
+            const auto at = static_cast<float>(t);
+            for (std::size_t k = 0; k < c; ++k) out[k] += tap[o + k] == at ? dy[o + k] : 0.0f;
+        });
     }
 };
 
@@ -96,10 +114,11 @@ BATCHWISE_HOST_DEVICE inline std::size_t window_span(std::size_t o, std::size_t 
     return static_cast<std::size_t>(e - b);
 }
 
-/// Input pixels window (oh, ow) holds, padding excluded (TensorFlow's average ignores padding).
-BATCHWISE_HOST_DEVICE inline std::size_t window_count(const window_geometry& g, std::size_t oh, std::size_t ow) {
-    return window_span(oh, g.stride_h, g.pad_top, g.kernel_h, g.in_h) *
-           window_span(ow, g.stride_w, g.pad_left, g.kernel_w, g.in_w);
+/// Input pixels in the window of output position p, padding excluded (TensorFlow's average
+/// ignores padding).
+BATCHWISE_HOST_DEVICE inline std::size_t window_count(const window_geometry& g, std::size_t p) {
+    return window_span(p / g.out_w, g.stride_h, g.pad_top, g.kernel_h, g.in_h) *
+           window_span(p % g.out_w, g.stride_w, g.pad_left, g.kernel_w, g.in_w);
 }
 
 struct average_pool_forward {
@@ -107,21 +126,13 @@ struct average_pool_forward {
     float* y;
     window_geometry g;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t c = g.channels, p = i % g.positions(), n = i / g.positions();
+        const std::size_t c = g.channels, p = i % g.positions();
         float* out = y + i * c;
         for (std::size_t k = 0; k < c; ++k) out[k] = 0.0f;
-        for (std::size_t ki = 0; ki < g.kernel_h; ++ki) {
-            const std::ptrdiff_t ih = g.input_row(p / g.out_w, ki);
-            if (ih < 0) continue;
-            for (std::size_t kj = 0; kj < g.kernel_w; ++kj) {
-                const std::ptrdiff_t iw = g.input_col(p % g.out_w, kj);
-                if (iw < 0) continue;
-                const float* src =
-                    x + ((n * g.in_h + static_cast<std::size_t>(ih)) * g.in_w + static_cast<std::size_t>(iw)) * c;
-                for (std::size_t k = 0; k < c; ++k) out[k] += src[k];
-            }
-        }
-        const float inv = 1.0f / static_cast<float>(window_count(g, p / g.out_w, p % g.out_w));
+        for_each_tap_inside(g, x, i / g.positions(), p, [&](const float* pixel, std::size_t) {
+            for (std::size_t k = 0; k < c; ++k) out[k] += pixel[k];
+        });
+        const float inv = 1.0f / static_cast<float>(window_count(g, p));
         for (std::size_t k = 0; k < c; ++k) out[k] *= inv;
     }
 };
@@ -131,18 +142,13 @@ struct average_pool_backward {
     float* dx;
     window_geometry g;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        const std::size_t c = g.channels, iw = i % g.in_w, ih = (i / g.in_w) % g.in_h, n = i / (g.in_w * g.in_h);
+        const std::size_t c = g.channels;
         float* out = dx + i * c;
         for (std::size_t k = 0; k < c; ++k) out[k] = 0.0f;
-        const covering_range rows = covering_range::of(ih, g.pad_top, g.kernel_h, g.stride_h, g.out_h);
-        const covering_range cols = covering_range::of(iw, g.pad_left, g.kernel_w, g.stride_w, g.out_w);
-        for (std::size_t oh = rows.first; oh <= rows.last; ++oh) {
-            for (std::size_t ow = cols.first; ow <= cols.last; ++ow) {
-                const float inv = 1.0f / static_cast<float>(window_count(g, oh, ow));
-                const float* src = dy + (n * g.positions() + oh * g.out_w + ow) * c;
-                for (std::size_t k = 0; k < c; ++k) out[k] += src[k] * inv;
-            }
-        }
+        for_each_covering_window(g, i, [&](std::size_t o, std::size_t) {
+            const float inv = 1.0f / static_cast<float>(window_count(g, (o / c) % g.positions()));
+            for (std::size_t k = 0; k < c; ++k) out[k] += dy[o + k] * inv;
+        });
     }
 };
 

@@ -136,6 +136,15 @@ struct Sequential {
             }
         }
 
+        template <class Impl>
+        static constexpr std::size_t rows_per_sample_of() {
+            if constexpr (requires { Impl::rows_per_sample; }) {
+                return Impl::rows_per_sample;
+            } else {
+                return 1;
+            }
+        }
+
         template <std::size_t... I>
         static auto make_tuple_type(std::index_sequence<I...>)
             -> std::tuple<typename Layers::template impl<layer_input_shape<I>, Exec>...>;
@@ -209,6 +218,15 @@ struct Sequential {
             std::size_t g = 1;
             ((g = detail::least_common_multiple(g, granularity_of<layer_impl<I>>())), ...);
             return g;
+        }(std::index_sequence_for<Layers...>{});
+
+        /// Rows one sample becomes in the longest column sum a layer takes (a convolution's bias
+        /// gradient, batch norm over an image: samples x positions rows); per-row scratch of the
+        /// policy (RowScratchPolicy) is reserved for that many rows per sample.
+        static constexpr std::size_t column_rows_per_sample = []<std::size_t... I>(std::index_sequence<I...>) {
+            std::size_t r = 1;
+            ((r = rows_per_sample_of<layer_impl<I>>() > r ? rows_per_sample_of<layer_impl<I>>() : r), ...);
+            return r;
         }(std::index_sequence_for<Layers...>{});
 
         void initialize(std::uint64_t s) {

@@ -128,7 +128,7 @@ public:
                                 std::to_string(budget_));
         }
         net_->reserve(rows);
-        if constexpr (RowScratchPolicy<Exec>) Exec::reserve_rows(rows);
+        if constexpr (RowScratchPolicy<Exec>) Exec::reserve_rows(rows * network_type::column_rows_per_sample);
         staging_.reserve(rows);
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
