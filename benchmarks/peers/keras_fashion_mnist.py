@@ -79,6 +79,22 @@ def machine_busy_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is in user
 
 
+def print_timed_region(start, fit_end, end, busy_start, busy_end, own_cpu, test_accuracy):
+    """The lines every Fashion-MNIST peer ends with, which the drivers parse: evaluate time, the
+    CPU this process and everything else used over start..end, then test accuracy, wall time
+    (fit + evaluate) and fit time."""
+    print(f"Evaluate time: {end - fit_end:.2f}s")
+    line = f"CPU during the timed region: this process {own_cpu / (end - start):.2f} cores"
+    if busy_start is not None:
+        # Rounding of the tick counters can make this slightly negative on an idle machine.
+        other = max(0.0, (busy_end - busy_start) - own_cpu)
+        line += f", everything else {other / (end - start):.2f} cores (should be ~0)"
+    print(line)
+    print(f"Test accuracy: {test_accuracy:.4f}")
+    print(f"Wall time: {end - start:.2f}s")
+    print(f"Fit time: {fit_end - start:.2f}s")
+
+
 def main():
     args = parse_args()
 
@@ -147,17 +163,7 @@ def main():
     print("Epoch times: " + " ".join(f"{t:.2f}" for t in epoch_times) + " s")
     print(f"Epoch time: first {epoch_times[0]:.2f}s, median of the rest "
           f"{float(np.median(later)):.2f}s")
-    print(f"Evaluate time: {end - fit_end:.2f}s")
-    own = cpu_end - cpu_start
-    line = f"CPU during the timed region: this process {own / (end - start):.2f} cores"
-    if busy_start is not None:
-        # Rounding of the tick counters can make this slightly negative on an idle machine.
-        other = max(0.0, (busy_end - busy_start) - own)
-        line += f", everything else {other / (end - start):.2f} cores (should be ~0)"
-    print(line)
-    print(f"Test accuracy: {test_accuracy:.4f}")
-    print(f"Wall time: {end - start:.2f}s")
-    print(f"Fit time: {fit_end - start:.2f}s")
+    print_timed_region(start, fit_end, end, busy_start, busy_end, cpu_end - cpu_start, test_accuracy)
     return 0
 
 

@@ -39,7 +39,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The IDX reader and the machine-load probe of the MLP peer; that module imports neither
 # TensorFlow nor Keras at load time.
-from keras_fashion_mnist import DATA_DIR, load, machine_busy_seconds  # noqa: E402
+from keras_fashion_mnist import DATA_DIR, load, machine_busy_seconds, print_timed_region  # noqa: E402
 
 
 def parse_args():
@@ -148,17 +148,7 @@ def main():
     end = time.perf_counter()
     busy_end, cpu_end = machine_busy_seconds(), time.process_time()
 
-    print(f"Evaluate time: {end - fit_end:.2f}s")
-    own = cpu_end - cpu_start
-    line = f"CPU during the timed region: this process {own / (end - start):.2f} cores"
-    if busy_start is not None:
-        # Rounding of the tick counters can make this slightly negative on an idle machine.
-        other = max(0.0, (busy_end - busy_start) - own)
-        line += f", everything else {other / (end - start):.2f} cores (should be ~0)"
-    print(line)
-    print(f"Test accuracy: {test_accuracy:.4f}")
-    print(f"Wall time: {end - start:.2f}s")
-    print(f"Fit time: {fit_end - start:.2f}s")
+    print_timed_region(start, fit_end, end, busy_start, busy_end, cpu_end - cpu_start, test_accuracy)
     print(f"Median epoch: {statistics.median(epoch_times):.2f}s")
     return 0
 

@@ -29,4 +29,18 @@ struct memory_estimate {
     [[nodiscard]] constexpr std::size_t total_bytes() const { return fixed_bytes() + batch_bytes; }
 };
 
+/// The largest number of rows whose bytes(rows) fits in `bytes`, 0 if not even one does; bytes
+/// must grow with rows. Doubling then bisection: a few dozen evaluations for any budget.
+template <class Bytes>
+constexpr std::size_t largest_rows_within(std::size_t bytes, Bytes&& bytes_for) {
+    if (bytes_for(std::size_t{1}) > bytes) return 0;
+    std::size_t lo = 1, hi = 2;
+    while (hi < (std::size_t{1} << 40) && bytes_for(hi) <= bytes) lo = hi, hi *= 2;
+    while (hi - lo > 1) {
+        const std::size_t mid = lo + (hi - lo) / 2;
+        (bytes_for(mid) <= bytes ? lo : hi) = mid;
+    }
+    return lo;
+}
+
 }  // namespace batchwise

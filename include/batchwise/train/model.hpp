@@ -317,14 +317,7 @@ public:
     /// The largest micro-batch whose training fits in `bytes` (0 if not even one sample does).
     [[nodiscard]] std::size_t max_batch_for(std::size_t bytes) const {
         const std::size_t slots = step_.optimizer().slot_count();
-        if (estimate_memory(1, slots).total_bytes() > bytes) return 0;
-        std::size_t lo = 1, hi = 2;
-        while (hi < (std::size_t{1} << 40) && estimate_memory(hi, slots).total_bytes() <= bytes) lo = hi, hi *= 2;
-        while (hi - lo > 1) {
-            const std::size_t mid = lo + (hi - lo) / 2;
-            (estimate_memory(mid, slots).total_bytes() <= bytes ? lo : hi) = mid;
-        }
-        return lo;
+        return largest_rows_within(bytes, [&](std::size_t rows) { return estimate_memory(rows, slots).total_bytes(); });
     }
     /// Holds the model to `bytes` from the next allocation on.
     void set_memory_budget(memory_budget b) { step_.set_budget(b.bytes); }
@@ -492,13 +485,7 @@ private:
         const std::size_t rows = detail::checked_rows<input_shape>(x, "inputs", call);
         check_targets(y, rows, call);
         if (rows == 0) throw data_error(std::string(call) + ": the batch is empty");
-        if constexpr (Batch::is_static) {
-            if (rows > Batch::extent || (Batch::tail == ragged_tail::drop && rows != Batch::extent)) {
-                throw shape_error(std::string(call) + ": the model has static_batch<" + std::to_string(Batch::extent) +
-                                  "> but the batch has " + std::to_string(rows) + " samples" +
-                                  (rows > Batch::extent ? "" : " and the policy drops ragged batches"));
-            }
-        }
+        host_.template check_rows_fit<Batch>(rows, call);
         return host_.convert(x, y, rows, step_.objective().target_cols(), call);
     }
 

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
 #include "batchwise/train/tensor_io.hpp"
 
@@ -45,6 +47,19 @@ public:
             static_assert(fixed == Batch::extent,
                           "batchwise::Model: this batch's size is fixed at compile time and "
                           "differs from the model's static_batch<N>; use Model::input_batch.");
+        }
+    }
+
+    /// A batch of `rows` samples must fit the static batch: not more than N, and exactly N when
+    /// the policy drops ragged batches.
+    template <class Batch>
+    static void check_rows_fit(std::size_t rows, const char* call) {
+        if constexpr (Batch::is_static) {
+            if (rows > Batch::extent || (Batch::tail == ragged_tail::drop && rows != Batch::extent)) {
+                throw shape_error(std::string(call) + ": the model has static_batch<" + std::to_string(Batch::extent) +
+                                  "> but the batch has " + std::to_string(rows) + " samples" +
+                                  (rows > Batch::extent ? "" : " and the policy drops ragged batches"));
+            }
         }
     }
 
