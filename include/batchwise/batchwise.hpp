@@ -4,6 +4,7 @@
 
 #include "batchwise/batch/accumulation.hpp"
 #include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/batch/coupling.hpp"
 #include "batchwise/batch/schedule.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/core/errors.hpp"
@@ -32,7 +33,9 @@
 #include "batchwise/optimizers/adam.hpp"
 #include "batchwise/optimizers/rmsprop.hpp"
 #include "batchwise/optimizers/sgd.hpp"
+#include "batchwise/train/adaptive_batch.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/model.hpp"
+#include "batchwise/train/noise_scale.hpp"
 #include "batchwise/train/progress_bar.hpp"

@@ -5,7 +5,10 @@
 #include "../gradient_check.hpp"
 #include "../recording_accumulation.hpp"
 
+#include <cmath>
+#include <random>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace bw = batchwise;
@@ -406,4 +409,177 @@ TEST_CASE("the optimizer divides by the sample count the reduction hook leaves")
     check(bw::SGD{{.learning_rate = 0.1f, .momentum = 0.9f}});
     check(bw::Adam{{.learning_rate = 0.01f}});
     check(bw::RMSprop{});
+}
+
+// ---- the gradient noise scale ------------------------------------------------------------------
+//
+// Linear regression y = w*.x + sigma e with x ~ N(0, I_D), e ~ N(0, 1) and the squared error
+// (w.x - y)^2: at weights w, with d = w - w*, the per-sample gradient g = 2 (x.d - sigma e) x has
+// mean G = 2 d and E[g g^T] = 4 (|d|^2 I + 2 d d^T + sigma^2 I), so tr(Sigma) = 4 ((D + 1) |d|^2 +
+// D sigma^2), and B_simple = tr(Sigma) / |G|^2 = D + 1 + D sigma^2 / |d|^2 in closed form. With a
+// zero learning rate the weights stay put and every step is an independent draw.
+
+namespace {
+
+struct batch_of_floats {
+    xt::xtensor<float, 2> x;
+    xt::xtensor<float, 2> y;
+};
+
+constexpr std::size_t regression_dims = 16;
+constexpr float regression_noise = 2.0f;
+using regression_net = bw::Sequential<bw::Input<regression_dims>, bw::Dense<1, bw::no_bias>>;
+
+struct regression_data {
+    std::mt19937_64 rng{2024};
+    std::normal_distribution<float> normal{0.0f, 1.0f};
+    std::vector<float> target = std::vector<float>(regression_dims);
+    regression_data() {
+        for (std::size_t j = 0; j < regression_dims; ++j) target[j] = 0.3f * static_cast<float>(j % 4) - 0.2f;
+    }
+    batch_of_floats draw(std::size_t n) {
+        batch_of_floats b{xt::zeros<float>({n, regression_dims}), xt::zeros<float>({n, std::size_t{1}})};
+        for (std::size_t i = 0; i < n; ++i) {
+            float y = 0.0f;
+            for (std::size_t j = 0; j < regression_dims; ++j) {
+                b.x(i, j) = normal(rng);
+                y += b.x(i, j) * target[j];
+            }
+            b.y(i, 0) = y + regression_noise * normal(rng);
+        }
+        return b;
+    }
+    template <class M>
+    double true_noise_scale(const M& m) const {
+        const auto w = m.get_weights()[0].second;
+        double d2 = 0.0;
+        for (std::size_t j = 0; j < regression_dims; ++j) d2 += std::pow(double(w(j)) - double(target[j]), 2);
+        const double dims = regression_dims, s2 = double(regression_noise) * double(regression_noise);
+        return dims + 1.0 + dims * s2 / d2;
+    }
+};
+
+/// Trains `steps` optimizer steps of micro-batches of the given sizes (one train_on_batch each)
+/// at a zero learning rate, and returns the estimator's mean over all steps and the truth.
+template <class Accum>
+std::pair<double, double> estimated_noise_scale(const std::vector<std::size_t>& sizes, std::size_t steps,
+                                                bw::noise_scale_estimator expected) {
+    bw_test::Model<regression_net, bw::dynamic_batch, bw_test::exec, Accum> m{bw::seed{3}};
+    m.compile(bw::SGD{{.learning_rate = 0.0f}}, bw::MeanSquaredError{});
+    bw::gradient_noise_scale<bw_test::exec> gns;
+    m.add_step_observer(gns);
+    regression_data data;
+    for (std::size_t s = 0; s < steps; ++s) {
+        for (const std::size_t n : sizes) {
+            const batch_of_floats b = data.draw(n);
+            m.train_on_batch(b.x, b.y);
+        }
+    }
+    CHECK(m.iterations() == steps);
+    CHECK(gns.last().estimator == expected);
+    CHECK(gns.estimates() == (expected == bw::noise_scale_estimator::micro_batches ? steps : steps - 1));
+    return {gns.mean_value(), data.true_noise_scale(m)};
+}
+
+}  // namespace
+
+TEST_CASE("the gradient noise scale is within 10% of B_simple for equal, uneven and single micro-batches") {
+    using micro = bw::noise_scale_estimator;
+    const auto [equal, truth] = estimated_noise_scale<bw::accumulate<4>>({32, 32, 32, 32}, 400, micro::micro_batches);
+    INFO("true B_simple " << truth << ", 4 x 32: " << equal);
+    CHECK(truth > 20.0);  // comparable to the micro-batches, so that both terms matter
+    CHECK(std::fabs(equal - truth) <= 0.1 * truth);
+    // Unequal sizes are weighted by their real counts: no equal-size assumption.
+    const auto [uneven, truth2] = estimated_noise_scale<bw::accumulate<4>>({7, 25, 64, 32}, 400, micro::micro_batches);
+    INFO("7 + 25 + 64 + 32: " << uneven);
+    CHECK(truth2 == truth);
+    CHECK(std::fabs(uneven - truth) <= 0.1 * truth);
+    // One micro-batch per step: consecutive steps pair up.
+    const auto [single, truth3] = estimated_noise_scale<bw::no_accumulation>({128}, 400, micro::consecutive_steps);
+    INFO("one micro-batch of 128: " << single);
+    CHECK(std::fabs(single - truth) <= 0.1 * truth);
+    // The compensated accumulator takes the micro-batch norms from its own path.
+    const auto [kahan, truth4] = estimated_noise_scale<bw::accumulate<4, bw::compensated_float>>(
+        {7, 25, 64, 32}, 200, micro::micro_batches);
+    CHECK(std::fabs(kahan - truth) <= 0.1 * truth);
+}
+
+TEST_CASE("observing micro-batches leaves the accumulated step what it was") {
+    // With the estimator registered a window sums its micro-batches outside the GEMMs: the same
+    // sums in another order, so the weights agree to rounding, not bit for bit.
+    const batch b = make_batch(96, 11);
+    bw_test::Model<plain_net, bw::dynamic_batch, bw_test::exec, bw::accumulate<3>> plain{bw::seed{4}}, observed{bw::seed{4}};
+    compile(plain, bw::Adam{{.learning_rate = 0.01f}});
+    compile(observed, bw::Adam{{.learning_rate = 0.01f}});
+    bw::gradient_noise_scale<bw_test::exec> gns;
+    observed.add_step_observer(gns);
+    for (std::size_t first = 0; first < 96; first += 16) {
+        plain.train_on_batch(rows_of(b, first, 16).x, rows_of(b, first, 16).y);
+        observed.train_on_batch(rows_of(b, first, 16).x, rows_of(b, first, 16).y);
+    }
+    CHECK(observed.iterations() == 2);
+    check_close(plain, observed);
+    CHECK(std::isfinite(gns.last().trace));
+    // Adam's second moments precondition the second estimate from its second step on.
+    CHECK(std::isfinite(gns.last().preconditioned_trace));
+    CHECK(std::isfinite(gns.last().preconditioned_squared_mean));
+    // Observers come and go between steps only.
+    observed.train_on_batch(rows_of(b, 0, 16).x, rows_of(b, 0, 16).y);
+    CHECK_THROWS_AS(observed.remove_step_observer(gns), bw::usage_error);
+    CHECK_THROWS_AS(bw::gradient_noise_scale<bw_test::exec>({.smoothing = 1.0}), bw::usage_error);
+}
+
+// ---- learning-rate coupling ----------------------------------------------------------------------
+
+TEST_CASE("coupling rules match their formulas, and the update uses exactly the coupled values") {
+    using bw::coupling_rule;
+    const auto f = [](coupling_rule r, std::size_t b, std::uint64_t seen = 0, std::uint64_t warmup = 0) {
+        return bw::coupling_factors_for({.rule = r, .warmup_samples = warmup}, b, 32, seen);
+    };
+    CHECK(f(coupling_rule::none, 128).learning_rate == 1.0);
+    CHECK(f(coupling_rule::linear, 128).learning_rate == 4.0);
+    CHECK(f(coupling_rule::linear, 8).learning_rate == 0.25);
+    CHECK(f(coupling_rule::sqrt, 128).learning_rate == 2.0);
+    CHECK(f(coupling_rule::sqrt, 128).moment_rate == 1.0);
+    const bw::coupling_factors adam = f(coupling_rule::adam_sqrt, 128);
+    CHECK(adam.learning_rate == 2.0);
+    CHECK(adam.moment_rate == 4.0);
+    CHECK(adam.epsilon == 0.5);
+    // Goyal et al.'s warmup: from the unscaled rate to the scaled one, linearly in samples.
+    CHECK(f(coupling_rule::linear, 128, 0, 1000).learning_rate == 1.0);
+    CHECK(f(coupling_rule::linear, 128, 500, 1000).learning_rate == 2.5);
+    CHECK(f(coupling_rule::linear, 128, 1000, 1000).learning_rate == 4.0);
+    CHECK(bw::coupled_decay(0.9f, 4.0) == static_cast<float>(1.0 - (1.0 - double{0.9f}) * 4.0));
+    CHECK(bw::coupled_decay(0.5f, 4.0) == 0.0f);  // kept a decay
+
+    // A step of 128 under adam_sqrt with reference 32 is exactly Adam with the coupled options.
+    const batch b = make_batch(128, 12);
+    bw_test::Model<plain_net> coupled{bw::seed{8}}, direct{bw::seed{8}};
+    compile(coupled, bw::Adam{{.learning_rate = 1e-3f}});
+    coupled.set_step_rules({.coupling = {.rule = coupling_rule::adam_sqrt, .reference_batch = 32}});
+    const float beta_1 = bw::coupled_decay(0.9f, 4.0), beta_2 = bw::coupled_decay(0.999f, 4.0);
+    compile(direct, bw::Adam{{.learning_rate = 2e-3f, .beta_1 = beta_1, .beta_2 = beta_2,
+                              .epsilon = static_cast<float>(1e-7f * 0.5)}});
+    for (int s = 0; s < 3; ++s) {
+        coupled.train_on_batch(b.x, b.y);
+        direct.train_on_batch(b.x, b.y);
+    }
+    CHECK(bw_test::all_weights(coupled) == bw_test::all_weights(direct));
+
+    // linear for SGD with momentum, with the reference taken from the first step (16): a later
+    // step of 64 uses 4x the rate.
+    bw_test::Model<plain_net> sgd{bw::seed{9}}, sgd_direct{bw::seed{9}};
+    compile(sgd, bw::SGD{{.learning_rate = 0.05f, .momentum = 0.9f}});
+    compile(sgd_direct, bw::SGD{{.learning_rate = 0.05f, .momentum = 0.9f}});
+    sgd.set_step_rules({.coupling = {.rule = coupling_rule::linear}});
+    sgd.train_on_batch(rows_of(b, 0, 16).x, rows_of(b, 0, 16).y);
+    sgd_direct.train_on_batch(rows_of(b, 0, 16).x, rows_of(b, 0, 16).y);
+    sgd_direct.set_learning_rate(0.2f);
+    sgd.train_on_batch(rows_of(b, 16, 64).x, rows_of(b, 16, 64).y);
+    sgd_direct.train_on_batch(rows_of(b, 16, 64).x, rows_of(b, 16, 64).y);
+    CHECK(bw_test::all_weights(sgd) == bw_test::all_weights(sgd_direct));
+
+    // adam_sqrt needs moment decays to rescale.
+    CHECK_THROWS_WITH_AS(sgd.set_step_rules({.coupling = {.rule = coupling_rule::adam_sqrt}}),
+                         doctest::Contains("use linear or sqrt"), bw::usage_error);
 }

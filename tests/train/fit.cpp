@@ -3,9 +3,11 @@
 // from a checkpoint bit-identically, and the errors fit reports before training.
 #include "../gradient_check.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -400,4 +402,230 @@ TEST_CASE("ProgressBar: one line per epoch in a log, redrawn in place on a termi
     const std::string t = tty_out.str();
     CHECK(t.find("\r1/4 [======>.......................] - ETA: ") != std::string::npos);
     CHECK(t.find("\r4/4 [==============================]") != std::string::npos);
+}
+
+// ---- batch-size science: schedules by samples, coupling, the noise scale, the adaptive batch ----
+
+namespace {
+
+using accumulating_t = bw_test::Model<net, bw::dynamic_batch, bw_test::exec, bw::accumulate<4>>;
+
+/// learning rate by samples seen before each logged step.
+std::map<std::uint64_t, float> rates_by_sample(const bw::History& h) {
+    std::map<std::uint64_t, float> out;
+    for (const auto& r : h.optimizer_step_log) out[r.samples_seen] = r.learning_rate;
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("the learning rate at sample s is the same for batch 32, batch 128 and accumulate<4> of 32") {
+    const Dataset data = two_blobs(512, 21).shuffle(512, bw::seed{2});
+    const bw::lr::step_decay decay{.initial = 0.01f, .factor = 0.5, .every_samples = 200};
+    const bw::fit_options o{.epochs = 2, .verbose = 0, .learning_rate_schedule = decay};
+    model_t small{bw::seed{1}}, large{bw::seed{1}};
+    accumulating_t accumulated{bw::seed{1}};
+    compile(small);
+    compile(large);
+    compile(accumulated);
+    const bw::History h32 = small.fit(data.batch(32), o);
+    const bw::History h128 = large.fit(data.batch(128), o);
+    const bw::History hacc = accumulated.fit(data.batch(32), o);
+    REQUIRE(h32.optimizer_step_log.size() == 32);
+    REQUIRE(h128.optimizer_step_log.size() == 8);
+    REQUIRE(hacc.optimizer_step_log.size() == 8);
+    for (const bw::History* h : {&h32, &h128, &hacc}) {
+        for (const auto& r : h->optimizer_step_log) CHECK(r.learning_rate == decay(r.samples_seen));
+        // The epoch's logged rate is the one its last step used.
+        CHECK(h->history.at("learning_rate").back() == h->optimizer_step_log.back().learning_rate);
+    }
+    const auto r32 = rates_by_sample(h32), r128 = rates_by_sample(h128), racc = rates_by_sample(hacc);
+    CHECK(r128 == racc);
+    for (const auto& [s, lr] : r128) CHECK(r32.at(s) == lr);
+    CHECK(r128.at(0) == 0.01f);
+    CHECK(r128.at(896) == decay(896));  // 4 halvings by then
+    for (std::size_t i = 0; i < h128.optimizer_step_log.size(); ++i) {
+        CHECK(hacc.optimizer_step_log[i].batch == 128);
+        CHECK(h128.optimizer_step_log[i].batch == 128);
+    }
+}
+
+TEST_CASE("a batch that grows under a ramp, with linear coupling, logs the rates it used") {
+    const bw::schedule::ramp ramp{.from = 8, .to = 64, .over_samples = 800, .multiple_of = 8};
+    const Dataset data = two_blobs(400, 22).shuffle(400, bw::seed{3}).batch(ramp);
+    CHECK(data.cardinality(0) > data.cardinality(1));  // counted by samples read since training began
+    model_t m{bw::seed{2}};
+    compile(m);  // Adam at 1e-2
+    const bw::History h =
+        m.fit(data, {.epochs = 3, .verbose = 0, .coupling = {.rule = bw::coupling_rule::linear, .reference_batch = 8}});
+    REQUIRE(!h.optimizer_step_log.empty());
+    std::uint64_t seen = 0;
+    std::size_t full = 0;
+    for (const auto& r : h.optimizer_step_log) {
+        CHECK(r.samples_seen == seen);
+        // Every batch has the ramp's size at its first sample, but an epoch's ragged last one.
+        if (r.batch == ramp(seen)) ++full;
+        CHECK(r.learning_rate == static_cast<float>(double{0.01f} * static_cast<double>(r.batch) / 8.0));
+        seen += r.batch;
+    }
+    CHECK(full + 3 >= h.optimizer_step_log.size());
+    CHECK(h.optimizer_step_log.front().batch == 8);
+    CHECK(h.optimizer_step_log.front().learning_rate == 0.01f);
+    CHECK(h.batch_sizes[2].front().first == 64);
+    CHECK(h["learning_rate"].back() == h.optimizer_step_log.back().learning_rate);
+
+    // Smith et al.'s converter: the batch grows by the factor the rate would have fallen, and
+    // the rate takes over what is left once the batch is at its largest.
+    const bw::lr::step_decay decay{.initial = 0.1f, .factor = 0.2, .every_samples = 1000};
+    const bw::schedule::from_lr_decay grow{.decay = decay, .initial_batch = 32, .max_batch = 1024};
+    CHECK(grow(0) == 32);
+    CHECK(grow(1000) == 160);
+    CHECK(grow(2000) == 800);
+    CHECK(grow(3000) == 1024);
+    const auto lr = grow.learning_rate();
+    CHECK(lr(0) == 0.1f);
+    CHECK(std::fabs(lr(2000) - 0.1f) < 1e-6f);
+    CHECK(lr(3000) == doctest::Approx(decay(3000) * 1024.0 / 32.0));
+    CHECK_THROWS_AS((void)bw::schedule::from_lr_decay{}(0), bw::usage_error);
+}
+
+TEST_CASE("resume from a checkpoint taken mid-ramp, with coupling and warmup, is bit-identical") {
+    const Dataset data =
+        two_blobs(200, 23).shuffle(200, bw::seed{4}).batch(bw::schedule::ramp{.from = 4, .to = 48, .over_samples = 500,
+                                                                                .shape = bw::schedule::ramp_shape::geometric});
+    const bw::fit_options o{.epochs = 4, .verbose = 0,
+                            .coupling = {.rule = bw::coupling_rule::sqrt, .reference_batch = 4, .warmup_samples = 300}};
+    model_t whole{bw::seed{13}};
+    compile(whole);
+    const bw::History all = whole.fit(data, o);
+
+    const auto path = temp_path("resume_ramp.npz");
+    {
+        model_t first{bw::seed{13}};
+        compile(first);
+        bw::ModelCheckpoint every_step({.filepath = path, .save_freq = 1});
+        stop_at stop(1, 3);  // inside epoch 1, while the batch is still growing
+        first.fit(data, o, every_step, stop);
+    }
+    model_t resumed{bw::seed{13}};
+    compile(resumed);
+    resumed.load_checkpoint(path);
+    const bw::History rest = resumed.fit(data, o);
+    CHECK(resumed.iterations() == whole.iterations());
+    const auto a = weights_of(whole), b = weights_of(resumed);
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    // The resumed steps used the rates and sizes the unbroken run used for the same steps.
+    REQUIRE(rest.optimizer_step_log.size() < all.optimizer_step_log.size());
+    const std::size_t offset = all.optimizer_step_log.size() - rest.optimizer_step_log.size();
+    for (std::size_t i = 0; i < rest.optimizer_step_log.size(); ++i) {
+        CHECK(rest.optimizer_step_log[i].samples_seen == all.optimizer_step_log[offset + i].samples_seen);
+        CHECK(rest.optimizer_step_log[i].learning_rate == all.optimizer_step_log[offset + i].learning_rate);
+    }
+    std::filesystem::remove(path);
+}
+
+namespace {
+/// Step times dominated by a fixed cost, so that larger batches promise more goodput.
+bw::step_time_table overhead_bound_times() { return bw::step_time_table({{8, 1.0e-3}, {16, 1.02e-3}, {64, 1.1e-3}}); }
+}  // namespace
+
+TEST_CASE("the adaptive batch follows the noise scale, and resumes bit-identically from a checkpoint") {
+    const Dataset shuffled = two_blobs(240, 24).shuffle(240, bw::seed{5});
+    auto run = [&](model_t& m, bw::adaptive_batch& adaptive, bw::gradient_noise_scale<bw_test::exec>& gns,
+                   auto&... callbacks) {
+        m.add_step_observer(gns);
+        m.add_checkpoint_state(gns);
+        m.add_checkpoint_state(adaptive);
+        return m.fit(shuffled.batch(adaptive.schedule()), {.epochs = 4, .verbose = 0}, adaptive, callbacks...);
+    };
+    const bw::adaptive_batch::options o{.initial_batch = 8, .min_batch = 8, .max_batch = 64, .hysteresis = 0.1};
+    model_t whole{bw::seed{14}};
+    compile(whole);
+    bw::adaptive_batch adaptive(overhead_bound_times(), o);
+    bw::gradient_noise_scale<bw_test::exec> gns;
+    const bw::History h = run(whole, adaptive, gns);
+    // The noise scale is logged every epoch, and the batch changed at most once per epoch.
+    REQUIRE(h.history.count("noise_scale") == 1);
+    for (const double v : h["noise_scale"]) CHECK(std::isfinite(v));
+    CHECK(h["noise_scale_micro_batch_steps"] == std::vector<double>{0.0, 0.0, 0.0, 0.0});
+    REQUIRE(adaptive.decisions().size() == 4);
+    CHECK(adaptive.decisions()[0].from == 8);
+    CHECK(adaptive.decisions()[0].to > 8);
+    for (std::size_t e = 0; e < 4; ++e) {
+        CHECK(h.batch_sizes[e].front().first == adaptive.size(e));
+        CHECK(adaptive.decisions()[e].from == adaptive.size(e));
+    }
+
+    const auto path = temp_path("resume_adaptive.npz");
+    {
+        model_t first{bw::seed{14}};
+        compile(first);
+        bw::adaptive_batch a(overhead_bound_times(), o);
+        bw::gradient_noise_scale<bw_test::exec> g;
+        bw::ModelCheckpoint every_step({.filepath = path, .save_freq = 1});
+        stop_at stop(2, 1);
+        run(first, a, g, every_step, stop);
+    }
+    model_t resumed{bw::seed{14}};
+    compile(resumed);
+    bw::adaptive_batch a2(bw::step_time_table({{8, 1.0}, {16, 9.0}}), o);  // replaced by the checkpoint's
+    bw::gradient_noise_scale<bw_test::exec> g2;
+    resumed.add_step_observer(g2);
+    resumed.add_checkpoint_state(g2);
+    resumed.add_checkpoint_state(a2);
+    resumed.load_checkpoint(path);
+    CHECK(a2.times().points() == overhead_bound_times().points());
+    resumed.fit(shuffled.batch(a2.schedule()), {.epochs = 4, .verbose = 0}, a2);
+    CHECK(resumed.iterations() == whole.iterations());
+    const auto w1 = weights_of(whole), w2 = weights_of(resumed);
+    CHECK(std::memcmp(w1.data(), w2.data(), w1.size() * sizeof(float)) == 0);
+    CHECK(a2.size(3) == adaptive.size(3));
+    CHECK(g2.value() == gns.value());
+
+    // A checkpoint without the added state, or with a state that cannot be, changes nothing.
+    model_t plain{bw::seed{15}};
+    compile(plain);
+    const auto plain_path = temp_path("plain.npz");
+    plain.save_checkpoint(plain_path);
+    const auto before = weights_of(resumed);
+    CHECK_THROWS_WITH_AS(resumed.load_checkpoint(plain_path), doctest::Contains("state/gradient_noise_scale"),
+                         bw::shape_error);
+    CHECK(weights_of(resumed) == before);
+    std::filesystem::remove(plain_path);
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("adaptive batch and step times: errors, and measuring leaves the model as it was") {
+    CHECK_THROWS_AS(bw::step_time_table({{8, 1.0}}), bw::usage_error);
+    CHECK_THROWS_AS(bw::step_time_table({{8, 1.0}, {8, 2.0}}), bw::usage_error);
+    CHECK_THROWS_AS(bw::step_time_table({{8, 1.0}, {16, -1.0}}), bw::usage_error);
+    const bw::step_time_table t({{10, 1.0}, {20, 2.0}, {40, 3.0}});
+    CHECK(t.seconds(15) == doctest::Approx(1.5));
+    CHECK(t.seconds(80) == doctest::Approx(5.0));
+    CHECK(t.seconds(1) == doctest::Approx(1.0));  // never below the fastest measured step
+    CHECK_THROWS_AS(bw::adaptive_batch(t, {.min_batch = 64, .max_batch = 32}), bw::usage_error);
+
+    // Without a registered noise scale the adaptive batch has nothing to decide from.
+    model_t m{bw::seed{16}};
+    compile(m);
+    bw::adaptive_batch adaptive(t, {.initial_batch = 16});
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(64, 1).batch(adaptive.schedule()), {.verbose = 0}, adaptive),
+                         doctest::Contains("register a gradient_noise_scale"), bw::usage_error);
+
+    // Timing steps goes through a checkpoint: afterwards the model trains exactly as one that
+    // was never timed.
+    auto x = bw_test::random_matrix(64, 8, 3);
+    xt::xtensor<int, 1> y = xt::zeros<int>({std::size_t{64}});
+    model_t timed{bw::seed{17}}, untimed{bw::seed{17}};
+    compile(timed);
+    compile(untimed);
+    const bw::step_time_table measured = bw::measure_step_times(timed, x, y, {8, 32, 64}, temp_path("timing.npz"), 3);
+    CHECK(measured.points().size() == 3);
+    CHECK(timed.iterations() == 0);
+    CHECK(!std::filesystem::exists(temp_path("timing.npz")));
+    const Dataset data = two_blobs(96, 5).shuffle(96, bw::seed{1}).batch(16);
+    timed.fit(data, {.epochs = 2, .verbose = 0});
+    untimed.fit(data, {.epochs = 2, .verbose = 0});
+    CHECK(weights_of(timed) == weights_of(untimed));
+    CHECK_THROWS_AS(bw::measure_step_times(timed, x, y, {8, 128}, temp_path("timing.npz")), bw::shape_error);
 }

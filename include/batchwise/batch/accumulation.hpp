@@ -71,6 +71,16 @@ struct gradient_buffer {
     std::size_t size = 0;
 };
 
+/// The optimizer's per-parameter second-moment estimates (Adam's v, RMSprop's mean square), for
+/// statistics preconditioned as the optimizer preconditions: a parameter's preconditioner is
+/// 1 / (sqrt(scale * v) + epsilon). Empty for other optimizers and before their first step.
+struct second_moment_view {
+    std::span<const gradient_buffer> values{};
+    /// The bias correction 1 / (1 - beta_2^t).
+    float scale = 1.0f;
+    float epsilon = 0.0f;
+};
+
 /// What the reduction hook and the step observers see when a window ends, in that order,
 /// before the optimizer reads anything (step_window::finish, docs/exactness.md).
 struct step_gradients {
@@ -88,6 +98,8 @@ struct step_gradients {
     /// StepStatisticsLayer), present only for policies that ask for them with
     /// `reduces_layer_statistics`.
     std::span<const gradient_buffer> statistics{};
+    /// The optimizer's second moments as they were before this step (for step observers).
+    second_moment_view second_moments{};
 };
 
 /// Rows [begin, end) of a call's rows.

@@ -1,7 +1,10 @@
-// Batch-size schedules: the batch size as a function of (epoch, step), scheduled the way a
-// learning rate is. A dataset batched with a schedule asks it for the size of every batch.
+// Batch-size schedules: the batch size as a function of (epoch, step) or of the samples read
+// since training began, scheduled the way a learning rate is. A dataset batched with a schedule
+// asks it for the size of every batch.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -71,6 +74,83 @@ private:
     std::vector<std::size_t> sizes_;
 };
 
+/// How a ramp goes from one size to the other.
+enum class ramp_shape { linear, geometric };
+
+/// Sizes by samples read since training began (epoch x samples per epoch + samples already read
+/// this epoch), so that the schedule is the same whatever the epochs' lengths: from `from` to
+/// `to` over `over_samples` samples, then `to`. Sizes are rounded to a multiple of `multiple_of`
+/// (fewer distinct sizes, fewer learning-rate changes under coupling).
+struct ramp {
+    std::size_t from = 32;
+    std::size_t to = 1024;
+    std::uint64_t over_samples = 0;
+    ramp_shape shape = ramp_shape::linear;
+    std::size_t multiple_of = 1;
+
+    [[nodiscard]] std::size_t operator()(std::uint64_t samples) const {
+        if (from == 0 || to == 0 || multiple_of == 0) {
+            throw usage_error("schedule::ramp: sizes and multiple_of must be positive");
+        }
+        const double t = over_samples == 0 ? 1.0
+                                           : std::min(1.0, static_cast<double>(samples) / static_cast<double>(over_samples));
+        const double a = static_cast<double>(from), b = static_cast<double>(to);
+        const double size = shape == ramp_shape::linear ? a + (b - a) * t : a * std::pow(b / a, t);
+        const double units = std::max(1.0, std::round(size / static_cast<double>(multiple_of)));
+        return static_cast<std::size_t>(units) * multiple_of;
+    }
+};
+
+/// Smith et al. 2018, "Don't decay the learning rate, increase the batch size": the batch size
+/// that replaces a learning-rate decay, keeping learning_rate / batch (the noise of SGD, up to
+/// the dataset size) what the decay would make it. The batch grows by the factor the rate would
+/// have fallen, up to `max_batch`; past it the rest of the decay stays in the learning rate:
+/// give `learning_rate()` to fit_options::learning_rate_schedule and this to batch().
+struct from_lr_decay {
+    std::function<float(std::uint64_t)> decay;
+    std::size_t initial_batch = 32;
+    std::size_t max_batch = 4096;
+
+    [[nodiscard]] std::size_t operator()(std::uint64_t samples) const {
+        check();
+        const double factor = static_cast<double>(decay(0)) / static_cast<double>(decay(samples));
+        if (!(factor > 0.0) || !std::isfinite(factor)) {
+            throw usage_error("schedule::from_lr_decay: the decay gave a rate that is not positive after " +
+                              std::to_string(samples) + " samples");
+        }
+        const double size = std::round(static_cast<double>(initial_batch) * factor);
+        return static_cast<std::size_t>(std::clamp(size, 1.0, static_cast<double>(max_batch)));
+    }
+    /// The learning rate that goes with it: decay(s) x batch(s) / initial_batch, which is the
+    /// initial rate until the batch reaches max_batch.
+    [[nodiscard]] std::function<float(std::uint64_t)> learning_rate() const {
+        check();
+        return [self = *this](std::uint64_t s) {
+            return static_cast<float>(static_cast<double>(self.decay(s)) * static_cast<double>(self(s)) /
+                                      static_cast<double>(self.initial_batch));
+        };
+    }
+
+private:
+    void check() const {
+        if (!decay) throw usage_error("schedule::from_lr_decay: no decay schedule given");
+        if (initial_batch == 0 || max_batch < initial_batch) {
+            throw usage_error("schedule::from_lr_decay: needs 0 < initial_batch <= max_batch");
+        }
+    }
+};
+
+/// Any function of the samples read since training began (see ramp).
+struct by_samples {
+    std::function<std::size_t(std::uint64_t)> size;
+};
+
+/// Any function of the epoch alone: one size for a whole epoch, so batches are counted without
+/// walking the epoch (adaptive_batch's schedule).
+struct by_epoch {
+    std::function<std::size_t(std::uint64_t)> size;
+};
+
 }  // namespace schedule
 
 /// Any of the schedules above, a plain size, or a function (epoch, step) -> size. Remembers
@@ -79,19 +159,32 @@ class batch_schedule {
 public:
     batch_schedule(std::size_t size) : batch_schedule(schedule::constant{size}) {}  // NOLINT
     batch_schedule(int size) : batch_schedule(checked_size(size)) {}               // NOLINT
-    batch_schedule(schedule::constant s) : fn_(s), per_step_(false) {              // NOLINT
+    batch_schedule(schedule::constant s) : fn_(by_epoch(s)), per_step_(false) {    // NOLINT
         if (s.size == 0) throw usage_error("batch: the batch size must be positive");
     }
-    batch_schedule(schedule::phased s) : fn_(std::move(s)), per_step_(false) {}  // NOLINT
-    batch_schedule(schedule::cyclic s) : fn_(std::move(s)), per_step_(false) {}  // NOLINT
+    batch_schedule(schedule::phased s) : fn_(by_epoch(std::move(s))), per_step_(false) {}  // NOLINT
+    batch_schedule(schedule::cyclic s) : fn_(by_epoch(std::move(s))), per_step_(false) {}  // NOLINT
+    batch_schedule(schedule::ramp s) : fn_(by_sample(s)), per_step_(true) { (void)s(0); }  // NOLINT
+    batch_schedule(schedule::from_lr_decay s) : fn_(by_sample(s)), per_step_(true) { (void)s(0); }  // NOLINT
+    batch_schedule(schedule::by_epoch s) : per_step_(false) {  // NOLINT
+        if (!s.size) throw usage_error("schedule::by_epoch: no function given");
+        fn_ = [f = std::move(s.size)](std::uint64_t e, std::uint64_t, std::uint64_t) { return f(e); };
+    }
+    batch_schedule(schedule::by_samples s) : per_step_(true) {  // NOLINT
+        if (!s.size) throw usage_error("schedule::by_samples: no function given");
+        fn_ = by_sample(std::move(s.size));
+    }
     /// A user function of (epoch, step within the epoch); it may change the size at any step.
     template <class F>
         requires std::is_invocable_r_v<std::size_t, F, std::uint64_t, std::uint64_t>
-    batch_schedule(F f) : fn_(std::move(f)), per_step_(true) {}  // NOLINT
+    batch_schedule(F f)  // NOLINT
+        : fn_([f = std::move(f)](std::uint64_t e, std::uint64_t s, std::uint64_t) { return f(e, s); }),
+          per_step_(true) {}
 
-    /// Size of batch `step` of `epoch`; a zero from a user function is a usage_error.
-    [[nodiscard]] std::size_t size(std::uint64_t epoch, std::uint64_t step) const {
-        const std::size_t s = fn_(epoch, step);
+    /// Size of batch `step` of `epoch`, which starts after `samples` samples have been read
+    /// since training began; a zero from a user function is a usage_error.
+    [[nodiscard]] std::size_t size(std::uint64_t epoch, std::uint64_t step, std::uint64_t samples = 0) const {
+        const std::size_t s = fn_(epoch, step, samples);
         if (s == 0) {
             throw usage_error("batch schedule returned size 0 for epoch " + std::to_string(epoch) +
                               ", step " + std::to_string(step));
@@ -101,12 +194,21 @@ public:
     [[nodiscard]] bool changes_within_epoch() const { return per_step_; }
 
 private:
+    using function = std::function<std::size_t(std::uint64_t, std::uint64_t, std::uint64_t)>;
+    template <class F>
+    static function by_epoch(F f) {
+        return [f = std::move(f)](std::uint64_t e, std::uint64_t s, std::uint64_t) { return f(e, s); };
+    }
+    template <class F>
+    static function by_sample(F f) {
+        return [f = std::move(f)](std::uint64_t, std::uint64_t, std::uint64_t n) { return f(n); };
+    }
     static std::size_t checked_size(int size) {
         if (size <= 0) throw usage_error("batch: the batch size must be positive");
         return static_cast<std::size_t>(size);
     }
 
-    std::function<std::size_t(std::uint64_t, std::uint64_t)> fn_;
+    function fn_;
     bool per_step_;
 };
 

@@ -85,9 +85,10 @@ struct batching_node final : batch_node {
         const batching_node* node;
         std::uint64_t epoch;
         std::uint64_t step = 0;
+        std::uint64_t read = 0;  // samples read this epoch
         std::size_t dropped_samples = 0;
         bool next(batch_data& b) override {
-            const std::size_t want = node->schedule.size(epoch, step);
+            const std::size_t want = node->schedule.size(epoch, step, node->samples_before(epoch) + read);
             b.resize(want, node->feature_size, node->target_size);
             std::size_t got = 0;
             element e;
@@ -100,6 +101,7 @@ struct batching_node final : batch_node {
                 return false;
             }
             ++step;
+            read += got;
             return true;
         }
         [[nodiscard]] std::size_t dropped() const override { return dropped_samples; }
@@ -121,13 +123,15 @@ struct batching_node final : batch_node {
         }
         std::size_t batches = 0, used = 0;
         while (used < n) {
-            const std::size_t size = schedule.size(epoch, batches);
+            const std::size_t size = schedule.size(epoch, batches, samples_before(epoch) + used);
             if (used + size > n && drop_remainder) break;
             used = std::min(n, used + size);
             ++batches;
         }
         return {batches, used};
     }
+    /// Samples read before `epoch` began: what a schedule keyed by samples counts from.
+    [[nodiscard]] std::uint64_t samples_before(std::uint64_t epoch) const { return epoch * parent->count(); }
     [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return plan(epoch).first; }
     [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return plan(epoch).second; }
 };

@@ -13,6 +13,15 @@
 
 namespace batchwise::detail {
 
+/// An optimizer's moment decays and epsilon (Adam's betas; RMSprop's rho as beta_2), which
+/// coupling_rule::adam_sqrt rescales with the batch; `present` is false for one without them.
+struct optimizer_moments {
+    float beta_1 = 0.0f;
+    float beta_2 = 0.0f;
+    float epsilon = 0.0f;
+    bool present = false;
+};
+
 template <class Exec>
 struct optimizer_base {
     virtual ~optimizer_base() = default;
@@ -29,6 +38,11 @@ struct optimizer_base {
     [[nodiscard]] virtual bool capturable() const = 0;
     [[nodiscard]] virtual step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const = 0;
     virtual void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const = 0;
+    [[nodiscard]] virtual optimizer_moments moments() const = 0;
+    /// Which slot holds the running mean of squared gradients (Adam's v, RMSprop's), or -1.
+    [[nodiscard]] virtual int second_moment_slot() const = 0;
+    /// Sets the moment decays and epsilon the next updates use (ignored without them).
+    virtual void set_moments(const optimizer_moments& m) = 0;
 };
 
 template <class O, class Exec>
@@ -59,6 +73,34 @@ struct optimizer_holder final : optimizer_base<Exec> {
     }
     void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const override {
         if constexpr (CapturableOptimizer<O, Exec>) opt.template apply_from<Exec>(v, slots, device);
+    }
+    [[nodiscard]] optimizer_moments moments() const override {
+        if constexpr (requires { opt.options.beta_1 + opt.options.beta_2 + opt.options.epsilon; }) {
+            return {opt.options.beta_1, opt.options.beta_2, opt.options.epsilon, true};
+        } else if constexpr (requires { opt.options.rho + opt.options.epsilon; }) {
+            return {0.0f, opt.options.rho, opt.options.epsilon, true};
+        } else {
+            return {};
+        }
+    }
+    [[nodiscard]] int second_moment_slot() const override {
+        if constexpr (requires { opt.options.beta_1 + opt.options.beta_2; }) {
+            return 1;
+        } else if constexpr (requires { opt.options.rho; }) {
+            return 0;
+        } else {
+            return -1;
+        }
+    }
+    void set_moments(const optimizer_moments& m) override {
+        if constexpr (requires { opt.options.beta_1 + opt.options.beta_2 + opt.options.epsilon; }) {
+            opt.options.beta_1 = m.beta_1;
+            opt.options.beta_2 = m.beta_2;
+            opt.options.epsilon = m.epsilon;
+        } else if constexpr (requires { opt.options.rho + opt.options.epsilon; }) {
+            opt.options.rho = m.beta_2;
+            opt.options.epsilon = m.epsilon;
+        }
     }
 };
 

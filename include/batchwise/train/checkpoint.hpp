@@ -2,6 +2,7 @@
 // Keras names it ("dense_1/kernel"), plus, in a checkpoint, the optimizer and the position.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -34,9 +35,38 @@ struct restored_state {
     std::uint64_t iterations = 0;
     float learning_rate = 0.0f;
     training_position position;
+    /// Samples of the steps taken, and the coupling's reference batch (0 in checkpoints written
+    /// before they were saved).
+    std::uint64_t samples_seen = 0;
+    std::size_t reference_batch = 0;
+};
+
+/// Training state kept outside the model that a checkpoint must carry for an exact resume (an
+/// adaptive schedule's decisions, the noise scale's averages): Model::add_checkpoint_state.
+/// Saved as "state/<name>", doubles stored bit for bit in int64 (.npz holds no float64 here).
+class checkpoint_state {
+public:
+    virtual ~checkpoint_state() = default;
+    [[nodiscard]] virtual std::string checkpoint_name() const = 0;
+    [[nodiscard]] virtual std::vector<double> save_state() const = 0;
+    /// Throws io_error when `values` is not a state this object could have saved.
+    virtual void check_state(const std::vector<double>& values) const = 0;
+    /// Restores a state check_state accepted; called only after the whole checkpoint is checked.
+    virtual void restore_state(const std::vector<double>& values) = 0;
 };
 
 namespace detail {
+inline data::npz_array doubles_array(const std::vector<double>& values) {
+    std::vector<std::int64_t> bits(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = std::bit_cast<std::int64_t>(values[i]);
+    return data::int64_array({values.size()}, std::move(bits));
+}
+inline std::vector<double> array_doubles(const data::npz_array& a) {
+    std::vector<double> values(a.integers.size());
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = std::bit_cast<double>(a.integers[i]);
+    return values;
+}
+
 inline std::vector<std::size_t> variable_shape(const variable_ref& v) {
     return v.cols == 0 ? std::vector<std::size_t>{v.rows} : std::vector<std::size_t>{v.rows, v.cols};
 }
@@ -60,7 +90,7 @@ template <ExecutionPolicy Exec>
 void load_weight_arrays(const variable_set& vars, const named_arrays& arrays, const std::filesystem::path& path) {
     std::vector<const data::npz_array*> found(vars.size(), nullptr);
     for (const auto& [name, array] : arrays) {
-        if (name.starts_with("optimizer/") || name.starts_with("training/")) continue;
+        if (name.starts_with("optimizer/") || name.starts_with("training/") || name.starts_with("state/")) continue;
         std::size_t i = 0;
         while (i < vars.size() && vars[i].name != name) ++i;
         if (i == vars.size()) {
@@ -102,6 +132,8 @@ named_arrays checkpoint_arrays(const variable_set& vars, const optimizer_state<E
     }
     arrays.emplace_back("optimizer/iterations", data::int64_array({}, {static_cast<std::int64_t>(opt.iterations())}));
     arrays.emplace_back("optimizer/learning_rate", data::npz_array{{}, {opt.learning_rate()}});
+    arrays.emplace_back("optimizer/samples_seen", data::int64_array({2}, {static_cast<std::int64_t>(opt.samples_seen()),
+                                                                          static_cast<std::int64_t>(opt.reference_batch())}));
     arrays.emplace_back("training/position",
                         data::int64_array({5}, {static_cast<std::int64_t>(at.epoch), static_cast<std::int64_t>(at.step),
                                                 static_cast<std::int64_t>(at.sample), static_cast<std::int64_t>(at.seed),
@@ -127,6 +159,14 @@ restored_state restore_checkpoint(const named_arrays& arrays, const std::filesys
     const auto& position = find("training/position");
     if (iterations.integers.size() != 1 || lr.values.size() != 1 || position.integers.size() != 5) {
         throw shape_error("load_checkpoint: " + path.string() + " has malformed training state");
+    }
+    std::vector<std::int64_t> counters{0, 0};
+    for (const auto& [n, a] : arrays) {
+        if (n != "optimizer/samples_seen") continue;
+        if (a.integers.size() != 2 || a.integers[0] < 0 || a.integers[1] < 0) {
+            throw shape_error("load_checkpoint: " + path.string() + " has a malformed optimizer/samples_seen");
+        }
+        counters = a.integers;
     }
     const std::size_t slots = opt.slot_count();
     std::vector<std::pair<const data::npz_array*, float*>> slot_copies;
@@ -154,9 +194,12 @@ restored_state restore_checkpoint(const named_arrays& arrays, const std::filesys
     load_weight_arrays<Exec>(vars, arrays, path);  // checks all weights, then copies them
     for (const auto& [a, dst] : slot_copies) Exec::from_host(a->values.data(), a->values.size(), dst);
     const auto& p = position.integers;
-    return {static_cast<std::uint64_t>(iterations.integers[0]), lr.values[0],
-            {static_cast<std::uint64_t>(p[0]), static_cast<std::size_t>(p[1]), static_cast<std::uint64_t>(p[2]),
-             static_cast<std::uint64_t>(p[3]), static_cast<std::size_t>(p[4] > 0 ? p[4] : 0)}};
+    restored_state r{static_cast<std::uint64_t>(iterations.integers[0]), lr.values[0],
+                     {static_cast<std::uint64_t>(p[0]), static_cast<std::size_t>(p[1]), static_cast<std::uint64_t>(p[2]),
+                      static_cast<std::uint64_t>(p[3]), static_cast<std::size_t>(p[4] > 0 ? p[4] : 0)}};
+    r.samples_seen = static_cast<std::uint64_t>(counters[0]);
+    r.reference_batch = static_cast<std::size_t>(counters[1]);
+    return r;
 }
 
 }  // namespace batchwise

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "batchwise/batch/batch_policy.hpp"
+#include "batchwise/batch/coupling.hpp"
 #include "batchwise/data/dataset.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
@@ -24,6 +25,7 @@
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/progress_bar.hpp"
 #include "batchwise/train/step/objective.hpp"
+#include "batchwise/train/step/window.hpp"
 
 namespace batchwise {
 
@@ -40,6 +42,12 @@ struct fit_options {
     std::size_t steps_per_epoch = 0;
     /// 0: silent; 1: progress bar (redrawn in place on a terminal); 2: one line per epoch.
     int verbose = 1;
+    /// The learning rate by samples trained before each optimizer step (lr::step_decay, ...);
+    /// unset: the model's learning rate.
+    sample_lr_schedule learning_rate_schedule{};
+    /// How each step's learning rate (and, with adam_sqrt, Adam's betas and epsilon) follow its
+    /// batch size (docs/batch_sizes.md).
+    lr_coupling coupling{};
 };
 
 namespace detail {
@@ -130,6 +138,16 @@ public:
             history.capture_refusals.push_back(e);
             for (Callback* cb : cbs) cb->on_step_capture_refused(ctx, e);
         };
+        // Each step's hyper-parameters, logged when rules set them (else they are the model's).
+        const step_rules rules{options.learning_rate_schedule, options.coupling};
+        if (rules.active()) engine.optimizer().set_rules(rules);
+        const bool log_steps = engine.optimizer().rules().active();
+        std::optional<optimizer_step_record> last_step;
+        engine.optimizer().on_step = [&](const optimizer_step_record& r) {
+            if (log_steps) history.optimizer_step_log.push_back(r);
+            last_step = r;
+        };
+        const detail::hook_reset<decltype(engine.optimizer().on_step)> reset_step{engine.optimizer().on_step};
         const detail::hook_reset<decltype(engine.planner().on_split)> reset_split{engine.planner().on_split};
         const detail::hook_reset<decltype(engine.captured().on_refused)> reset_refused{engine.captured().on_refused};
 
@@ -218,7 +236,14 @@ public:
                 el.set("val_loss", v.loss);
                 for (std::size_t m = 0; m < v.metric_count; ++m) el.set("val_" + std::string(v.names[m]), v.values[m]);
             }
-            el.set("learning_rate", model.learning_rate());
+            // What the epoch's last step used: the model's rate after coupling and schedule.
+            el.set("learning_rate", last_step ? last_step->learning_rate : model.learning_rate());
+            if (last_step && engine.optimizer().rules().coupling.rule == coupling_rule::adam_sqrt) {
+                el.set("beta_1", last_step->beta_1);
+                el.set("beta_2", last_step->beta_2);
+                el.set("epsilon", last_step->epsilon);
+            }
+            for (step_observer* o : model.step_observers()) o->add_epoch_values(el);
             if (complete && !model.window_open()) {
                 // A checkpoint taken now resumes at the next epoch.
                 epoch_ = epoch + 1;

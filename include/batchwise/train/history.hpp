@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "batchwise/batch/coupling.hpp"
 #include "batchwise/core/errors.hpp"
 
 namespace batchwise {
@@ -84,6 +85,9 @@ struct History {
     std::vector<micro_batch_split> micro_batch_splits;
     /// Every refused step capture, in order (at most one per compile()).
     std::vector<step_capture_refusal> capture_refusals;
+    /// Every optimizer step's batch and hyper-parameters, when fit was given a learning-rate
+    /// schedule or a coupling (fit_options), or the model has step rules; empty otherwise.
+    std::vector<optimizer_step_record> optimizer_step_log;
     /// Wall seconds of each epoch, validation included.
     std::vector<double> seconds;
     /// Empty when all epochs ran; otherwise who stopped training and why.

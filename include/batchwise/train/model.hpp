@@ -4,10 +4,12 @@
 // part (train/step/, train/fit.hpp, train/checkpoint.hpp, train/summary.hpp).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -185,8 +187,13 @@ public:
 
     /// Registers an observer of every optimizer step's gradient sums (step_window::finish);
     /// it must outlive the model or be removed first.
-    void add_step_observer(step_observer& o) { step_.window().add_observer(o); }
+    void add_step_observer(step_observer& o) { step_.window().add_observer(o, step_.variables()); }
     void remove_step_observer(step_observer& o) { step_.window().remove_observer(o); }
+    /// The registered step observers (fit adds their epoch values to the logs).
+    [[nodiscard]] std::span<step_observer* const> step_observers() const { return step_.window().observers(); }
+    /// Rules for every optimizer step's hyper-parameters in custom loops (train_on_batch); fit
+    /// uses fit_options' learning_rate_schedule and coupling when they are given.
+    void set_step_rules(step_rules rules) { step_.optimizer().set_rules(std::move(rules)); }
 
     /// Trains on every batch of `train` for each epoch, with validation, callbacks (a
     /// ProgressBar is added unless verbose is 0 or one is given) and exact resumption from a
@@ -390,18 +397,48 @@ public:
         }
         if (!is_chief()) return;  // every process holds the same state: rank 0 writes it
         const auto& planner = step_.planner();
-        data::write_npz(path, checkpoint_arrays<Exec>(step_.variables(), step_.optimizer(),
+        named_arrays arrays = checkpoint_arrays<Exec>(step_.variables(), step_.optimizer(),
                                                       {fit_.epoch(), fit_.step(), step_.sample_cursor(), step_.seed(),
-                                                       planner.limited() ? planner.limit() : 0}));
+                                                       planner.limited() ? planner.limit() : 0});
+        for (const checkpoint_state* s : extra_state_) {
+            arrays.emplace_back("state/" + s->checkpoint_name(), detail::doubles_array(s->save_state()));
+        }
+        data::write_npz(path, arrays);
     }
+
+    /// State outside the model that checkpoints carry (an adaptive batch schedule, the noise
+    /// scale's averages): saved by save_checkpoint, restored by load_checkpoint, which then
+    /// requires it. It must outlive the model or be removed first.
+    void add_checkpoint_state(checkpoint_state& s) {
+        for (const checkpoint_state* other : extra_state_) {
+            if (other->checkpoint_name() == s.checkpoint_name()) {
+                throw usage_error("add_checkpoint_state: a state named '" + s.checkpoint_name() + "' is already added");
+            }
+        }
+        extra_state_.push_back(&s);
+    }
+    void remove_checkpoint_state(checkpoint_state& s) { std::erase(extra_state_, &s); }
 
     /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
     /// optimizer (the slots must match); everything is checked before anything is changed.
     void load_checkpoint(const std::filesystem::path& path) {
         require_compiled("load_checkpoint");
-        const restored_state s = restore_checkpoint<Exec>(data::read_npz(path), path, step_.variables(), step_.optimizer());
+        const named_arrays arrays = data::read_npz(path);
+        std::vector<std::vector<double>> extra;
+        for (const checkpoint_state* e : extra_state_) {
+            const std::string name = "state/" + e->checkpoint_name();
+            const auto it = std::find_if(arrays.begin(), arrays.end(), [&](const auto& a) { return a.first == name; });
+            if (it == arrays.end() || it->second.dtype != data::npz_dtype::int64) {
+                throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
+                                  "' for the state added with add_checkpoint_state");
+            }
+            extra.push_back(detail::array_doubles(it->second));
+            e->check_state(extra.back());
+        }
+        const restored_state s = restore_checkpoint<Exec>(arrays, path, step_.variables(), step_.optimizer());
+        for (std::size_t i = 0; i < extra_state_.size(); ++i) extra_state_[i]->restore_state(extra[i]);
         step_.window().discard();
-        step_.optimizer().restore_iterations(s.iterations);
+        step_.optimizer().restore_counters(s.iterations, s.samples_seen, s.reference_batch);
         step_.optimizer().set_learning_rate(s.learning_rate);
         step_.set_seed(s.position.seed);
         // Dropout's key is derived from the seed when a step is captured.
@@ -500,6 +537,7 @@ private:
     fit_loop fit_;
     host_batch_buffers<in_features> host_;
     data::batch_data eval_batch_;
+    std::vector<checkpoint_state*> extra_state_;
 };
 
 }  // namespace batchwise

@@ -94,7 +94,10 @@ public:
         // Another model grew the policy's shared scratch since the capture: the graphs point at
         // freed memory. Or an observer came or went: the update is captured in another shape.
         const bool split = e.window_.update_after_host();
-        if (forward_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split)) drop();
+        if (forward_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split ||
+                            moments_version_ != e.opt_.moments_version())) {
+            drop();
+        }
         // Capture comes second, so that whatever a library sets up on first use (cuBLAS's
         // heuristics, Thrust's kernel attributes) happens outside it.
         if (!warmed_up_) {
@@ -122,6 +125,7 @@ public:
                 }
             }
             generation_ = Exec::shared_buffers_generation();
+            moments_version_ = e.opt_.moments_version();
         }
         // Everything the graphs read that differs from step to step. The buffers of this parity
         // were last read two steps ago, before the forward pass the host last waited for.
@@ -141,7 +145,7 @@ public:
         for (std::size_t m = 0; m < e.objective_.metric_count(); ++m) sums.metrics[m] += host_sums_[1 + m];
         try {
             if (split_) Exec::launch(*backward_[p]);
-            e.window_.add(e.vars_, n);
+            e.window_.add(e.vars_, e.opt_, n);
             e.window_.finish(*e.net_, e.opt_, e.vars_, [&](const step_gradients& g) {
                 if (split_) {
                     host_scalars_[1] = scalars(e, g.samples);
@@ -165,7 +169,7 @@ public:
 private:
     template <class Engine>
     static step_scalars scalars(Engine& e, std::size_t samples) {
-        step_scalars s = e.opt_.optimizer().scalars(e.opt_.iterations() + 1, e.opt_.learning_rate(),
+        step_scalars s = e.opt_.optimizer().scalars(e.opt_.iterations() + 1, e.opt_.hyperparameters_for(samples).learning_rate,
                                                     1.0f / static_cast<float>(samples));
         s.epoch = e.epoch();
         s.first_sample = e.sample_cursor();
@@ -232,6 +236,8 @@ private:
     std::size_t parity_ = 0;
     /// Exec::shared_buffers_generation() when the graphs were captured.
     std::uint64_t generation_ = 0;
+    /// optimizer_state::moments_version() when they were captured: the update holds the decays.
+    std::uint64_t moments_version_ = 0;
     bool warmed_up_ = false;
     bool enabled_ = true;
     /// Whether the graphs were captured with the update as a graph of its own.

@@ -340,14 +340,14 @@ private:
         // much as the GEMMs at small batches. finish() steps the rest as usual.
         std::optional<update_in_gemm> in_gemm;
         if (whole_step && window_.allows_update_in_gemm()) {
-            in_gemm = opt_.optimizer().in_gemm(opt_.learning_rate(), 1.0f / static_cast<float>(n));
+            in_gemm = opt_.optimizer().in_gemm(opt_.hyperparameters_for(n).learning_rate, 1.0f / static_cast<float>(n));
         }
         if (in_gemm) {
             net_->backward_and_update({Exec::data(grad_), rows, out_features}, *in_gemm);
         } else {
             net_->backward({Exec::data(grad_), rows, out_features}, window_.backward_accumulates());
         }
-        window_.add(vars_, n, in_gemm.has_value());
+        window_.add(vars_, opt_, n, in_gemm.has_value());
         sample_cursor_ += n;
         sums.loss += loss_sum;
         sums.samples += n;

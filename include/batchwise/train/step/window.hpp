@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "batchwise/core/config.hpp"
 #include "batchwise/core/errors.hpp"
 #include "batchwise/exec/capabilities.hpp"
+#include "batchwise/train/history.hpp"
 #include "batchwise/train/step/optimizer_state.hpp"
 #include "batchwise/train/step/variables.hpp"
 
@@ -29,6 +31,16 @@ class step_observer {
 public:
     virtual ~step_observer() = default;
     virtual void observe(step_gradients& g) = 0;
+    /// Whether it also wants each micro-batch's own gradient sum (observe_micro_batch). While
+    /// such an observer is registered, a window sums its micro-batches' gradients in a buffer of
+    /// its own instead of in the backward GEMMs (the same sums, rounded in another order).
+    [[nodiscard]] virtual bool observes_micro_batches() const { return false; }
+    /// One micro-batch's gradient sums over its `samples` samples, as soon as they are computed.
+    /// Not called when the policy spans processes (the sums would be this process's alone).
+    virtual void observe_micro_batch(std::span<const gradient_buffer> /*sums*/, std::size_t /*samples*/,
+                                     const second_moment_view& /*moments*/) {}
+    /// Adds its values to the epoch's logs (History, CsvLogger): fit calls it at every epoch end.
+    virtual void add_epoch_values(epoch_logs& /*logs*/) {}
 };
 
 namespace detail {
@@ -57,6 +69,11 @@ struct accumulate_kahan {
         compensation[i] = (t - sum[i]) - y;
         sum[i] = t;
     }
+};
+struct add_float_sum {
+    const float* g;
+    float* sum;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { sum[i] += g[i]; }
 };
 template <class T>
 struct write_back_sum {
@@ -135,7 +152,7 @@ public:
     /// No micro-batch has written gradients yet: the next one begins the step (and overwrites).
     [[nodiscard]] bool starts_step() const { return !has_grads_; }
     /// Whether the next backward pass adds to the gradients instead of overwriting them.
-    [[nodiscard]] bool backward_accumulates() const { return float_sums && has_grads_; }
+    [[nodiscard]] bool backward_accumulates() const { return float_sums && has_grads_ && !separate_sums_; }
 
     /// Whether a micro-batch that is a whole step may fold plain SGD into its gradient GEMM: the
     /// sums must be the float gradients themselves, the policy must not need the kernels'
@@ -153,8 +170,18 @@ public:
 
     /// A micro-batch of n rows has written its gradients (`updated_in_gemm`: and updated the
     /// variables its layers update in the GEMM).
-    void add(const variable_set& vars, std::size_t n, bool updated_in_gemm = false) {
-        if constexpr (!float_sums) add_to_accumulators(vars, !has_grads_);
+    void add(const variable_set& vars, const optimizer_state<Exec>& opt, std::size_t n, bool updated_in_gemm = false) {
+        if (separate_sums_) {
+            const second_moment_view moments = opt.second_moments();
+            for (step_observer* o : observers_) {
+                if (o->observes_micro_batches()) o->observe_micro_batch(vars.gradients(false), n, moments);
+            }
+        }
+        if constexpr (!float_sums) {
+            add_to_accumulators(vars, !has_grads_);
+        } else if (separate_sums_) {
+            add_to_floats(vars, !has_grads_);
+        }
         has_grads_ = true;
         in_gemm_ = in_gemm_ || updated_in_gemm;
         samples_ += n;
@@ -166,7 +193,12 @@ public:
 
     /// Double or compensated sums back into the float gradients the optimizer reads.
     void write_back(const variable_set& vars) {
-        if constexpr (!float_sums) {
+        if constexpr (float_sums) {
+            if (!has_grads_ || !separate_sums_) return;
+            for (std::size_t i = 0; i < vars.size(); ++i) {
+                if (vars[i].ref.trainable()) Exec::copy(Exec::data(floats_[i]), vars[i].ref.size(), vars[i].ref.grad);
+            }
+        } else {
             if (!has_grads_) return;
             for (std::size_t i = 0; i < vars.size(); ++i) {
                 const variable_ref& v = vars[i].ref;
@@ -239,7 +271,11 @@ public:
                               std::to_string(g.step));
         }
         if constexpr (reduces_layer_statistics<Accum>) net.set_step_statistics(g.samples);
-        for (step_observer* o : observers_) o->observe(g);
+        opt.begin_step(g.samples);
+        if (!observers_.empty()) {
+            g.second_moments = opt.second_moments();
+            for (step_observer* o : observers_) o->observe(g);
+        }
         if constexpr (std::is_same_v<std::decay_t<Update>, detail::eager_update>) {
             const float scale = 1.0f / static_cast<float>(g.samples);
             for (std::size_t i = 0; i < vars.size(); ++i) {
@@ -261,10 +297,50 @@ public:
     [[nodiscard]] Accum& policy() { return policy_; }
     [[nodiscard]] const Accum& policy() const { return policy_; }
 
-    void add_observer(step_observer& o) { observers_.push_back(&o); }
-    void remove_observer(step_observer& o) { std::erase(observers_, &o); }
+    /// Registers an observer; one that observes micro-batches gets float sums of their own
+    /// (allocated here, not in a step). Not while a window is open.
+    void add_observer(step_observer& o, const variable_set& vars) {
+        if (open()) throw usage_error("add_step_observer: an accumulation window is open; add observers between steps");
+        if (std::find(observers_.begin(), observers_.end(), &o) != observers_.end()) return;
+        if constexpr (float_sums && !ShardingAccumulation<Accum> && !ReducingAccumulation<Accum, Exec>) {
+            if (o.observes_micro_batches() && floats_.empty()) {
+                std::vector<typename Exec::vector> floats(vars.size());
+                for (std::size_t i = 0; i < vars.size(); ++i) {
+                    if (vars[i].ref.trainable()) Exec::reserve(floats[i], vars[i].ref.size());
+                }
+                floats_ = std::move(floats);
+            }
+        }
+        observers_.push_back(&o);
+        update_separate_sums();
+    }
+    void remove_observer(step_observer& o) {
+        if (open()) throw usage_error("remove_step_observer: an accumulation window is open; remove observers between steps");
+        std::erase(observers_, &o);
+        update_separate_sums();
+    }
+    [[nodiscard]] std::span<step_observer* const> observers() const { return observers_; }
 
 private:
+    void update_separate_sums() {
+        separate_sums_ = false;
+        if constexpr (!ShardingAccumulation<Accum> && !ReducingAccumulation<Accum, Exec>) {
+            for (const step_observer* o : observers_) separate_sums_ = separate_sums_ || o->observes_micro_batches();
+        }
+    }
+
+    void add_to_floats(const variable_set& vars, bool first) {
+        for (std::size_t i = 0; i < vars.size(); ++i) {
+            const variable_ref& v = vars[i].ref;
+            if (!v.trainable()) continue;
+            if (first) {
+                Exec::copy(v.grad, v.size(), Exec::data(floats_[i]));
+            } else {
+                Exec::for_each(v.size(), detail::add_float_sum{v.grad, Exec::data(floats_[i])});
+            }
+        }
+    }
+
     void add_to_accumulators(const variable_set& vars, bool first) {
         for (std::size_t i = 0; i < vars.size(); ++i) {
             const variable_ref& v = vars[i].ref;
@@ -285,6 +361,8 @@ private:
     std::size_t batches_ = 0;
     bool has_grads_ = false;
     bool in_gemm_ = false;
+    bool separate_sums_ = false;  // an observer wants each micro-batch's gradients
+    std::vector<typename Exec::vector> floats_;
     std::vector<step_observer*> observers_;
     std::vector<gradient_buffer> statistics_;
     std::vector<double_storage_t<Exec>> doubles_;
