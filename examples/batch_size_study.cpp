@@ -24,6 +24,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bw = batchwise;
@@ -56,6 +57,14 @@ constexpr double race_target = 0.89;
 struct data_t {
     bw::data::fashion_mnist_arrays arrays;
     Dataset train, test, probe;  // probe: 2000 training images, for sharpness
+
+    explicit data_t(bw::data::fashion_mnist_arrays a)
+        : arrays(std::move(a)),
+          train(arrays.train_images, arrays.train_labels),
+          test(Dataset(arrays.test_images, arrays.test_labels).batch(1000)),
+          probe(Dataset(xt::eval(xt::view(arrays.train_images, xt::range(0, 2000))),
+                        xt::eval(xt::view(arrays.train_labels, xt::range(0, 2000))))
+                    .batch(1000)) {}
 };
 
 struct curve_row {
@@ -156,14 +165,16 @@ double sharpness(M& model, const Dataset& probe, const std::filesystem::path& di
 struct spec {
     std::string scenario, kind;  // kind: fixed, adaptive, ramp
     std::size_t batch;
-    std::string scaling;  // none, linear, sqrt
+    std::string scaling;  // none, linear, sqrt (Adam's rule), lr-sqrt (the rate alone)
     bool norm;
+    std::size_t max_batch = 4096;  // the adaptive batch's bound
 };
 
 bw::lr_coupling coupling_for(const std::string& scaling, std::size_t reference) {
     // Goyal et al.'s warmup over the first epoch whenever the rate is scaled.
     if (scaling == "linear") return {bw::coupling_rule::linear, reference, 60000};
     if (scaling == "sqrt") return {bw::coupling_rule::adam_sqrt, reference, 60000};
+    if (scaling == "lr-sqrt") return {bw::coupling_rule::sqrt, reference, 0};
     return {};
 }
 
@@ -186,12 +197,14 @@ run_result train(const spec& s, const data_t& data, std::uint64_t epochs, std::u
     std::optional<bw::adaptive_batch> adaptive;
     if (s.kind == "adaptive") {
         adaptive.emplace(step_times(model, data, dir),
-                         bw::adaptive_batch::options{.initial_batch = s.batch, .min_batch = 16, .max_batch = 4096});
+                         bw::adaptive_batch::options{.initial_batch = s.batch, .min_batch = 16, .max_batch = s.max_batch});
     }
     const double timing_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - timing_start).count();
+    // The race's fixed batches run without the estimator, which costs them time they do not need.
     bw::gradient_noise_scale<bw::cpu_blas> noise;
-    model.add_step_observer(noise);
+    const bool estimate = !stop_at_target || adaptive;
+    if (estimate) model.add_step_observer(noise);
 
     const Dataset shuffled = data.train.shuffle(60000, bw::seed{seed + 1});
     Dataset batches = shuffled.batch(s.batch);
@@ -200,7 +213,7 @@ run_result train(const spec& s, const data_t& data, std::uint64_t epochs, std::u
         batches = shuffled.batch(bw::schedule::ramp{.from = s.batch, .to = 1024, .over_samples = 3 * 60000,
                                                     .shape = bw::schedule::ramp_shape::geometric, .multiple_of = 16});
     }
-    const std::size_t reference = s.kind == "adaptive" ? s.batch : reference_batch;
+    const std::size_t reference = reference_batch;
     tester<model_t<Norm>> test(model, data.test, 15000, target, stop_at_target);
     bw::History h;
     const bw::fit_options o{.epochs = epochs, .verbose = 0, .coupling = coupling_for(s.scaling, reference)};
@@ -217,13 +230,14 @@ run_result train(const spec& s, const data_t& data, std::uint64_t epochs, std::u
     r.optimizer_steps = model.iterations();
     r.test_accuracy = test.accuracy();
     r.train_loss = h["loss"].back();
-    r.noise_scale = h["noise_scale"].back();
+    const auto series = [&](const char* name, std::size_t e) { return estimate ? h[name][e] : NAN; };
+    r.noise_scale = series("noise_scale", h.size() - 1);
     std::uint64_t seen = 0;
     for (std::size_t e = 0; e < h.size(); ++e) {
         seen += h.samples[e];
         r.epoch_sizes.push_back(h.batch_sizes[e].front().first);
         r.curve.push_back({h.epochs[e], seen, h.batch_sizes[e].front().first, h["learning_rate"][e],
-                           h["noise_scale"][e], h["noise_scale_preconditioned"][e],
+                           series("noise_scale", e), series("noise_scale_preconditioned", e),
                            e < test.epoch_accuracy.size() ? test.epoch_accuracy[e] : NAN, h["loss"][e],
                            std::accumulate(h.seconds.begin(), h.seconds.begin() + static_cast<std::ptrdiff_t>(e) + 1, 0.0)});
     }
@@ -253,12 +267,7 @@ int main(int argc, char** argv) {
     const std::uint64_t race_seeds = argc > 4 ? std::stoull(argv[4]) : 3;
     std::filesystem::create_directories(dir);
 
-    data_t data{bw::data::read_fashion_mnist(), {}, {}, {}};
-    data.train = Dataset(data.arrays.train_images, data.arrays.train_labels);
-    data.test = Dataset(data.arrays.test_images, data.arrays.test_labels).batch(1000);
-    data.probe = Dataset(xt::eval(xt::view(data.arrays.train_images, xt::range(0, 2000))),
-                         xt::eval(xt::view(data.arrays.train_labels, xt::range(0, 2000))))
-                     .batch(1000);
+    const data_t data(bw::data::read_fashion_mnist());
 
     std::vector<spec> grid;
     for (const bool norm : {false, true}) {
@@ -268,7 +277,7 @@ int main(int argc, char** argv) {
                 grid.push_back({"fixed-" + std::to_string(b) + "-" + scaling + "-" + bn, "fixed", b, scaling, norm});
             }
         }
-        grid.push_back({"adaptive-" + bn, "adaptive", 32, "sqrt", norm});
+        grid.push_back({"adaptive-" + bn, "adaptive", 64, "none", norm, 1024});
         grid.push_back({"ramp-" + bn, "ramp", 32, "none", norm});
     }
 
@@ -282,6 +291,7 @@ int main(int argc, char** argv) {
     std::printf("%-26s %9s %10s %10s %10s %8s %9s %11s\n", "scenario", "test acc", "train loss", "sharpness",
                 "noise", "steps", "seconds", "to target");
     for (const spec& s : grid) {
+        if (grid_epochs == 0) break;  // the race alone
         const run_result r = run(s, data, grid_epochs, 1, grid_target, false, dir);
         runs << s.scenario << ',' << s.kind << ',' << s.batch << ',' << s.scaling << ',' << (s.norm ? 1 : 0) << ','
              << grid_epochs << ',' << number(r.test_accuracy) << ',' << number(r.train_loss) << ','
@@ -308,10 +318,15 @@ int main(int argc, char** argv) {
     race << "system,seed,seconds_to_target,steps_to_target,epochs,batch_sizes\n";
     std::printf("\nrace to %.2f test accuracy (at most %llu epochs, %llu seeds)\n", race_target,
                 static_cast<unsigned long long>(race_epochs), static_cast<unsigned long long>(race_seeds));
+    // The adaptive batch starts at 64 and may grow to 1024, with the learning rate left alone;
+    // "adaptive-coupled" starts at 32 with the rate following sqrt(batch / 128), up to 512.
+    // (Explored first, one seed: Adam's square-root rule up to 4096 chose 2048 after five epochs,
+    // where the rule sets beta_1 to 0, and never reached 89 % in 40 epochs.)
     const std::vector<spec> racers{{"fixed-32", "fixed", 32, "none", false},
                                    {"fixed-128", "fixed", 128, "none", false},
                                    {"fixed-512", "fixed", 512, "none", false},
-                                   {"adaptive", "adaptive", 32, "sqrt", false}};
+                                   {"adaptive", "adaptive", 64, "none", false, 1024},
+                                   {"adaptive-coupled", "adaptive", 32, "lr-sqrt", false, 512}};
     for (std::uint64_t seed = 1; seed <= race_seeds; ++seed) {
         for (const spec& s : racers) {
             const run_result r = run(s, data, race_epochs, seed, race_target, true, dir);
@@ -324,6 +339,14 @@ int main(int argc, char** argv) {
             std::printf("%-10s seed %llu: %s s to target, %zu epochs, batch sizes %s\n", s.scenario.c_str(),
                         static_cast<unsigned long long>(seed), number(r.seconds_to_target).c_str(), r.curve.size(),
                         sizes.c_str());
+            for (const curve_row& c : r.curve) {
+                if (s.kind != "adaptive") break;
+                curves << "race-" << s.scenario << "-seed" << seed << ',' << c.epoch << ',' << c.samples_seen << ','
+                       << c.batch_size << ',' << number(c.learning_rate) << ',' << number(c.noise_scale) << ','
+                       << number(c.noise_scale_preconditioned) << ',' << number(c.test_accuracy) << ','
+                       << number(c.train_loss) << ',' << number(c.seconds) << '\n';
+            }
+            curves.flush();
             std::fflush(stdout);
         }
     }

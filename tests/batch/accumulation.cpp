@@ -579,6 +579,20 @@ TEST_CASE("coupling rules match their formulas, and the update uses exactly the 
     sgd_direct.train_on_batch(rows_of(b, 16, 64).x, rows_of(b, 16, 64).y);
     CHECK(bw_test::all_weights(sgd) == bw_test::all_weights(sgd_direct));
 
+    // A static batch replays its step from captured graphs where the policy captures
+    // (thrust_host, cuda): the coupled decays are those of the eager steps, bit for bit.
+    bw_test::Model<plain_net, bw::static_batch<32>> captured{bw::seed{10}}, captured_direct{bw::seed{10}};
+    compile(captured, bw::Adam{{.learning_rate = 1e-3f}});
+    captured.set_step_rules({.coupling = {.rule = coupling_rule::adam_sqrt, .reference_batch = 8}});
+    compile(captured_direct, bw::Adam{{.learning_rate = 2e-3f, .beta_1 = beta_1, .beta_2 = beta_2,
+                                       .epsilon = static_cast<float>(1e-7f * 0.5)}});
+    for (std::size_t first = 0; first + 32 <= 128; first += 32) {
+        captured.train_on_batch(rows_of(b, first, 32).x, rows_of(b, first, 32).y);
+        captured_direct.train_on_batch(rows_of(b, first, 32).x, rows_of(b, first, 32).y);
+    }
+    CHECK(captured.step_captured() == captured_direct.step_captured());
+    CHECK(bw_test::all_weights(captured) == bw_test::all_weights(captured_direct));
+
     // adam_sqrt needs moment decays to rescale.
     CHECK_THROWS_WITH_AS(sgd.set_step_rules({.coupling = {.rule = coupling_rule::adam_sqrt}}),
                          doctest::Contains("use linear or sqrt"), bw::usage_error);

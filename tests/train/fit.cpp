@@ -474,6 +474,22 @@ TEST_CASE("a batch that grows under a ramp, with linear coupling, logs the rates
     CHECK(h.batch_sizes[2].front().first == 64);
     CHECK(h["learning_rate"].back() == h.optimizer_step_log.back().learning_rate);
 
+    // RMSprop adds epsilon inside the root: Adam's rule divides it by k there, and leaves no beta_1.
+    model_t r{bw::seed{3}};
+    r.compile(bw::RMSprop{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const bw::History hr = r.fit(two_blobs(64, 3).batch(32), {.epochs = 1, .verbose = 0,
+                                                              .coupling = {.rule = bw::coupling_rule::adam_sqrt,
+                                                                           .reference_batch = 8}});
+    REQUIRE(hr.optimizer_step_log.size() == 2);
+    CHECK(hr.optimizer_step_log[0].beta_1 == 0.0f);
+    CHECK(hr.optimizer_step_log[0].beta_2 == bw::coupled_decay(0.9f, 4.0));
+    CHECK(hr.optimizer_step_log[0].epsilon == static_cast<float>(1e-7f * 0.25));
+    CHECK(hr["beta_2"].back() == hr.optimizer_step_log.back().beta_2);
+    // fit's rules last as long as fit: a later call without them trains at the plain rate.
+    const bw::History after = r.fit(two_blobs(64, 3).batch(32), {.epochs = 1, .verbose = 0});
+    CHECK(after.optimizer_step_log.empty());
+    CHECK(after["learning_rate"].back() == 0.001f);
+
     // Smith et al.'s converter: the batch grows by the factor the rate would have fallen, and
     // the rate takes over what is left once the batch is at its largest.
     const bw::lr::step_decay decay{.initial = 0.1f, .factor = 0.2, .every_samples = 1000};
@@ -626,6 +642,12 @@ TEST_CASE("adaptive batch and step times: errors, and measuring leaves the model
     const Dataset data = two_blobs(96, 5).shuffle(96, bw::seed{1}).batch(16);
     timed.fit(data, {.epochs = 2, .verbose = 0});
     untimed.fit(data, {.epochs = 2, .verbose = 0});
+    CHECK(weights_of(timed) == weights_of(untimed));
+    // After a fit, too: the next fit starts at epoch 0 as it would have, not where timing left it.
+    (void)bw::measure_step_times(timed, x, y, {8, 16}, temp_path("timing.npz"), 2);
+    const bw::History again = timed.fit(data, {.epochs = 1, .verbose = 0});
+    untimed.fit(data, {.epochs = 1, .verbose = 0});
+    CHECK(again.epochs == std::vector<std::uint64_t>{0});
     CHECK(weights_of(timed) == weights_of(untimed));
     CHECK_THROWS_AS(bw::measure_step_times(timed, x, y, {8, 128}, temp_path("timing.npz")), bw::shape_error);
 }

@@ -73,12 +73,12 @@ struct gradient_buffer {
 
 /// The optimizer's per-parameter second-moment estimates (Adam's v, RMSprop's mean square), for
 /// statistics preconditioned as the optimizer preconditions: a parameter's preconditioner is
-/// 1 / (sqrt(scale * v) + epsilon). Empty for other optimizers and before their first step.
+/// 1 / (sqrt(v) + epsilon) (Adam, whose bias correction is one factor for every parameter) or
+/// 1 / sqrt(v + epsilon) (RMSprop). Empty for other optimizers and before their first step.
 struct second_moment_view {
     std::span<const gradient_buffer> values{};
-    /// The bias correction 1 / (1 - beta_2^t).
-    float scale = 1.0f;
     float epsilon = 0.0f;
+    bool epsilon_inside_root = false;
 };
 
 /// What the reduction hook and the step observers see when a window ends, in that order,

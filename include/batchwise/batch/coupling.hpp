@@ -24,7 +24,9 @@ enum class coupling_rule {
     /// The learning rate times sqrt(k).
     sqrt,
     /// Malladi et al. 2022's square-root rule for adaptive optimizers: the learning rate times
-    /// sqrt(k), 1 - beta_1 and 1 - beta_2 (RMSprop's 1 - rho) times k, epsilon divided by sqrt(k).
+    /// sqrt(k), 1 - beta_1 and 1 - beta_2 (RMSprop's 1 - rho) times k, epsilon divided by sqrt(k)
+    /// (by k for RMSprop, which adds it inside the square root). A decay whose 1 - beta would
+    /// pass 1 is held at 0: the rule is meant for k (1 - beta) well below 1.
     adam_sqrt,
 };
 
@@ -137,8 +139,8 @@ struct optimizer_step_record {
     /// Samples of this step (the effective batch).
     std::size_t batch = 0;
     float learning_rate = 0.0f;
-    /// Adam's betas (RMSprop's rho in beta_2) and epsilon after coupling; 0 for an optimizer
-    /// without them.
+    /// Adam's betas (RMSprop's rho in beta_2, and 0 in beta_1) and epsilon after coupling; 0 for
+    /// an optimizer without them.
     float beta_1 = 0.0f;
     float beta_2 = 0.0f;
     float epsilon = 0.0f;

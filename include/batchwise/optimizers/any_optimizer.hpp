@@ -20,6 +20,8 @@ struct optimizer_moments {
     float beta_2 = 0.0f;
     float epsilon = 0.0f;
     bool present = false;
+    /// RMSprop adds epsilon inside the square root (Keras), Adam after it.
+    bool epsilon_inside_root = false;
 };
 
 template <class Exec>
@@ -78,7 +80,7 @@ struct optimizer_holder final : optimizer_base<Exec> {
         if constexpr (requires { opt.options.beta_1 + opt.options.beta_2 + opt.options.epsilon; }) {
             return {opt.options.beta_1, opt.options.beta_2, opt.options.epsilon, true};
         } else if constexpr (requires { opt.options.rho + opt.options.epsilon; }) {
-            return {0.0f, opt.options.rho, opt.options.epsilon, true};
+            return {0.0f, opt.options.rho, opt.options.epsilon, true, true};
         } else {
             return {};
         }

@@ -66,7 +66,9 @@ private:
 
 /// Times optimizer steps of the model at each size (the median of `repeats` after one untimed
 /// step), on the first rows of x and y, and puts the model back exactly as it was (through a
-/// checkpoint written to `scratch`, then removed). Step observers are detached meanwhile.
+/// checkpoint written to `scratch`, then removed; the next fit starts where it would have).
+/// Step observers are detached meanwhile; checkpoint states added to the model are saved and
+/// restored with it.
 template <class M, class X, class Y>
 step_time_table measure_step_times(M& model, const X& x, const Y& y, const std::vector<std::size_t>& sizes,
                                    const std::filesystem::path& scratch, std::size_t repeats = 5) {
@@ -97,12 +99,12 @@ step_time_table measure_step_times(M& model, const X& x, const Y& y, const std::
             points.emplace_back(b, times[times.size() / 2]);
         }
     } catch (...) {
-        model.load_checkpoint(scratch);
+        model.load_checkpoint(scratch, false);
         std::filesystem::remove(scratch);
         for (step_observer* o : observers) model.add_step_observer(*o);
         throw;
     }
-    model.load_checkpoint(scratch);
+    model.load_checkpoint(scratch, false);
     std::filesystem::remove(scratch);
     for (step_observer* o : observers) model.add_step_observer(*o);
     return step_time_table(std::move(points));
@@ -121,6 +123,9 @@ struct batch_size_decision {
 /// the epoch logs (a gradient_noise_scale must be registered with Model::add_step_observer) and
 /// a step_time_table. Give schedule() to Dataset::batch, pass the object to fit as a callback,
 /// and add it with Model::add_checkpoint_state (with the noise scale) for exact resumption.
+///
+/// It decides in on_epoch_end: list it before a ModelCheckpoint, so that a checkpoint taken at
+/// the end of an epoch holds the next epoch's size.
 ///
 /// Candidates are the powers of two in [min_batch, max_batch] and the current size; a new size
 /// must promise `hysteresis` more goodput than the current one, so the size does not flap; the

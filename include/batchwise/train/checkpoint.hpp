@@ -2,6 +2,7 @@
 // Keras names it ("dense_1/kernel"), plus, in a checkpoint, the optimizer and the position.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -55,6 +56,33 @@ public:
     virtual void restore_state(const std::vector<double>& values) = 0;
 };
 
+/// The states added with Model::add_checkpoint_state, written into and read out of a checkpoint
+/// as "state/<name>" arrays.
+class checkpoint_extras {
+public:
+    void add(checkpoint_state& s) {
+        for (const checkpoint_state* other : states_) {
+            if (other->checkpoint_name() == s.checkpoint_name()) {
+                throw usage_error("add_checkpoint_state: a state named '" + s.checkpoint_name() + "' is already added");
+            }
+        }
+        states_.push_back(&s);
+    }
+    void remove(checkpoint_state& s) { std::erase(states_, &s); }
+
+    void append_to(named_arrays& arrays) const;
+    /// Every added state's values from a checkpoint, each checked; nothing is restored yet.
+    [[nodiscard]] std::vector<std::vector<double>> read(const named_arrays& arrays,
+                                                        const std::filesystem::path& path) const;
+    /// Restores what read() returned.
+    void restore(const std::vector<std::vector<double>>& values) const {
+        for (std::size_t i = 0; i < states_.size(); ++i) states_[i]->restore_state(values[i]);
+    }
+
+private:
+    std::vector<checkpoint_state*> states_;
+};
+
 namespace detail {
 inline data::npz_array doubles_array(const std::vector<double>& values) {
     std::vector<std::int64_t> bits(values.size());
@@ -67,6 +95,31 @@ inline std::vector<double> array_doubles(const data::npz_array& a) {
     return values;
 }
 
+}  // namespace detail
+
+inline void checkpoint_extras::append_to(named_arrays& arrays) const {
+    for (const checkpoint_state* s : states_) {
+        arrays.emplace_back("state/" + s->checkpoint_name(), detail::doubles_array(s->save_state()));
+    }
+}
+
+inline std::vector<std::vector<double>> checkpoint_extras::read(const named_arrays& arrays,
+                                                                const std::filesystem::path& path) const {
+    std::vector<std::vector<double>> values;
+    for (const checkpoint_state* s : states_) {
+        const std::string name = "state/" + s->checkpoint_name();
+        const auto it = std::find_if(arrays.begin(), arrays.end(), [&](const auto& a) { return a.first == name; });
+        if (it == arrays.end() || it->second.dtype != data::npz_dtype::int64) {
+            throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
+                              "' for the state added with add_checkpoint_state");
+        }
+        values.push_back(detail::array_doubles(it->second));
+        s->check_state(values.back());
+    }
+    return values;
+}
+
+namespace detail {
 inline std::vector<std::size_t> variable_shape(const variable_ref& v) {
     return v.cols == 0 ? std::vector<std::size_t>{v.rows} : std::vector<std::size_t>{v.rows, v.cols};
 }

@@ -88,6 +88,25 @@ private:
     std::uint64_t epochs_;
 };
 
+/// Puts fit_options' step rules in place, when they set any, until fit returns or throws.
+template <class Optimizer>
+class rules_scope {
+public:
+    rules_scope(Optimizer& opt, step_rules rules) : opt_(opt), previous_(opt.rules()), active_(rules.active()) {
+        if (active_) opt_.set_rules(std::move(rules));
+    }
+    rules_scope(const rules_scope&) = delete;
+    rules_scope& operator=(const rules_scope&) = delete;
+    ~rules_scope() {
+        if (active_) opt_.restore_rules(std::move(previous_));
+    }
+
+private:
+    Optimizer& opt_;
+    step_rules previous_;
+    bool active_;
+};
+
 /// Clears a hook when fit returns or throws.
 template <class Hook>
 struct hook_reset {
@@ -138,9 +157,15 @@ public:
             history.capture_refusals.push_back(e);
             for (Callback* cb : cbs) cb->on_step_capture_refused(ctx, e);
         };
-        // Each step's hyper-parameters, logged when rules set them (else they are the model's).
-        const step_rules rules{options.learning_rate_schedule, options.coupling};
-        if (rules.active()) engine.optimizer().set_rules(rules);
+        const detail::hook_reset<decltype(engine.planner().on_split)> reset_split{engine.planner().on_split};
+        const detail::hook_reset<decltype(engine.captured().on_refused)> reset_refused{engine.captured().on_refused};
+
+        engine.finish_step();  // a window left open by train_on_batch calls is not mixed into this run
+
+        // Each step's hyper-parameters follow the options' rules while fit runs (the model's own
+        // rules otherwise), and are logged when rules set them.
+        const detail::rules_scope<std::remove_reference_t<decltype(engine.optimizer())>> scope(
+            engine.optimizer(), step_rules{options.learning_rate_schedule, options.coupling});
         const bool log_steps = engine.optimizer().rules().active();
         std::optional<optimizer_step_record> last_step;
         engine.optimizer().on_step = [&](const optimizer_step_record& r) {
@@ -148,10 +173,6 @@ public:
             last_step = r;
         };
         const detail::hook_reset<decltype(engine.optimizer().on_step)> reset_step{engine.optimizer().on_step};
-        const detail::hook_reset<decltype(engine.planner().on_split)> reset_split{engine.planner().on_split};
-        const detail::hook_reset<decltype(engine.captured().on_refused)> reset_refused{engine.captured().on_refused};
-
-        engine.finish_step();  // a window left open by train_on_batch calls is not mixed into this run
         const bool resuming = !options.initial_epoch && resume_.has_value();
         std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->first : 0);
         std::size_t skip_steps = resuming ? resume_->second : 0;

@@ -4,7 +4,6 @@
 // part (train/step/, train/fit.hpp, train/checkpoint.hpp, train/summary.hpp).
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -142,6 +141,7 @@ public:
         }
         // The graphs hold the old optimizer's, loss's and metrics' calls, and the window the old
         // loss's gradients: both go before anything new is allocated.
+        step_.optimizer().check_rules_for(optimizer);
         step_.window().discard();
         step_.captured().reset();
         const float learning_rate = optimizer.learning_rate();
@@ -400,43 +400,26 @@ public:
         named_arrays arrays = checkpoint_arrays<Exec>(step_.variables(), step_.optimizer(),
                                                       {fit_.epoch(), fit_.step(), step_.sample_cursor(), step_.seed(),
                                                        planner.limited() ? planner.limit() : 0});
-        for (const checkpoint_state* s : extra_state_) {
-            arrays.emplace_back("state/" + s->checkpoint_name(), detail::doubles_array(s->save_state()));
-        }
+        extras_.append_to(arrays);
         data::write_npz(path, arrays);
     }
 
     /// State outside the model that checkpoints carry (an adaptive batch schedule, the noise
     /// scale's averages): saved by save_checkpoint, restored by load_checkpoint, which then
     /// requires it. It must outlive the model or be removed first.
-    void add_checkpoint_state(checkpoint_state& s) {
-        for (const checkpoint_state* other : extra_state_) {
-            if (other->checkpoint_name() == s.checkpoint_name()) {
-                throw usage_error("add_checkpoint_state: a state named '" + s.checkpoint_name() + "' is already added");
-            }
-        }
-        extra_state_.push_back(&s);
-    }
-    void remove_checkpoint_state(checkpoint_state& s) { std::erase(extra_state_, &s); }
+    void add_checkpoint_state(checkpoint_state& s) { extras_.add(s); }
+    void remove_checkpoint_state(checkpoint_state& s) { extras_.remove(s); }
 
     /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
-    /// optimizer (the slots must match); everything is checked before anything is changed.
-    void load_checkpoint(const std::filesystem::path& path) {
+    /// optimizer (the slots must match); everything is checked before anything is changed. With
+    /// `resume` false, the next fit() does not start where the checkpoint was taken (a state put
+    /// back after a detour, as measure_step_times does).
+    void load_checkpoint(const std::filesystem::path& path, bool resume = true) {
         require_compiled("load_checkpoint");
         const named_arrays arrays = data::read_npz(path);
-        std::vector<std::vector<double>> extra;
-        for (const checkpoint_state* e : extra_state_) {
-            const std::string name = "state/" + e->checkpoint_name();
-            const auto it = std::find_if(arrays.begin(), arrays.end(), [&](const auto& a) { return a.first == name; });
-            if (it == arrays.end() || it->second.dtype != data::npz_dtype::int64) {
-                throw shape_error("load_checkpoint: " + path.string() + " has no array '" + name +
-                                  "' for the state added with add_checkpoint_state");
-            }
-            extra.push_back(detail::array_doubles(it->second));
-            e->check_state(extra.back());
-        }
+        const auto extra = extras_.read(arrays, path);
         const restored_state s = restore_checkpoint<Exec>(arrays, path, step_.variables(), step_.optimizer());
-        for (std::size_t i = 0; i < extra_state_.size(); ++i) extra_state_[i]->restore_state(extra[i]);
+        extras_.restore(extra);
         step_.window().discard();
         step_.optimizer().restore_counters(s.iterations, s.samples_seen, s.reference_batch);
         step_.optimizer().set_learning_rate(s.learning_rate);
@@ -445,7 +428,7 @@ public:
         step_.captured().drop();
         step_.planner().restore_limit(s.position.micro_batch_limit);
         step_.set_position(s.position.epoch, s.position.sample);
-        fit_.resume_at(s.position.epoch, s.position.step);
+        if (resume) fit_.resume_at(s.position.epoch, s.position.step);
     }
 
     /// Layers, output shapes (the batch dimension is None for a dynamic batch) and parameter
@@ -537,7 +520,7 @@ private:
     fit_loop fit_;
     host_batch_buffers<in_features> host_;
     data::batch_data eval_batch_;
-    std::vector<checkpoint_state*> extra_state_;
+    checkpoint_extras extras_;
 };
 
 }  // namespace batchwise

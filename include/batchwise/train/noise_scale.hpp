@@ -51,15 +51,20 @@ struct noise_scale_sample {
 };
 
 namespace detail {
+/// The preconditioner of one parameter: Adam's 1 / (sqrt(v) + eps), RMSprop's 1 / sqrt(v + eps).
+BATCHWISE_HOST_DEVICE inline float preconditioner(float v, float epsilon, bool inside) {
+    return inside ? 1.0f / std::sqrt(v + epsilon) : 1.0f / (std::sqrt(v) + epsilon);
+}
 struct square_into {
-    const float* a;
+    const float* a;  // null: b alone
     const float* b;  // null: a alone
     const float* v;  // null: no preconditioning
-    float scale, epsilon;
+    float epsilon;
+    bool inside;
     float* out;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        float x = b != nullptr ? a[i] + b[i] : a[i];
-        if (v != nullptr) x /= std::sqrt(scale * v[i]) + epsilon;
+        float x = a == nullptr ? b[i] : (b != nullptr ? a[i] + b[i] : a[i]);
+        if (v != nullptr) x *= preconditioner(v[i], epsilon, inside);
         out[i] = x * x;
     }
 };
@@ -93,8 +98,10 @@ public:
     void observe_micro_batch(std::span<const gradient_buffer> sums, std::size_t samples,
                              const second_moment_view& moments) override {
         const double b = static_cast<double>(samples);
-        small_ += squared_norm(sums, nullptr, nullptr) / b;
-        if (!moments.values.empty()) small_pre_ += squared_norm(sums, nullptr, &moments) / b;
+        prepare(sums);
+        const norm_sums n = norms(sums, false, moments, false);
+        small_ += n.plain / b;
+        small_pre_ += n.preconditioned / b;
         micro_samples_ += samples;
         ++micro_batches_;
     }
@@ -105,39 +112,49 @@ public:
         const bool preconditioned = !g.second_moments.values.empty();
         noise_scale_sample x;
         if (micro_batches_ >= 2 && micro_samples_ == g.samples) {
-            x = estimate(small_, squared_norm(g.gradients, nullptr, nullptr), big, micro_batches_);
-            if (preconditioned && !std::isnan(small_pre_)) {
-                const noise_scale_sample p =
-                    estimate(small_pre_, squared_norm(g.gradients, nullptr, &g.second_moments), big, micro_batches_);
+            prepare(g.gradients);
+            const norm_sums n = norms(g.gradients, false, g.second_moments, false);
+            x = estimate(small_, n.plain, big, micro_batches_);
+            if (preconditioned) {
+                const noise_scale_sample p = estimate(small_pre_, n.preconditioned, big, micro_batches_);
                 x.preconditioned_trace = p.trace;
                 x.preconditioned_squared_mean = p.squared_mean;
             }
             x.estimator = noise_scale_estimator::micro_batches;
-            keep_previous(g, false);
+            previous_samples_ = 0;
             record(x);
         } else {
-            // One micro-batch: this step and the one before are the two "small" batches.
-            const double now = squared_norm(g.gradients, nullptr, nullptr);
-            const double now_pre = preconditioned ? squared_norm(g.gradients, nullptr, &g.second_moments) : 0.0;
-            if (previous_samples_ > 0 && previous_.size() == g.gradients.size()) {
+            // One micro-batch: this step and the one before are the two "small" batches. One
+            // pass takes both norms and keeps this step's gradient for the next.
+            prepare(g.gradients);
+            const bool paired = previous_samples_ > 0;
+            const norm_sums n = norms(g.gradients, paired, g.second_moments, true);
+            if (paired) {
                 const double total = big + static_cast<double>(previous_samples_);
-                const double small = now / big + previous_norm_ / static_cast<double>(previous_samples_);
-                x = estimate(small, squared_norm(g.gradients, &previous_, nullptr), total, 2);
-                if (preconditioned && previous_preconditioned_) {
-                    const double small_pre = now_pre / big + previous_norm_pre_ / static_cast<double>(previous_samples_);
-                    const noise_scale_sample p =
-                        estimate(small_pre, squared_norm(g.gradients, &previous_, &g.second_moments), total, 2);
+                const double before = static_cast<double>(previous_samples_);
+                x = estimate(n.plain / big + previous_norm_ / before, n.paired, total, 2);
+                if (preconditioned) {
+                    // Both steps under this step's preconditioner, so that the terms compare.
+                    const noise_scale_sample p = estimate(n.preconditioned / big + n.previous_preconditioned / before,
+                                                          n.paired_preconditioned, total, 2);
                     x.preconditioned_trace = p.trace;
                     x.preconditioned_squared_mean = p.squared_mean;
                 }
                 x.estimator = noise_scale_estimator::consecutive_steps;
                 record(x);
             }
-            keep_previous(g, true);
-            previous_norm_ = now;
-            previous_norm_pre_ = now_pre;
-            previous_preconditioned_ = preconditioned;
+            previous_samples_ = g.samples;
+            previous_norm_ = n.plain;
         }
+        small_ = 0.0;
+        small_pre_ = 0.0;
+        micro_samples_ = 0;
+        micro_batches_ = 0;
+    }
+
+    /// A window was abandoned (a non-finite loss, loss_and_gradients): its micro-batches do not
+    /// count.
+    void discarded() override {
         small_ = 0.0;
         small_pre_ = 0.0;
         micro_samples_ = 0;
@@ -183,7 +200,6 @@ public:
             s.insert(s.end(), {t->trace, t->squared_mean, t->preconditioned_trace, t->preconditioned_squared_mean});
         }
         s.insert(s.end(), {static_cast<double>(epoch_steps_), static_cast<double>(epoch_micro_steps_), previous_norm_,
-                           previous_norm_pre_, previous_preconditioned_ ? 1.0 : 0.0,
                            static_cast<double>(previous_samples_)});
         if (!pending_.empty()) {
             s.insert(s.end(), pending_.begin(), pending_.end());
@@ -197,12 +213,12 @@ public:
             throw io_error("gradient_noise_scale: the saved state has " + std::to_string(s.size()) +
                            " values, fewer than " + std::to_string(header_size));
         }
-        for (const std::size_t count : {std::size_t{4}, std::size_t{13}, std::size_t{14}, std::size_t{18}}) {
-            if (!(s[count] >= 0.0) || s[count] != std::floor(s[count])) {
+        for (const std::size_t count : {std::size_t{4}, std::size_t{13}, std::size_t{14}, std::size_t{16}}) {
+            if (!(s[count] >= 0.0 && s[count] <= 9007199254740992.0) || s[count] != std::floor(s[count])) {
                 throw io_error("gradient_noise_scale: saved count " + std::to_string(s[count]) + " is not a count");
             }
         }
-        if ((s[18] > 0.0) != (s.size() > header_size)) {
+        if ((s[16] > 0.0) != (s.size() > header_size)) {
             throw io_error("gradient_noise_scale: the saved previous step and its gradient do not agree");
         }
     }
@@ -214,9 +230,7 @@ public:
         epoch_steps_ = static_cast<std::size_t>(s[13]);
         epoch_micro_steps_ = static_cast<std::size_t>(s[14]);
         previous_norm_ = s[15];
-        previous_norm_pre_ = s[16];
-        previous_preconditioned_ = s[17] != 0.0;
-        previous_samples_ = static_cast<std::size_t>(s[18]);
+        previous_samples_ = static_cast<std::size_t>(s[16]);
         // The previous gradient goes into the policy's memory at the next step, when the
         // variables' sizes are known.
         pending_.assign(s.begin() + header_size, s.end());
@@ -227,7 +241,9 @@ public:
 private:
     void restore_pending(std::span<const gradient_buffer> gradients) {
         if (pending_.empty()) return;
+        const std::size_t restored = previous_samples_;
         prepare(gradients);
+        previous_samples_ = restored;
         std::size_t total = 0;
         for (const std::size_t n : previous_sizes_) total += n;
         if (total != pending_.size()) {
@@ -248,7 +264,10 @@ private:
     }
 
     void prepare(std::span<const gradient_buffer> gradients) {
-        if (previous_.size() == gradients.size()) return;
+        bool same = previous_.size() == gradients.size();
+        for (std::size_t i = 0; same && i < gradients.size(); ++i) same = previous_sizes_[i] == gradients[i].size;
+        if (same) return;
+        previous_samples_ = 0;  // another model's variables: nothing to pair with
         previous_.assign(gradients.size(), typename Exec::vector{});
         previous_sizes_.assign(gradients.size(), 0);
         std::size_t largest = 0;
@@ -307,19 +326,6 @@ private:
         if (x.estimator == noise_scale_estimator::micro_batches) ++epoch_micro_steps_;
     }
 
-    /// Keeps this step's gradient sums for the next step's pairing (`keep`), or forgets them.
-    void keep_previous(const step_gradients& g, bool keep) {
-        if (!keep) {
-            previous_samples_ = 0;
-            return;
-        }
-        prepare(g.gradients);
-        for (std::size_t i = 0; i < g.gradients.size(); ++i) {
-            Exec::copy(g.gradients[i].data, g.gradients[i].size, Exec::data(previous_[i]));
-        }
-        previous_samples_ = g.samples;
-    }
-
     [[nodiscard]] std::vector<std::vector<float>> previous_host() const {
         std::vector<std::vector<float>> out;
         if (previous_samples_ == 0) return out;
@@ -330,35 +336,100 @@ private:
         return out;
     }
 
-    /// sum over variables of |a (+ b)|^2, each element divided by sqrt(scale v) + epsilon when
-    /// preconditioned; summed in double.
-    double squared_norm(std::span<const gradient_buffer> a, const std::vector<typename Exec::vector>* b,
-                        const second_moment_view* m) {
-        if constexpr (!HostMemoryPolicy<Exec>) prepare(a);
-        double total = 0.0;
+    /// Squared norms of the gradients `a`, of a + previous (`paired`), and of both with each
+    /// element times its preconditioner (when `m` has second moments); with `keep`, a
+    /// is copied into previous in the same pass. Summed in double.
+    struct norm_sums {
+        double plain = 0.0, paired = 0.0, preconditioned = 0.0, paired_preconditioned = 0.0;
+        double previous_preconditioned = 0.0;  // the previous step's, under this preconditioner
+    };
+    norm_sums norms(std::span<const gradient_buffer> a, bool paired, const second_moment_view& m, bool keep) {
+        norm_sums out;
+        const bool pre = !m.values.empty();
         for (std::size_t i = 0; i < a.size(); ++i) {
-            const float* bi = b != nullptr ? Exec::data((*b)[i]) : nullptr;
-            const float* v = m != nullptr ? m->values[i].data : nullptr;
-            const detail::square_into f{a[i].data, bi, v, m != nullptr ? m->scale : 1.0f,
-                                        m != nullptr ? m->epsilon : 0.0f, nullptr};
+            float* prev = keep || paired ? Exec::data(previous_[i]) : nullptr;
+            const float* v = pre ? m.values[i].data : nullptr;
             if constexpr (HostMemoryPolicy<Exec>) {
-                // Host memory: one pass, no scratch.
-                for (std::size_t j = 0; j < a[i].size; ++j) {
-                    float x = bi != nullptr ? a[i].data[j] + bi[j] : a[i].data[j];
-                    if (v != nullptr) x /= std::sqrt(f.scale * v[j]) + f.epsilon;
-                    total += static_cast<double>(x) * static_cast<double>(x);
+                const host_pass h{a[i].data, prev, v, m.epsilon, m.epsilon_inside_root, a[i].size, keep};
+                if (paired) {
+                    pre ? h.run<true, true>(out) : h.run<true, false>(out);
+                } else {
+                    pre ? h.run<false, true>(out) : h.run<false, false>(out);
                 }
             } else {
-                detail::square_into g = f;
-                g.out = Exec::data(scratch_);
-                Exec::for_each(a[i].size, g);
-                total += Exec::sum(Exec::data(scratch_), a[i].size);
+                const std::size_t n = a[i].size;
+                float* scratch = Exec::data(scratch_);
+                auto sum_of = [&](const float* x, const float* y, const float* vi) {
+                    Exec::for_each(n, detail::square_into{x, y, vi, m.epsilon, m.epsilon_inside_root, scratch});
+                    return Exec::sum(scratch, n);
+                };
+                out.plain += sum_of(a[i].data, nullptr, nullptr);
+                if (pre) out.preconditioned += sum_of(a[i].data, nullptr, v);
+                if (paired) {
+                    out.paired += sum_of(a[i].data, prev, nullptr);
+                    if (pre) {
+                        out.paired_preconditioned += sum_of(a[i].data, prev, v);
+                        out.previous_preconditioned += sum_of(nullptr, prev, v);
+                    }
+                }
+                if (keep) Exec::copy(a[i].data, n, prev);
             }
         }
-        return total;
+        return out;
     }
 
-    static constexpr std::size_t header_size = 19;
+    /// The host loop of norms(): float partial sums in independent lanes over short blocks (so
+    /// that the compiler vectorises them), added up in double per block.
+    struct host_pass {
+        const float* a;
+        float* prev;
+        const float* v;
+        float epsilon;
+        bool inside;
+        std::size_t n;
+        bool keep;
+
+        template <bool Paired, bool Pre>
+        void run(norm_sums& out) const {
+            constexpr std::size_t lanes = 16, block = 256;
+            for (std::size_t start = 0; start < n; start += block) {
+                const std::size_t end = std::min(n, start + block);
+                float plain[lanes] = {}, paired[lanes] = {}, pre[lanes] = {}, paired_pre[lanes] = {}, prev_pre[lanes] = {};
+                auto one = [&](std::size_t j, std::size_t lane) {
+                    const float x = a[j];
+                    plain[lane] += x * x;
+                    if constexpr (Paired) {
+                        const float y = x + prev[j];
+                        paired[lane] += y * y;
+                        if constexpr (Pre) {
+                            const float p = detail::preconditioner(v[j], epsilon, inside);
+                            pre[lane] += (x * p) * (x * p);
+                            paired_pre[lane] += (y * p) * (y * p);
+                            prev_pre[lane] += (prev[j] * p) * (prev[j] * p);
+                        }
+                    } else if constexpr (Pre) {
+                        const float p = detail::preconditioner(v[j], epsilon, inside);
+                        pre[lane] += (x * p) * (x * p);
+                    }
+                };
+                std::size_t i = start;
+                for (; i + lanes <= end; i += lanes) {
+                    for (std::size_t l = 0; l < lanes; ++l) one(i + l, l);
+                }
+                for (std::size_t l = 0; i < end; ++i, ++l) one(i, l);
+                for (std::size_t l = 0; l < lanes; ++l) {
+                    out.plain += plain[l];
+                    out.paired += paired[l];
+                    out.preconditioned += pre[l];
+                    out.paired_preconditioned += paired_pre[l];
+                    out.previous_preconditioned += prev_pre[l];
+                }
+                if (keep) std::copy(a + start, a + end, prev + start);
+            }
+        }
+    };
+
+    static constexpr std::size_t header_size = 17;
     options o_;
     double small_ = 0.0, small_pre_ = 0.0;
     std::size_t micro_samples_ = 0, micro_batches_ = 0;
@@ -366,8 +437,7 @@ private:
     std::vector<std::size_t> previous_sizes_;
     std::vector<double> pending_;  // a restored previous gradient, not yet in the policy's memory
     std::size_t previous_samples_ = 0;
-    double previous_norm_ = 0.0, previous_norm_pre_ = 0.0;
-    bool previous_preconditioned_ = false;
+    double previous_norm_ = 0.0;
     typename Exec::vector scratch_;
     terms ema_{0.0, 0.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
     terms epoch_, total_;

@@ -28,10 +28,22 @@ public:
 
     /// Replaces the optimizer, with fresh slots and the step counter at 0. The new slots are
     /// allocated before anything is replaced: if that fails, the old optimizer stays.
+    /// Throws when the step rules cannot apply to this optimizer; Model::compile asks before it
+    /// changes anything.
+    template <class Optimizer>
+    void check_rules_for(const Optimizer& optimizer) const {
+        const detail::optimizer_holder<Optimizer, Exec> probe(optimizer);
+        if (rules_.coupling.rule == coupling_rule::adam_sqrt && !probe.moments().present) {
+            throw usage_error("Model::compile: the step rules use coupling_rule::adam_sqrt, which rescales moment "
+                              "decays that " + std::string(Optimizer::name) + " does not have");
+        }
+    }
+
     template <class Optimizer>
     void compile(Optimizer optimizer, const variable_set& vars) {
         const std::size_t slots = optimizer.slot_count();
         if (slots > max_slots) throw usage_error("Model::compile: the optimizer keeps too many slots");
+        check_rules_for(optimizer);
         std::vector<typename Exec::vector> storage;
         for (const auto& v : vars.entries()) {
             if (!v.ref.trainable()) continue;
@@ -49,12 +61,6 @@ public:
             for (std::size_t k = 0; k < slots; ++k) pointers[i][k] = Exec::data(storage[next++]);
         }
         auto holder = std::make_unique<detail::optimizer_holder<Optimizer, Exec>>(std::move(optimizer));
-        learning_rate_ = holder->learning_rate();
-        compiled_moments_ = holder->moments();
-        if (rules_.coupling.rule == coupling_rule::adam_sqrt && !compiled_moments_.present) {
-            throw usage_error("Model::compile: the step rules use coupling_rule::adam_sqrt, which rescales moment "
-                              "decays that " + std::string(holder->name()) + " does not have");
-        }
         // Views of the second moments, made once, so that no step allocates to describe them.
         std::vector<gradient_buffer> moments;
         if (const int k = holder->second_moment_slot(); k >= 0) {
@@ -62,6 +68,8 @@ public:
                 if (vars[i].ref.trainable()) moments.push_back({vars[i].name, pointers[i][k], vars[i].ref.size()});
             }
         }
+        learning_rate_ = holder->learning_rate();
+        compiled_moments_ = holder->moments();
         optimizer_ = std::move(holder);
         storage_ = std::move(storage);
         pointers_ = std::move(pointers);
@@ -107,12 +115,26 @@ public:
         }
         if (rules.coupling.reference_batch != 0) reference_ = rules.coupling.reference_batch;
         rules_ = std::move(rules);
+        ++moments_version_;  // captured updates hold the decays the old rules gave
     }
     [[nodiscard]] const step_rules& rules() const { return rules_; }
+    /// Puts back rules that were in place before (keeps the reference batch; never throws).
+    void restore_rules(step_rules rules) noexcept {
+        rules_ = std::move(rules);
+        ++moments_version_;
+    }
 
     /// What an optimizer step of `samples` samples taken now would use (nothing changes).
     [[nodiscard]] optimizer_step_record hyperparameters_for(std::size_t samples) const {
         optimizer_step_record r{.step = iterations_ + 1, .samples_seen = samples_seen_, .batch = samples};
+        const detail::optimizer_moments& m = compiled_moments_;
+        r.beta_1 = m.beta_1;
+        r.beta_2 = m.beta_2;
+        r.epsilon = m.epsilon;
+        if (!rules_.active()) {
+            r.learning_rate = learning_rate_;
+            return r;
+        }
         const float base = rules_.learning_rate ? rules_.learning_rate(samples_seen_) : learning_rate_;
         if (!(base >= 0.0f) || !std::isfinite(base)) {
             throw usage_error("learning-rate schedule gave " + std::to_string(base) + " after " +
@@ -121,10 +143,12 @@ public:
         const coupling_factors f =
             coupling_factors_for(rules_.coupling, samples, reference_ != 0 ? reference_ : samples, samples_seen_);
         r.learning_rate = static_cast<float>(base * f.learning_rate);
-        if (compiled_moments_.present) {
-            r.beta_1 = coupled_decay(compiled_moments_.beta_1, f.moment_rate);
-            r.beta_2 = coupled_decay(compiled_moments_.beta_2, f.moment_rate);
-            r.epsilon = static_cast<float>(compiled_moments_.epsilon * f.epsilon);
+        if (m.present && rules_.coupling.rule == coupling_rule::adam_sqrt) {
+            if (!m.epsilon_inside_root) r.beta_1 = coupled_decay(m.beta_1, f.moment_rate);
+            r.beta_2 = coupled_decay(m.beta_2, f.moment_rate);
+            // Epsilon added to sqrt(v) scales as sqrt(v) does; inside the root (RMSprop) as v.
+            const double eps = m.epsilon_inside_root ? f.epsilon * f.epsilon : f.epsilon;
+            r.epsilon = static_cast<float>(m.epsilon * eps);
         }
         return r;
     }
@@ -132,10 +156,11 @@ public:
     /// Fixes the hyper-parameters of the step being taken, of `samples` samples: the first
     /// thing step_window::finish does after the reduction.
     void begin_step(std::size_t samples) {
-        if (reference_ == 0 && rules_.coupling.rule != coupling_rule::none) reference_ = samples;
         step_ = hyperparameters_for(samples);
+        if (reference_ == 0 && rules_.coupling.rule != coupling_rule::none) reference_ = samples;
         if (compiled_moments_.present) {
-            const detail::optimizer_moments m{step_.beta_1, step_.beta_2, step_.epsilon, true};
+            const detail::optimizer_moments m{step_.beta_1, step_.beta_2, step_.epsilon, true,
+                                              compiled_moments_.epsilon_inside_root};
             const detail::optimizer_moments now = optimizer_->moments();
             if (m.beta_1 != now.beta_1 || m.beta_2 != now.beta_2 || m.epsilon != now.epsilon) {
                 optimizer_->set_moments(m);
@@ -162,10 +187,8 @@ public:
     /// step and for optimizers without them).
     [[nodiscard]] second_moment_view second_moments() const {
         if (iterations_ == 0 || second_moments_.empty()) return {};
-        const double beta_2 = optimizer_->moments().beta_2;
-        const double correction = 1.0 - std::pow(beta_2, static_cast<double>(iterations_));
-        return {second_moments_, static_cast<float>(correction > 0.0 ? 1.0 / correction : 1.0),
-                optimizer_->moments().epsilon};
+        const detail::optimizer_moments m = optimizer_->moments();
+        return {second_moments_, m.epsilon, m.epsilon_inside_root};
     }
 
     /// The update of variable i for the step being taken, from its summed gradient.

@@ -39,6 +39,9 @@ public:
     /// Not called when the policy spans processes (the sums would be this process's alone).
     virtual void observe_micro_batch(std::span<const gradient_buffer> /*sums*/, std::size_t /*samples*/,
                                      const second_moment_view& /*moments*/) {}
+    /// The open window was abandoned without a step (a non-finite loss, loss_and_gradients):
+    /// what observe_micro_batch saw of it does not count.
+    virtual void discarded() {}
     /// Adds its values to the epoch's logs (History, CsvLogger): fit calls it at every epoch end.
     virtual void add_epoch_values(epoch_logs& /*logs*/) {}
 };
@@ -152,7 +155,7 @@ public:
     /// No micro-batch has written gradients yet: the next one begins the step (and overwrites).
     [[nodiscard]] bool starts_step() const { return !has_grads_; }
     /// Whether the next backward pass adds to the gradients instead of overwriting them.
-    [[nodiscard]] bool backward_accumulates() const { return float_sums && has_grads_ && !separate_sums_; }
+    [[nodiscard]] bool backward_accumulates() const { return float_sums && has_grads_ && !separating(); }
 
     /// Whether a micro-batch that is a whole step may fold plain SGD into its gradient GEMM: the
     /// sums must be the float gradients themselves, the policy must not need the kernels'
@@ -171,7 +174,7 @@ public:
     /// A micro-batch of n rows has written its gradients (`updated_in_gemm`: and updated the
     /// variables its layers update in the GEMM).
     void add(const variable_set& vars, const optimizer_state<Exec>& opt, std::size_t n, bool updated_in_gemm = false) {
-        if (separate_sums_) {
+        if (separating()) {
             const second_moment_view moments = opt.second_moments();
             for (step_observer* o : observers_) {
                 if (o->observes_micro_batches()) o->observe_micro_batch(vars.gradients(false), n, moments);
@@ -179,7 +182,7 @@ public:
         }
         if constexpr (!float_sums) {
             add_to_accumulators(vars, !has_grads_);
-        } else if (separate_sums_) {
+        } else if (separating()) {
             add_to_floats(vars, !has_grads_);
         }
         has_grads_ = true;
@@ -194,7 +197,7 @@ public:
     /// Double or compensated sums back into the float gradients the optimizer reads.
     void write_back(const variable_set& vars) {
         if constexpr (float_sums) {
-            if (!has_grads_ || !separate_sums_) return;
+            if (!has_grads_ || !separating()) return;
             for (std::size_t i = 0; i < vars.size(); ++i) {
                 if (vars[i].ref.trainable()) Exec::copy(Exec::data(floats_[i]), vars[i].ref.size(), vars[i].ref.grad);
             }
@@ -214,6 +217,15 @@ public:
 
     /// Forgets the open window: nothing of it is applied.
     void discard() {
+        const bool had_grads = has_grads_;
+        reset();
+        if (had_grads) {
+            for (step_observer* o : observers_) o->discarded();
+        }
+    }
+
+    /// Ready for the next window.
+    void reset() {
         in_gemm_ = false;
         samples_ = 0;
         local_ = 0;
@@ -271,10 +283,15 @@ public:
                               std::to_string(g.step));
         }
         if constexpr (reduces_layer_statistics<Accum>) net.set_step_statistics(g.samples);
-        opt.begin_step(g.samples);
-        if (!observers_.empty()) {
-            g.second_moments = opt.second_moments();
+        try {
+            // The second moments the micro-batches were observed with: those before this step's
+            // decays are set.
+            if (!observers_.empty()) g.second_moments = opt.second_moments();
+            opt.begin_step(g.samples);
             for (step_observer* o : observers_) o->observe(g);
+        } catch (...) {
+            discard();  // nothing of this step is applied
+            throw;
         }
         if constexpr (std::is_same_v<std::decay_t<Update>, detail::eager_update>) {
             const float scale = 1.0f / static_cast<float>(g.samples);
@@ -287,7 +304,7 @@ public:
             update(std::as_const(g));
         }
         opt.count_step();
-        discard();
+        reset();
         return true;
     }
 
@@ -322,6 +339,12 @@ public:
     [[nodiscard]] std::span<step_observer* const> observers() const { return observers_; }
 
 private:
+    /// Whether micro-batches are summed apart for an observer: only where a window can hold more
+    /// than one (a window of one micro-batch is observed whole, in finish()).
+    [[nodiscard]] bool separating() const {
+        return separate_sums_ && (target_samples() != 0 || target_micro_batches() > 1);
+    }
+
     void update_separate_sums() {
         separate_sums_ = false;
         if constexpr (!ShardingAccumulation<Accum> && !ReducingAccumulation<Accum, Exec>) {
