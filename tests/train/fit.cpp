@@ -630,24 +630,42 @@ TEST_CASE("adaptive batch and step times: errors, and measuring leaves the model
 
     // Timing steps goes through a checkpoint: afterwards the model trains exactly as one that
     // was never timed.
-    auto x = bw_test::random_matrix(64, 8, 3);
-    xt::xtensor<int, 1> y = xt::zeros<int>({std::size_t{64}});
+    const Dataset pool = two_blobs(256, 9).shuffle(256, bw::seed{2});
     model_t timed{bw::seed{17}}, untimed{bw::seed{17}};
     compile(timed);
     compile(untimed);
-    const bw::step_time_table measured = bw::measure_step_times(timed, x, y, {8, 32, 64}, temp_path("timing.npz"), 3);
+    const bw::step_time_table measured = bw::measure_step_times(timed, pool, {8, 32, 64}, temp_path("timing.npz"), 2);
     CHECK(measured.points().size() == 3);
+    for (const auto& [b, seconds] : measured.points()) CHECK(seconds > 0.0);
     CHECK(timed.iterations() == 0);
     CHECK(!std::filesystem::exists(temp_path("timing.npz")));
     const Dataset data = two_blobs(96, 5).shuffle(96, bw::seed{1}).batch(16);
     timed.fit(data, {.epochs = 2, .verbose = 0});
     untimed.fit(data, {.epochs = 2, .verbose = 0});
     CHECK(weights_of(timed) == weights_of(untimed));
-    // After a fit, too: the next fit starts at epoch 0 as it would have, not where timing left it.
-    (void)bw::measure_step_times(timed, x, y, {8, 16}, temp_path("timing.npz"), 2);
+    // After a fit, too: the next fit starts at epoch 0 as it would have, not where timing left it,
+    // and a checkpoint taken after timing holds the position it would have held.
+    (void)bw::measure_step_times(timed, pool, {8, 16}, temp_path("timing.npz"), 2);
+    const auto after_timing = temp_path("after_timing.npz"), untimed_cp = temp_path("untimed.npz");
+    timed.save_checkpoint(after_timing);
+    untimed.save_checkpoint(untimed_cp);
+    const auto position = [](const std::filesystem::path& p) {
+        for (const auto& [name, a] : bw::data::read_npz(p)) {
+            if (name == "training/position") return a.integers;
+        }
+        return std::vector<std::int64_t>{};
+    };
+    CHECK(position(after_timing) == position(untimed_cp));
     const bw::History again = timed.fit(data, {.epochs = 1, .verbose = 0});
     untimed.fit(data, {.epochs = 1, .verbose = 0});
     CHECK(again.epochs == std::vector<std::uint64_t>{0});
     CHECK(weights_of(timed) == weights_of(untimed));
-    CHECK_THROWS_AS(bw::measure_step_times(timed, x, y, {8, 128}, temp_path("timing.npz")), bw::shape_error);
+    // A resume point loaded before timing is still pending after it.
+    timed.load_checkpoint(after_timing);
+    (void)bw::measure_step_times(timed, pool, {8, 16}, temp_path("timing.npz"), 2);
+    CHECK(timed.resume_pending());
+    std::filesystem::remove(after_timing);
+    std::filesystem::remove(untimed_cp);
+    CHECK_THROWS_AS(bw::measure_step_times(timed, pool.batch(8), {8, 16}, temp_path("timing.npz")), bw::usage_error);
+    CHECK_THROWS_AS(bw::measure_step_times(timed, pool, {8, 128}, temp_path("timing.npz")), bw::shape_error);
 }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,7 +21,7 @@
 
 #include "batchwise/batch/schedule.hpp"
 #include "batchwise/core/errors.hpp"
-#include "batchwise/core/xtensor.hpp"
+#include "batchwise/data/dataset.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
 #include "batchwise/train/step/window.hpp"
@@ -64,49 +65,59 @@ private:
     std::vector<std::pair<std::size_t, double>> points_;
 };
 
-/// Times optimizer steps of the model at each size (the median of `repeats` after one untimed
-/// step), on the first rows of x and y, and puts the model back exactly as it was (through a
-/// checkpoint written to `scratch`, then removed; the next fit starts where it would have).
-/// Step observers are detached meanwhile; checkpoint states added to the model are saved and
-/// restored with it.
-template <class M, class X, class Y>
-step_time_table measure_step_times(M& model, const X& x, const Y& y, const std::vector<std::size_t>& sizes,
-                                   const std::filesystem::path& scratch, std::size_t repeats = 5) {
+/// Seconds per optimizer step of `model` trained by fit on `samples` (an unbatched dataset, as it
+/// will be trained: shuffled, mapped) batched at each size, with `prefetch` batches read ahead:
+/// what a step costs in training, data pipeline included. Each size is timed as the difference
+/// between a fit of 2 + `steps` batches and one of 2 (the best of two tries), after an untimed
+/// one that grows the buffers. The model is put back exactly as it was, through a checkpoint
+/// written to `scratch` and then removed (a resume point loaded before stays pending); step
+/// observers are detached meanwhile, and checkpoint states added to the model are restored.
+template <class M>
+step_time_table measure_step_times(M& model, const data::Dataset& samples, const std::vector<std::size_t>& sizes,
+                                   const std::filesystem::path& scratch, std::size_t steps = 8,
+                                   std::size_t prefetch = 2) {
     if (sizes.size() < 2) throw usage_error("measure_step_times: needs at least two batch sizes");
-    if (repeats == 0) throw usage_error("measure_step_times: repeats must be positive");
-    const std::size_t rows = x.shape()[0];
+    if (steps == 0) throw usage_error("measure_step_times: steps must be positive");
+    if (samples.batched()) throw usage_error("measure_step_times: give the dataset before batch(); it batches it");
     const std::size_t largest = *std::max_element(sizes.begin(), sizes.end());
-    if (largest > rows || y.shape()[0] < largest) {
-        throw shape_error("measure_step_times: batch size " + std::to_string(largest) + " needs that many rows; x has " +
-                          std::to_string(rows));
+    if (samples.cardinality() < largest * (steps + 2)) {
+        throw shape_error("measure_step_times: " + std::to_string(steps + 2) + " batches of " + std::to_string(largest) +
+                          " need " + std::to_string(largest * (steps + 2)) + " samples; the dataset has " +
+                          std::to_string(samples.cardinality()));
     }
     const std::vector<step_observer*> observers(model.step_observers().begin(), model.step_observers().end());
-    for (step_observer* o : observers) model.remove_step_observer(*o);
+    const bool resume = model.resume_pending();
     model.save_checkpoint(scratch);
+    auto put_back = [&] {
+        model.load_checkpoint(scratch, resume);
+        std::filesystem::remove(scratch);
+        for (step_observer* o : observers) model.add_step_observer(*o);
+    };
+    for (step_observer* o : observers) model.remove_step_observer(*o);
     std::vector<std::pair<std::size_t, double>> points;
     try {
         for (const std::size_t b : sizes) {
-            const auto xb = xt::eval(xt::view(x, xt::range(0, b)));
-            const auto yb = xt::eval(xt::view(y, xt::range(0, b)));
-            (void)model.train_on_batch(xb, yb);  // grows the buffers: not timed
-            std::vector<double> times;
-            for (std::size_t r = 0; r < repeats; ++r) {
+            const data::Dataset batches = prefetch > 0 ? samples.batch(b).prefetch(prefetch) : samples.batch(b);
+            auto seconds = [&](std::size_t n) {
                 const auto t0 = std::chrono::steady_clock::now();
-                (void)model.train_on_batch(xb, yb);
-                times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+                (void)model.fit(batches, {.epochs = 1, .initial_epoch = 0, .steps_per_epoch = n, .verbose = 0});
+                return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            };
+            (void)seconds(2);  // grows the buffers: not timed
+            double best = std::numeric_limits<double>::infinity();
+            for (int attempt = 0; attempt < 2; ++attempt) {
+                const double few = seconds(2), more = seconds(2 + steps);
+                best = std::min(best, (more - few) / static_cast<double>(steps));
             }
-            std::sort(times.begin(), times.end());
-            points.emplace_back(b, times[times.size() / 2]);
+            // Timer noise larger than the steps themselves: fall back on the longer fit's mean.
+            if (!(best > 0.0)) best = seconds(2 + steps) / static_cast<double>(2 + steps);
+            points.emplace_back(b, best);
         }
     } catch (...) {
-        model.load_checkpoint(scratch, false);
-        std::filesystem::remove(scratch);
-        for (step_observer* o : observers) model.add_step_observer(*o);
+        put_back();
         throw;
     }
-    model.load_checkpoint(scratch, false);
-    std::filesystem::remove(scratch);
-    for (step_observer* o : observers) model.add_step_observer(*o);
+    put_back();
     return step_time_table(std::move(points));
 }
 

@@ -124,6 +124,13 @@ public:
     /// Where a checkpoint taken now resumes: the epoch, and the batches of it already trained.
     [[nodiscard]] std::uint64_t epoch() const { return epoch_; }
     [[nodiscard]] std::size_t step() const { return step_; }
+    /// Where a checkpoint taken now resumes, without a pending resume (a state put back).
+    void set_position(std::uint64_t epoch, std::size_t step) {
+        epoch_ = epoch;
+        step_ = step;
+    }
+    /// Whether a loaded checkpoint's position waits for the next fit().
+    [[nodiscard]] bool resume_pending() const { return resume_.has_value(); }
     /// A loaded checkpoint's position: the next fit() (without initial_epoch) starts there.
     void resume_at(std::uint64_t epoch, std::size_t step) {
         epoch_ = epoch;

@@ -428,8 +428,14 @@ public:
         step_.captured().drop();
         step_.planner().restore_limit(s.position.micro_batch_limit);
         step_.set_position(s.position.epoch, s.position.sample);
-        if (resume) fit_.resume_at(s.position.epoch, s.position.step);
+        if (resume) {
+            fit_.resume_at(s.position.epoch, s.position.step);
+        } else {
+            fit_.set_position(s.position.epoch, s.position.step);
+        }
     }
+    /// Whether the next fit() (without initial_epoch) resumes where a loaded checkpoint left off.
+    [[nodiscard]] bool resume_pending() const { return fit_.resume_pending(); }
 
     /// Layers, output shapes (the batch dimension is None for a dynamic batch) and parameter
     /// counts, laid out as Keras prints them.
