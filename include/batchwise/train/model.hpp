@@ -114,22 +114,7 @@ public:
                       "Model::compile: every argument after the loss must be a metric such as "
                       "batchwise::metrics::accuracy.");
         static_assert(sizeof...(Metrics) <= logs::max_metrics, "Model::compile: at most logs::max_metrics metrics.");
-        const target_description d = loss.describe();
-        if (d.sparse_labels && output_shape::rank != 1) {
-            throw shape_error("Model::compile: a sparse loss needs a flat output of class scores, "
-                              "but the network outputs " + output_shape::str());
-        }
-        if (d.sparse_labels) {
-            // A sparse target is one class index per sample: an error metric would compare the
-            // scores with memory past the labels.
-            std::string_view dense_only;
-            ((dense_only = dense_only.empty() && metric_needs_dense_targets<Metrics> ? Metrics::name : dense_only), ...);
-            if (!dense_only.empty()) {
-                throw usage_error("Model::compile: metric '" + std::string(dense_only) + "' compares outputs with "
-                                  "targets of the same shape, but " + std::string(Loss::name) +
-                                  " takes one class index per sample; use metrics::accuracy");
-            }
-        }
+        engine_type::objective_type::template check_compile<output_shape, Loss, Metrics...>(loss);
         if (optimizer.slot_count() > optimizer_state<Exec>::max_slots) {
             throw usage_error("Model::compile: the optimizer keeps too many slots");
         }
@@ -467,12 +452,6 @@ public:
 
 private:
     friend class fit_loop;
-
-    template <class Metric>
-    static constexpr bool metric_needs_dense_targets = [] {
-        if constexpr (requires { Metric::needs_dense_targets; }) return bool{Metric::needs_dense_targets};
-        return false;
-    }();
 
     using processes = detail::processes<Accum>;
     /// An exception thrown in f is announced to the other processes (train/step/processes.hpp).

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "batchwise/core/concepts.hpp"
@@ -32,6 +33,27 @@ struct step_sums {
 template <ExecutionPolicy Exec, std::size_t InFeatures, std::size_t OutFeatures>
 class step_objective {
 public:
+    /// What Model::compile checks of a loss and metrics against a network of output `Shape`.
+    template <class Shape, class Loss, class... Metrics>
+    static void check_compile(const Loss& loss) {
+        const target_description d = loss.describe();
+        if (d.sparse_labels && Shape::rank != 1) {
+            throw shape_error("Model::compile: a sparse loss needs a flat output of class scores, "
+                              "but the network outputs " + Shape::str());
+        }
+        if (d.sparse_labels) {
+            // A sparse target is one class index per sample: an error metric would compare the
+            // scores with memory past the labels.
+            std::string_view dense_only;
+            ((dense_only = dense_only.empty() && needs_dense_targets<Metrics> ? Metrics::name : dense_only), ...);
+            if (!dense_only.empty()) {
+                throw usage_error("Model::compile: metric '" + std::string(dense_only) + "' compares outputs with "
+                                  "targets of the same shape, but " + std::string(Loss::name) +
+                                  " takes one class index per sample; use metrics::accuracy");
+            }
+        }
+    }
+
     template <class Loss, class... Metrics>
     void compile(Loss loss, Metrics... metrics) {
         loss_ = std::make_unique<detail::loss_holder<Loss, Exec>>(std::move(loss));
@@ -125,6 +147,12 @@ public:
     }
 
 private:
+    template <class Metric>
+    static constexpr bool needs_dense_targets = [] {
+        if constexpr (requires { Metric::needs_dense_targets; }) return bool{Metric::needs_dense_targets};
+        return false;
+    }();
+
     std::unique_ptr<detail::loss_base<Exec>> loss_;
     std::vector<std::unique_ptr<detail::metric_base<Exec>>> metrics_;
 };
