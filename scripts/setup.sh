@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages batchwise needs, and only those that are missing, so that running
-# it again costs nothing. Safe to call from every other script.
+# Installs the Debian packages batchwise needs (and any named as arguments), and only those that
+# are missing, so that running it again costs nothing. Safe to call from every other script.
 set -euo pipefail
 
 packages=(
@@ -16,6 +16,9 @@ packages=(
     python3-numpy             # checks that our .npz files are what numpy reads and writes
     python3-venv              # a virtual environment for Conan 2 from PyPI (the Conan package test)
 )
+
+# Packages named on the command line are wanted too (scripts/batch-size-study.sh: gnuplot-nox).
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -549,7 +549,8 @@ TEST_CASE("coupling rules match their formulas, and the update uses exactly the 
     CHECK(f(coupling_rule::linear, 128, 0, 1000).learning_rate == 1.0);
     CHECK(f(coupling_rule::linear, 128, 500, 1000).learning_rate == 2.5);
     CHECK(f(coupling_rule::linear, 128, 1000, 1000).learning_rate == 4.0);
-    CHECK(bw::coupled_decay(0.9f, 4.0) == static_cast<float>(1.0 - (1.0 - double{0.9f}) * 4.0));
+    CHECK(bw::coupled_decay(0.9f, 4.0) == doctest::Approx(0.6).epsilon(1e-6));  // 1 - 4 x 0.1
+    CHECK(bw::coupled_decay(0.999f, 0.5) == doctest::Approx(0.9995).epsilon(1e-6));
     CHECK(bw::coupled_decay(0.5f, 4.0) == 0.0f);  // kept a decay
 
     // A step of 128 under adam_sqrt with reference 32 is exactly Adam with the coupled options.

@@ -3,6 +3,7 @@
 // from a checkpoint bit-identically, and the errors fit reports before training.
 #include "../gradient_check.hpp"
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -421,7 +422,7 @@ std::map<std::uint64_t, float> rates_by_sample(const bw::History& h) {
 
 TEST_CASE("the learning rate at sample s is the same for batch 32, batch 128 and accumulate<4> of 32") {
     const Dataset data = two_blobs(512, 21).shuffle(512, bw::seed{2});
-    const bw::lr::step_decay decay{.initial = 0.01f, .factor = 0.5, .every_samples = 200};
+    const bw::lr::exponential_decay decay{.initial = 0.01f, .rate = 0.5, .every_samples = 200, .staircase = true};
     const bw::fit_options o{.epochs = 2, .verbose = 0, .learning_rate_schedule = decay};
     model_t small{bw::seed{1}}, large{bw::seed{1}};
     accumulating_t accumulated{bw::seed{1}};
@@ -492,7 +493,7 @@ TEST_CASE("a batch that grows under a ramp, with linear coupling, logs the rates
 
     // Smith et al.'s converter: the batch grows by the factor the rate would have fallen, and
     // the rate takes over what is left once the batch is at its largest.
-    const bw::lr::step_decay decay{.initial = 0.1f, .factor = 0.2, .every_samples = 1000};
+    const bw::lr::exponential_decay decay{.initial = 0.1f, .rate = 0.2, .every_samples = 1000, .staircase = true};
     const bw::schedule::from_lr_decay grow{.decay = decay, .initial_batch = 32, .max_batch = 1024};
     CHECK(grow(0) == 32);
     CHECK(grow(1000) == 160);
@@ -668,4 +669,43 @@ TEST_CASE("adaptive batch and step times: errors, and measuring leaves the model
     std::filesystem::remove(untimed_cp);
     CHECK_THROWS_AS(bw::measure_step_times(timed, pool.batch(8), {8, 16}, temp_path("timing.npz")), bw::usage_error);
     CHECK_THROWS_AS(bw::measure_step_times(timed, pool, {8, 128}, temp_path("timing.npz")), bw::shape_error);
+}
+
+TEST_CASE("batch-size science errors: a schedule's bad rate, bad ramps, and saved states that cannot be") {
+    // A learning-rate schedule that gives NaN stops before the step: nothing is applied.
+    model_t m{bw::seed{18}};
+    compile(m);
+    const auto before = weights_of(m);
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(32, 1).batch(16),
+                               {.verbose = 0, .learning_rate_schedule = [](std::uint64_t) { return NAN; }}),
+                         doctest::Contains("learning-rate schedule gave nan"), bw::usage_error);
+    CHECK(m.iterations() == 0);
+    CHECK(!m.window_open());
+    CHECK(weights_of(m) == before);
+    CHECK_THROWS_AS((void)bw::schedule::ramp{.from = 0}(0), bw::usage_error);
+    CHECK_THROWS_AS(two_blobs(8, 1).batch(bw::schedule::ramp{.multiple_of = 0}), bw::usage_error);
+    CHECK_THROWS_AS((void)bw::lr::exponential_decay{}(10), bw::usage_error);
+
+    // Two states under one name, and a state whose saved values it could not have written.
+    bw::gradient_noise_scale<bw_test::exec> gns, other;
+    m.add_step_observer(gns);
+    m.add_checkpoint_state(gns);
+    CHECK_THROWS_WITH_AS(m.add_checkpoint_state(other), doctest::Contains("already added"), bw::usage_error);
+    m.fit(two_blobs(64, 2).batch(16), {.verbose = 0});
+    const auto path = temp_path("bad_state.npz");
+    m.save_checkpoint(path);
+    auto arrays = bw::data::read_npz(path);
+    for (auto& [name, a] : arrays) {
+        if (name == "state/gradient_noise_scale") a.integers[4] = std::bit_cast<std::int64_t>(-1.0);  // a count
+    }
+    bw::data::write_npz(path, arrays);
+    model_t fresh{bw::seed{19}};
+    compile(fresh);
+    bw::gradient_noise_scale<bw_test::exec> restored;
+    fresh.add_checkpoint_state(restored);
+    const auto fresh_weights = weights_of(fresh);
+    CHECK_THROWS_WITH_AS(fresh.load_checkpoint(path), doctest::Contains("is not a count"), bw::io_error);
+    CHECK(weights_of(fresh) == fresh_weights);
+    CHECK(fresh.iterations() == 0);
+    std::filesystem::remove(path);
 }

@@ -96,26 +96,18 @@ using sample_lr_schedule = std::function<float(std::uint64_t samples_seen)>;
 
 namespace lr {
 
-/// The rate times `factor` after every `every_samples` samples (Keras's staircase ExponentialDecay
-/// with its step counted in samples).
-struct step_decay {
-    float initial = 0.001f;
-    double factor = 0.1;
-    std::uint64_t every_samples = 0;
-    [[nodiscard]] float operator()(std::uint64_t s) const {
-        if (every_samples == 0) throw usage_error("lr::step_decay: every_samples must be positive");
-        return static_cast<float>(initial * std::pow(factor, static_cast<double>(s / every_samples)));
-    }
-};
-
-/// initial * rate^(s / over_samples), continuously.
+/// Keras's ExponentialDecay with its step counted in samples: initial * rate^(s / every_samples),
+/// or, with `staircase`, rate^floor(s / every_samples) (a step decay).
 struct exponential_decay {
     float initial = 0.001f;
     double rate = 0.5;
-    std::uint64_t over_samples = 0;
+    std::uint64_t every_samples = 0;
+    bool staircase = false;
     [[nodiscard]] float operator()(std::uint64_t s) const {
-        if (over_samples == 0) throw usage_error("lr::exponential_decay: over_samples must be positive");
-        return static_cast<float>(initial * std::pow(rate, static_cast<double>(s) / static_cast<double>(over_samples)));
+        if (every_samples == 0) throw usage_error("lr::exponential_decay: every_samples must be positive");
+        const double periods = staircase ? static_cast<double>(s / every_samples)
+                                         : static_cast<double>(s) / static_cast<double>(every_samples);
+        return static_cast<float>(initial * std::pow(rate, periods));
     }
 };
 

@@ -42,7 +42,7 @@ struct fit_options {
     std::size_t steps_per_epoch = 0;
     /// 0: silent; 1: progress bar (redrawn in place on a terminal); 2: one line per epoch.
     int verbose = 1;
-    /// The learning rate by samples trained before each optimizer step (lr::step_decay, ...);
+    /// The learning rate by samples trained before each optimizer step (lr::exponential_decay, ...);
     /// unset: the model's learning rate.
     sample_lr_schedule learning_rate_schedule{};
     /// How each step's learning rate (and, with adam_sqrt, Adam's betas and epsilon) follow its

@@ -381,10 +381,7 @@ public:
                               " samples); checkpoint between optimizer steps");
         }
         if (!is_chief()) return;  // every process holds the same state: rank 0 writes it
-        const auto& planner = step_.planner();
-        named_arrays arrays = checkpoint_arrays<Exec>(step_.variables(), step_.optimizer(),
-                                                      {fit_.epoch(), fit_.step(), step_.sample_cursor(), step_.seed(),
-                                                       planner.limited() ? planner.limit() : 0});
+        named_arrays arrays = step_.checkpoint(fit_.epoch(), fit_.step());
         extras_.append_to(arrays);
         data::write_npz(path, arrays);
     }
@@ -403,20 +400,12 @@ public:
         require_compiled("load_checkpoint");
         const named_arrays arrays = data::read_npz(path);
         const auto extra = extras_.read(arrays, path);
-        const restored_state s = restore_checkpoint<Exec>(arrays, path, step_.variables(), step_.optimizer());
+        const training_position at = step_.restore(arrays, path);
         extras_.restore(extra);
-        step_.window().discard();
-        step_.optimizer().restore_counters(s.iterations, s.samples_seen, s.reference_batch);
-        step_.optimizer().set_learning_rate(s.learning_rate);
-        step_.set_seed(s.position.seed);
-        // Dropout's key is derived from the seed when a step is captured.
-        step_.captured().drop();
-        step_.planner().restore_limit(s.position.micro_batch_limit);
-        step_.set_position(s.position.epoch, s.position.sample);
         if (resume) {
-            fit_.resume_at(s.position.epoch, s.position.step);
+            fit_.resume_at(at.epoch, at.step);
         } else {
-            fit_.set_position(s.position.epoch, s.position.step);
+            fit_.set_position(at.epoch, at.step);
         }
     }
     /// Whether the next fit() (without initial_epoch) resumes where a loaded checkpoint left off.

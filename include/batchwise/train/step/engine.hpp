@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <new>
 #include <optional>
@@ -22,6 +23,7 @@
 #include "batchwise/core/errors.hpp"
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/layers/sequential.hpp"
+#include "batchwise/train/checkpoint.hpp"
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/step/captured.hpp"
 #include "batchwise/train/step/micro_batches.hpp"
@@ -133,6 +135,28 @@ public:
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
         capacity_ = rows;
+    }
+
+    // ---- checkpoints ----------------------------------------------------------------------------
+
+    /// The engine's part of a checkpoint: variables, optimizer, seed, micro-batch limit and the
+    /// sample position, with fit's (epoch, step).
+    [[nodiscard]] named_arrays checkpoint(std::uint64_t epoch, std::size_t step) const {
+        return checkpoint_arrays<Exec>(vars_, opt_,
+                                       {epoch, step, sample_cursor_, seed_, planner_.limited() ? planner_.limit() : 0});
+    }
+    /// Restores the engine's part of a checkpoint (everything is checked before anything
+    /// changes) and returns its position.
+    training_position restore(const named_arrays& arrays, const std::filesystem::path& path) {
+        const restored_state s = restore_checkpoint<Exec>(arrays, path, vars_, opt_);
+        window_.discard();
+        opt_.restore_counters(s.iterations, s.samples_seen, s.reference_batch);
+        opt_.set_learning_rate(s.learning_rate);
+        seed_ = s.position.seed;
+        captured_.drop();  // dropout's key is derived from the seed when a step is captured
+        planner_.restore_limit(s.position.micro_batch_limit);
+        set_position(s.position.epoch, s.position.sample);
+        return s.position;
     }
 
     // ---- training -------------------------------------------------------------------------------

@@ -168,8 +168,6 @@ public:
             }
         }
     }
-    /// The hyper-parameters of the step being taken (or last taken).
-    [[nodiscard]] const optimizer_step_record& step_hyperparameters() const { return step_; }
     /// Changes whenever the moment decays an update is built with change (captured graphs hold
     /// them).
     [[nodiscard]] std::uint64_t moments_version() const { return moments_version_; }

@@ -48,11 +48,12 @@ public:
 
 namespace detail {
 
-/// Functors that add a micro-batch's gradient into a double or Kahan-compensated sum, and write
-/// the sum back as the float gradient the optimizer reads.
-struct accumulate_double {
+/// Functors that add a micro-batch's gradient into a sum of its own (float, double or
+/// Kahan-compensated), and write the sum back as the float gradient the optimizer reads.
+template <class T>
+struct accumulate_sum {
     const float* g;
-    double* sum;
+    T* sum;
     bool first;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { sum[i] = first ? g[i] : sum[i] + g[i]; }
 };
@@ -72,11 +73,6 @@ struct accumulate_kahan {
         compensation[i] = (t - sum[i]) - y;
         sum[i] = t;
     }
-};
-struct add_float_sum {
-    const float* g;
-    float* sum;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { sum[i] += g[i]; }
 };
 template <class T>
 struct write_back_sum {
@@ -356,11 +352,7 @@ private:
         for (std::size_t i = 0; i < vars.size(); ++i) {
             const variable_ref& v = vars[i].ref;
             if (!v.trainable()) continue;
-            if (first) {
-                Exec::copy(v.grad, v.size(), Exec::data(floats_[i]));
-            } else {
-                Exec::for_each(v.size(), detail::add_float_sum{v.grad, Exec::data(floats_[i])});
-            }
+            Exec::for_each(v.size(), detail::accumulate_sum<float>{v.grad, Exec::data(floats_[i]), first});
         }
     }
 
@@ -369,7 +361,7 @@ private:
             const variable_ref& v = vars[i].ref;
             if (!v.trainable()) continue;
             if constexpr (std::is_same_v<accumulator_type, double>) {
-                Exec::for_each(v.size(), detail::accumulate_double{v.grad, Exec::data(doubles_[i]), first});
+                Exec::for_each(v.size(), detail::accumulate_sum<double>{v.grad, Exec::data(doubles_[i]), first});
             } else {
                 Exec::for_each(v.size(), detail::accumulate_kahan{v.grad, Exec::data(kahan_[i].first),
                                                                   Exec::data(kahan_[i].second), first});
