@@ -118,8 +118,8 @@ int main(int argc, char** argv) {
     const auto wl = limited.get_weights();
     const auto wr = reference.get_weights();
     for (std::size_t v = 0; v < wl.size(); ++v) {
-        for (std::size_t i = 0; i < wl[v].second.size(); ++i) {
-            max_diff = std::max(max_diff, static_cast<double>(std::fabs(wl[v].second[i] - wr[v].second[i])));
+        for (std::size_t i = 0; i < wl[v].value.size(); ++i) {
+            max_diff = std::max(max_diff, static_cast<double>(std::fabs(wl[v].value.flat(i) - wr[v].value.flat(i))));
         }
     }
     const bool split = micro < o.batch;

@@ -33,9 +33,9 @@ double relative_difference(const A& a_model, const B& b_model) {
     double worst = 0.0;
     for (std::size_t v = 0; v < a.size(); ++v) {
         double d = 0.0, n = 0.0;
-        for (std::size_t i = 0; i < a[v].second.size(); ++i) {
-            d += std::pow(double(a[v].second(i)) - b[v].second(i), 2);
-            n += std::pow(double(a[v].second(i)), 2);
+        for (std::size_t i = 0; i < a[v].value.size(); ++i) {
+            d += std::pow(double(a[v].value.flat(i)) - b[v].value.flat(i), 2);
+            n += std::pow(double(a[v].value.flat(i)), 2);
         }
         worst = std::max(worst, std::sqrt(d / n));
     }

@@ -22,12 +22,11 @@ int main(int argc, char** argv) {
 
     // The memory a step needs is known from the types before anything is allocated.
     constexpr std::size_t budget = M::estimate_memory(1000, adam_slots).total_bytes();
-    std::printf("A step at batch 4096 needs %.1f MB; the budget is %.1f MB, enough for %zu samples.\n\n",
-                static_cast<double>(M::estimate_memory(4096, adam_slots).total_bytes()) / 1e6,
-                static_cast<double>(budget) / 1e6, M{bw::seed{1}}.max_batch_for(budget));
-
     M limited{bw::seed{3}, bw::memory_budget{budget}};
     limited.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}}, bw::metrics::accuracy);
+    std::printf("A step at batch 4096 needs %.1f MB; the budget is %.1f MB, enough for %zu samples.\n\n",
+                static_cast<double>(M::estimate_memory(4096, adam_slots).total_bytes()) / 1e6,
+                static_cast<double>(budget) / 1e6, limited.max_batch_for(budget));
     const bw::History h = limited.fit(data, {.epochs = epochs});
 
     std::printf("\nWhat happened:\n");

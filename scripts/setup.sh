@@ -15,6 +15,7 @@ packages=(
     dataset-fashion-mnist     # the real Fashion-MNIST, for the main example
     python3-numpy             # checks that our .npz files are what numpy reads and writes
     python3-venv              # a virtual environment for Conan 2 from PyPI (the Conan package test)
+    doxygen                   # the API reference, scripts/reference.sh
 )
 
 # Packages named on the command line are wanted too (scripts/batch-size-study.sh: gnuplot-nox).

@@ -23,6 +23,7 @@
 #include "batchwise/layers/dropout.hpp"
 #include "batchwise/layers/normalization.hpp"
 #include "batchwise/layers/pooling.hpp"
+#include "batchwise/layers/preprocessing.hpp"
 #include "batchwise/layers/reshape.hpp"
 #include "batchwise/layers/sequential.hpp"
 #include "batchwise/layers/softmax.hpp"
@@ -33,9 +34,18 @@
 #include "batchwise/optimizers/adam.hpp"
 #include "batchwise/optimizers/rmsprop.hpp"
 #include "batchwise/optimizers/sgd.hpp"
+#include "batchwise/train/adapt.hpp"
 #include "batchwise/train/adaptive_batch.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/model.hpp"
 #include "batchwise/train/noise_scale.hpp"
 #include "batchwise/train/progress_bar.hpp"
+
+/// \namespace batchwise
+/// Everything the library offers: layers, losses, optimizers, metrics, and the Model with its
+/// batch, execution and accumulation policies. Examples write `namespace bw = batchwise;`.
+
+/// \namespace batchwise::data
+/// Datasets and the files they are read from: Dataset (a tf.data-style pipeline: shuffle, batch
+/// by size or schedule, map, prefetch), CSV, IDX, .npy and .npz files, and Fashion-MNIST.

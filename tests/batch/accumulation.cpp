@@ -34,14 +34,14 @@ void check_close(const M1& a, const M2& b, bool elementwise = false, double rel 
     REQUIRE(wa.size() == wb.size());
     for (std::size_t v = 0; v < wa.size(); ++v) {
         double max_diff = 0.0, max_value = 0.0, sq_diff = 0.0, sq_value = 0.0;
-        for (std::size_t i = 0; i < wa[v].second.size(); ++i) {
-            const double x = wa[v].second(i), d = x - double(wb[v].second(i));
+        for (std::size_t i = 0; i < wa[v].value.size(); ++i) {
+            const double x = wa[v].value.flat(i), d = x - double(wb[v].value.flat(i));
             max_diff = std::max(max_diff, std::fabs(d));
             max_value = std::max(max_value, std::fabs(x));
             sq_diff += d * d;
             sq_value += x * x;
         }
-        INFO(wa[v].first << ": 2-norm relative difference " << std::sqrt(sq_diff / sq_value)
+        INFO(wa[v].name << ": 2-norm relative difference " << std::sqrt(sq_diff / sq_value)
                          << ", max-norm relative difference " << max_diff / max_value);
         CHECK(std::sqrt(sq_diff) <= rel * std::sqrt(sq_value));
         if (elementwise) CHECK(max_diff <= rel * max_value);
@@ -247,9 +247,9 @@ TEST_CASE("ghost batch norm: statistics per virtual batch, moving averages from 
     two.train_on_batch(x1, y1);
     two.train_on_batch(x2, y2);
     const auto a = one.get_weights(), b = two.get_weights();
-    CHECK(a[2].first == "batch_normalization/moving_mean");
-    CHECK(xt::allclose(a[2].second, b[2].second, 1e-5, 1e-6));
-    CHECK(xt::allclose(a[3].second, b[3].second, 1e-5, 1e-6));
+    CHECK(a[2].name == "batch_normalization/moving_mean");
+    CHECK(xt::allclose(a[2].value, b[2].value, 1e-5, 1e-6));
+    CHECK(xt::allclose(a[3].value, b[3].value, 1e-5, 1e-6));
 }
 
 TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same weights") {
@@ -260,8 +260,8 @@ TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same
     compile(unsplit, bw::Adam{});
     unsplit.fit(data.batch(bw::schedule::phased{{0, 40}, {1, 200}}), {.epochs = 3, .verbose = 0});
 
-    // A budget that holds a micro-batch of 100 but not 200: epoch 0 (batches of 40) fits, the
-    // larger batches of epoch 1 are split in the middle of training.
+    // A budget that holds a micro-batch of 150 but not 200: epoch 0 (batches of 40) fits, the
+    // larger batches of epoch 1 are split in the middle of training, into the 150 that fit.
     bw_test::Model<Net> probe{bw::seed{6}};
     compile(probe, bw::Adam{});
     const std::size_t budget = decltype(probe)::estimate_memory(150, 2).total_bytes();
@@ -274,13 +274,13 @@ TEST_CASE("out of memory: a budget that forces a split mid-epoch leaves the same
     const bw::History h = limited.fit(data.batch(bw::schedule::phased{{0, 40}, {1, 200}}), {.epochs = 3, .verbose = 0}, log);
     REQUIRE(h.micro_batch_splits.size() == 1);
     CHECK(h.micro_batch_splits[0].from == 200);
-    CHECK(h.micro_batch_splits[0].to == 100);
+    CHECK(h.micro_batch_splits[0].to == 150);
     CHECK(h.micro_batch_splits[0].epoch == 1);
     CHECK(h.micro_batch_splits[0].reason.find("memory budget") != std::string::npos);
     CHECK(log.seen.size() == 1);
-    CHECK(h.micro_batch_limit == std::vector<std::size_t>{0, 100, 100});
+    CHECK(h.micro_batch_limit == std::vector<std::size_t>{0, 150, 150});
     CHECK(h.optimizer_steps == std::vector<std::size_t>{15, 3, 3});  // same steps as unsplit
-    CHECK(limited.micro_batch_limit() == 100);
+    CHECK(limited.micro_batch_limit() == 150);
     CHECK(limited.memory().total_bytes() <= budget);
     CHECK(limited.iterations() == unsplit.iterations());
     check_close(unsplit, limited);
@@ -290,16 +290,36 @@ TEST_CASE("out of memory: not even one sample fits, and static batches never spl
     using Net = bw::Sequential<bw::Input<12>, bw::Dense<64>, bw::ReLU, bw::Dense<4>>;
     using M = bw_test::Model<Net>;
     const std::size_t fixed = M::estimate_memory(0, 0).total_bytes();
-    M tight{bw::seed{1}, bw::memory_budget{fixed + 10}};
+    const std::size_t one = M::estimate_memory(1, 0).total_bytes();
+    M tight{bw::seed{1}, bw::memory_budget{one}};
+    CHECK_THROWS_WITH_AS((void)tight.max_batch_for(one), doctest::Contains("not compiled"), bw::usage_error);
     compile(tight, bw::SGD{});
+    CHECK(tight.max_batch_for(one) == 1);
+    tight.set_memory_budget(bw::memory_budget{fixed + 10});
     const batch b = make_batch(8, 1);
+    // The budget knows at once that no size fits: one error, no halving on the way.
     CHECK_THROWS_WITH_AS(tight.train_on_batch(b.x, b.y), doctest::Contains("not even one sample fits"), bw::out_of_memory);
+    CHECK(tight.micro_batch_splits().empty());
     CHECK(tight.iterations() == 0);
     CHECK(tight.max_batch_for(fixed + 10) == 0);
     CHECK(tight.max_batch_for(M::estimate_memory(37, 0).total_bytes()) == 37);
 
+    // A budget below one sample is refused when the model is built, and names the cost of one.
     CHECK_THROWS_WITH_AS((bw_test::Model<Net>{bw::seed{1}, bw::memory_budget{fixed / 2}}),
-                         doctest::Contains("parameters and their gradients alone"), bw::out_of_memory);
+                         doctest::Contains("one sample needs"), bw::out_of_memory);
+    CHECK_THROWS_WITH_AS((bw_test::Model<Net>{bw::seed{1}, bw::memory_budget{one - 1}}),
+                         doctest::Contains("one sample needs"), bw::out_of_memory);
+
+    // A step refused by the budget continues at the largest size that fits (300 of 1000), not
+    // at the power of two that halving would reach.
+    M exact{bw::seed{1}, bw::memory_budget{M::estimate_memory(300, 0).total_bytes()}};
+    compile(exact, bw::SGD{});
+    const batch big = make_batch(1000, 2);
+    (void)exact.train_on_batch(big.x, big.y);
+    REQUIRE(exact.micro_batch_splits().size() == 1);
+    CHECK(exact.micro_batch_splits()[0].from == 1000);
+    CHECK(exact.micro_batch_splits()[0].to == 300);
+    CHECK(exact.micro_batch_limit() == 300);
     using S = bw_test::Model<Net, bw::static_batch<64>>;
     CHECK_THROWS_WITH_AS((S{bw::seed{1}, bw::memory_budget{S::estimate_memory(32, 0).total_bytes()}}),
                          doctest::Contains("a static batch is never split"), bw::out_of_memory);
@@ -451,9 +471,9 @@ struct regression_data {
     }
     template <class M>
     double true_noise_scale(const M& m) const {
-        const auto w = m.get_weights()[0].second;
+        const auto w = m.get_weights()[0].value;
         double d2 = 0.0;
-        for (std::size_t j = 0; j < regression_dims; ++j) d2 += std::pow(double(w(j)) - double(target[j]), 2);
+        for (std::size_t j = 0; j < regression_dims; ++j) d2 += std::pow(double(w.flat(j)) - double(target[j]), 2);
         const double dims = regression_dims, s2 = double(regression_noise) * double(regression_noise);
         return dims + 1.0 + dims * s2 / d2;
     }

@@ -76,7 +76,7 @@ TEST_CASE("a policy written to the concept alone trains as cpu_blas does, and ch
     CHECK_THROWS_WITH_AS(custom.train_on_batch(bad, y), doctest::Contains("sample 7"), bw::data_error);
     CHECK(custom.iterations() == 3);
     const auto a = custom.get_weights(), b = reference.get_weights();
-    for (std::size_t v = 0; v < a.size(); ++v) CHECK(a[v].second == b[v].second);
+    for (std::size_t v = 0; v < a.size(); ++v) CHECK(a[v].value == b[v].value);
 }
 
 TEST_CASE("philox: known answer, determinism and independence of streams") {

@@ -255,3 +255,41 @@ TEST_CASE("bad datasets are refused with a clear, typed error") {
     CHECK_THROWS_AS(ok.batch(2).shuffle(10, bw::seed{1}), bw::usage_error);
     CHECK_THROWS_AS(ok.shuffle(0, bw::seed{1}), bw::usage_error);
 }
+
+TEST_CASE("split: disjoint, complete and the same every epoch; a fixed shuffle stays fixed") {
+    const Dataset all = indexed(50);
+    const auto [left, right] = bw::data::split(all, 0.8, bw::seed{3});
+    CHECK(left.cardinality() == 40);
+    CHECK(right.cardinality() == 10);
+    const std::vector<float> l0 = read_all(left.batch(7)).values, r0 = read_all(right.batch(7)).values;
+    std::vector<float> both = l0;
+    both.insert(both.end(), r0.begin(), r0.end());
+    std::sort(both.begin(), both.end());
+    CHECK(both == iota_values(50));                  // disjoint and nothing lost
+    CHECK(l0 != std::vector<float>(iota_values(40)));  // shuffled once
+    for (std::uint64_t epoch = 1; epoch < 4; ++epoch) {
+        CHECK(read_all(left.batch(7), epoch).values == l0);
+        CHECK(read_all(right.batch(7), epoch).values == r0);
+    }
+    // Reshuffling the training part each epoch keeps it within its half.
+    const auto reshuffled = read_all(left.shuffle(40, bw::seed{4}).batch(40), 2).values;
+    CHECK(reshuffled != l0);
+    CHECK(std::is_permutation(reshuffled.begin(), reshuffled.end(), l0.begin()));
+    // Without a seed the split keeps the order: the first 80 %, then the rest.
+    const auto [head, tail] = bw::data::split(all, 0.8);
+    CHECK(read_all(tail.batch(10)).values == std::vector<float>{40, 41, 42, 43, 44, 45, 46, 47, 48, 49});
+    (void)head;
+
+    // The trap the split avoids: a per-epoch shuffle followed by take/skip draws a new split
+    // every epoch, so samples move between the parts.
+    const Dataset leaky = all.shuffle(50, bw::seed{3});
+    const auto t0 = read_all(leaky.take(40).batch(40), 0).values, t1 = read_all(leaky.take(40).batch(40), 1).values;
+    CHECK_FALSE(std::is_permutation(t0.begin(), t0.end(), t1.begin()));
+    // shuffle(..., reshuffle_each_iteration = false) is the fixed kind.
+    const Dataset fixed = all.shuffle(50, bw::seed{3}, false);
+    CHECK(read_all(fixed.batch(50), 0).values == read_all(fixed.batch(50), 5).values);
+
+    CHECK_THROWS_WITH_AS(bw::data::split(all, 1.0), doctest::Contains("in (0, 1)"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(bw::data::split(indexed(3), 0.1), doctest::Contains("leaves no samples"), bw::data_error);
+    CHECK_THROWS_AS(bw::data::split(all.batch(5), 0.5), bw::usage_error);
+}

@@ -94,13 +94,13 @@ void check_close(const A& a, const B& b, double rel = 1e-5) {
     for (std::size_t v = 0; v < wa.size(); ++v) {
         double sq_diff = 0.0;
         double sq_value = 0.0;
-        for (std::size_t i = 0; i < wa[v].second.size(); ++i) {
-            const double x = wa[v].second(i);
-            const double d = x - static_cast<double>(wb[v].second(i));
+        for (std::size_t i = 0; i < wa[v].value.size(); ++i) {
+            const double x = wa[v].value.flat(i);
+            const double d = x - static_cast<double>(wb[v].value.flat(i));
             sq_diff += d * d;
             sq_value += x * x;
         }
-        INFO("rank " << world_rank() << ", " << wa[v].first << ": relative difference "
+        INFO("rank " << world_rank() << ", " << wa[v].name << ": relative difference "
                      << std::sqrt(sq_diff / sq_value));
         CHECK(std::sqrt(sq_diff) <= rel * std::sqrt(sq_value));
     }
@@ -323,8 +323,8 @@ TEST_CASE("a checkpoint written by 2 processes resumes at 2 bit-identically, and
         const auto a = uninterrupted.get_weights();
         const auto b = resumed.get_weights();
         for (std::size_t v = 0; v < a.size(); ++v) {
-            INFO(a[v].first);
-            CHECK(a[v].second == b[v].second);
+            INFO(a[v].name);
+            CHECK(a[v].value == b[v].value);
         }
     }
     MPI_Barrier(MPI_COMM_WORLD);

@@ -165,7 +165,7 @@ TEST_CASE_TEMPLATE("the test policy computes what cpu_blas computes: forward, gr
     const auto w_ref = reference.get_weights();
     const auto w_tested = tested.get_weights();
     REQUIRE(w_ref.size() == w_tested.size());
-    for (std::size_t k = 0; k < w_ref.size(); ++k) check_close(as_vector(w_ref[k].second), as_vector(w_tested[k].second), w_ref[k].first);
+    for (std::size_t k = 0; k < w_ref.size(); ++k) check_close(as_vector(w_ref[k].value), as_vector(w_tested[k].value), w_ref[k].name);
     CHECK(reference.iterations() == tested.iterations());
     // Full static batches replay a captured step; a padded one (or a dynamic batch) is eager.
     CHECK(tested.step_captured() == (Config::batch::is_static && Config::rows == Config::batch::extent));

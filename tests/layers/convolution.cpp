@@ -297,11 +297,11 @@ void check_same_weights(const M1& a, const M2& b) {
     REQUIRE(wa.size() == wb.size());
     for (std::size_t v = 0; v < wa.size(); ++v) {
         double diff = 0.0, norm = 0.0;
-        for (std::size_t i = 0; i < wa[v].second.size(); ++i) {
-            diff = std::max(diff, std::fabs(double(wa[v].second(i)) - wb[v].second(i)));
-            norm = std::max(norm, std::fabs(double(wa[v].second(i))));
+        for (std::size_t i = 0; i < wa[v].value.size(); ++i) {
+            diff = std::max(diff, std::fabs(double(wa[v].value.flat(i)) - wb[v].value.flat(i)));
+            norm = std::max(norm, std::fabs(double(wa[v].value.flat(i))));
         }
-        INFO(wa[v].first << ": max difference " << diff << " of max value " << norm);
+        INFO(wa[v].name << ": max difference " << diff << " of max value " << norm);
         CHECK(diff <= 1e-5 * norm);
     }
 }

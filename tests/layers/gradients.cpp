@@ -60,8 +60,17 @@ TEST_CASE("gradient: Softmax") {
     check_layer<bw::Softmax>(7);
 }
 
+// Rates are written as Keras users write them, double or float, and mean the same float.
+static_assert(bw::Dropout<0.2>::rate == 0.2f && bw::Dropout<0.2f>::rate == 0.2f);
+static_assert(std::is_same_v<bw::Dropout<0.2>, bw::Dropout<0.2>> && bw::SpatialDropout2D<0.1>::rate == 0.1f);
+static_assert(bw::BatchNormalization<0.9, 1e-5>::epsilon == 1e-5f && bw::BatchNormalization<0.9, 1e-5>::momentum == 0.9f);
+
+TEST_CASE("gradient: Normalization (the input gradient through the scaling)") {
+    check_layer<bw::Normalization>(16);
+}
+
 TEST_CASE("gradient: Dropout (masks fixed by seed, epoch and sample)") {
-    check_layer<bw::Dropout<0.3f>>(8);
+    check_layer<bw::Dropout<0.3>>(8);
 }
 
 TEST_CASE("gradient: BatchNormalization in training mode") {
@@ -95,12 +104,12 @@ TEST_CASE("BatchNorm: training uses batch statistics, inference the moving avera
     model.train_on_batch(x, y);
     const auto w = model.get_weights();  // gamma, beta, moving_mean, moving_variance
     REQUIRE(w.size() == 4);
-    CHECK(w[2].first == "batch_normalization/moving_mean");
+    CHECK(w[2].name == "batch_normalization/moving_mean");
     // moving = 0.5 * initial + 0.5 * batch: mean (2, 20), biased variance (1, 100).
-    CHECK(w[2].second(0) == doctest::Approx(1.0f));
-    CHECK(w[2].second(1) == doctest::Approx(10.0f));
-    CHECK(w[3].second(0) == doctest::Approx(1.0f));
-    CHECK(w[3].second(1) == doctest::Approx(50.5f));
+    CHECK(w[2].value.flat(0) == doctest::Approx(1.0f));
+    CHECK(w[2].value.flat(1) == doctest::Approx(10.0f));
+    CHECK(w[3].value.flat(0) == doctest::Approx(1.0f));
+    CHECK(w[3].value.flat(1) == doctest::Approx(50.5f));
     const auto p = model.predict(x);
     CHECK(p(0, 0) == doctest::Approx((1.0f - 1.0f) / std::sqrt(1.0f + 1e-3f)));
     CHECK(p(1, 1) == doctest::Approx((30.0f - 10.0f) / std::sqrt(50.5f + 1e-3f)));

@@ -1,10 +1,14 @@
 // Optimizers: each update rule against an independent double-precision reference of Keras's
 // formula over several steps, and every optimizer training small nets to a stated loss with a
-// static and with a dynamic batch.
+// static and with a dynamic batch; PyTorch's conventions against trajectories PyTorch computed.
 #include "../gradient_check.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace bw = batchwise;
@@ -246,4 +250,72 @@ TEST_CASE("every optimizer learns XOR to cross-entropy < 0.05") {
 
 TEST_CASE("every optimizer separates two classes to cross-entropy < 0.05") {
     learn_with_every_optimizer<separable_task>(300, 0.1f);
+}
+
+namespace {
+const bw::data::npz_array& trajectory(const std::string& name) {
+    static const std::vector<std::pair<std::string, bw::data::npz_array>> arrays =
+        bw::data::read_npz(std::string(BATCHWISE_TEST_SOURCE_DIR) + "/optimizers/pytorch_trajectory.npz");
+    for (const auto& [n, a] : arrays) {
+        if (n == name) return a;
+    }
+    FAIL("pytorch_trajectory.npz has no array " << name);
+    throw std::logic_error("unreachable");
+}
+
+/// Trains the fixture's network under `c` for its 8 steps and returns the largest difference
+/// from PyTorch's variables after any step, relative to the variable's largest value.
+template <class Optimizer>
+double pytorch_trajectory_error(const std::string& kind, Optimizer opt, bw::conventions c) {
+    using Net = bw::Sequential<bw::Input<6>, bw::Dense<8, bw::no_bias>, bw::BatchNormalization<0.9, 1e-3>, bw::ReLU,
+                               bw::Dense<3>>;
+    bw_test::Model<Net> m{bw::seed{1}};
+    m.compile(opt, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    m.set_conventions(c);
+    std::vector<bw::named_weight> init = m.get_weights();
+    for (auto& w : init) {
+        const auto& a = trajectory("init/" + w.name);
+        REQUIRE(a.values.size() == w.value.size());
+        std::copy(a.values.begin(), a.values.end(), w.value.begin());
+    }
+    m.set_weights(init);
+    const auto& x = trajectory("x");
+    const auto& y = trajectory("y");
+    const auto& lr = trajectory("lr_sgd");
+    double worst = 0.0;
+    for (std::size_t step = 0; step < 8; ++step) {
+        xt::xtensor<float, 2> xs = xt::zeros<float>({std::size_t{16}, std::size_t{6}});
+        xt::xtensor<int, 1> ys = xt::zeros<int>({std::size_t{16}});
+        for (std::size_t i = 0; i < 16; ++i) {
+            for (std::size_t j = 0; j < 6; ++j) xs(i, j) = x.values[(step * 16 + i) * 6 + j];
+            ys(i) = static_cast<int>(y.integers[step * 16 + i]);
+        }
+        if (kind == "sgd") m.set_learning_rate(lr.values[step]);
+        (void)m.train_on_batch(xs, ys);
+        for (const auto& w : m.get_weights()) {
+            const auto& expected = trajectory(kind + "/" + std::to_string(step + 1) + "/" + w.name);
+            double diff = 0.0, scale = 1e-3;
+            for (std::size_t i = 0; i < w.value.size(); ++i) {
+                diff = std::max(diff, std::fabs(double(w.value.flat(i)) - expected.values[i]));
+                scale = std::max(scale, std::fabs(double(expected.values[i])));
+            }
+            worst = std::max(worst, diff / scale);
+        }
+    }
+    return worst;
+}
+}  // namespace
+
+TEST_CASE("conventions::pytorch reproduces PyTorch's Adam + BatchNorm and SGD-momentum trajectories") {
+    // tests/optimizers/pytorch_trajectory.npz, made by make_pytorch_trajectory.py with PyTorch.
+    const bw::Adam adam{{.learning_rate = 0.01f, .beta_1 = 0.9f, .beta_2 = 0.999f, .epsilon = 0.1f}};
+    const bw::SGD sgd{{.learning_rate = 0.2f, .momentum = 0.9f}};
+    const double adam_error = pytorch_trajectory_error("adam", adam, bw::conventions::pytorch);
+    const double sgd_error = pytorch_trajectory_error("sgd", sgd, bw::conventions::pytorch);
+    MESSAGE("largest relative difference from PyTorch: Adam + BatchNorm " << adam_error << ", SGD " << sgd_error);
+    CHECK(adam_error <= 1e-5);
+    CHECK(sgd_error <= 1e-5);
+    // Keras's conventions are another trajectory: the fixture tells them apart.
+    CHECK(pytorch_trajectory_error("adam", adam, bw::conventions::keras) > 1e-3);
+    CHECK(pytorch_trajectory_error("sgd", sgd, bw::conventions::keras) > 1e-3);
 }

@@ -408,7 +408,7 @@ TEST_CASE("an allocation that really fails (std::bad_alloc) splits the step, wit
     CHECK(std::isfinite(l.loss));
     const auto a = reference.get_weights(), b = constrained.get_weights();
     for (std::size_t v = 0; v < a.size(); ++v) {
-        const double diff = xt::norm_l2(a[v].second - b[v].second)();
-        CHECK(diff <= 1e-5 * xt::norm_l2(a[v].second)());
+        const double diff = xt::norm_l2(a[v].value - b[v].value)();
+        CHECK(diff <= 1e-5 * xt::norm_l2(a[v].value)());
     }
 }

@@ -44,7 +44,8 @@ void compile(M& m) {
               bw::metrics::accuracy);
 }
 
-std::vector<float> weights_of(const model_t& m) {
+template <class M>
+std::vector<float> weights_of(const M& m) {
     std::vector<float> w;
     for (const auto& [name, v] : m.get_weights()) w.insert(w.end(), v.begin(), v.end());
     return w;
@@ -86,7 +87,7 @@ TEST_CASE("fit trains, reports a History with batch sizes, and validates each ep
     compile(m);
     const Dataset train = two_blobs(250, 1), val = two_blobs(100, 2);
     const bw::History h = m.fit(train.shuffle(250, bw::seed{3}).batch(32),
-                                {.epochs = 6, .validation = val.batch(50), .verbose = 0});
+                                {.epochs = 6, .validation_data = val.batch(50), .verbose = 0});
     REQUIRE(h.size() == 6);
     CHECK(h.epochs == std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5});
     CHECK(h["loss"].back() < h["loss"].front());
@@ -145,7 +146,7 @@ TEST_CASE("callbacks see every event in order, with batch sizes") {
     model_t m{bw::seed{3}};
     compile(m);
     recorder r;
-    m.fit(two_blobs(10, 4).batch(4), {.epochs = 2, .validation = two_blobs(4, 5).batch(4), .verbose = 0}, r);
+    m.fit(two_blobs(10, 4).batch(4), {.epochs = 2, .validation_data = two_blobs(4, 5).batch(4), .verbose = 0}, r);
     const std::vector<std::string> expected{
         "train_begin",  "epoch_begin 0 steps 3", "batch_begin 0 size 4", "batch_end 0",
         "batch_begin 1 size 4", "batch_end 1", "batch_begin 2 size 2", "batch_end 2", "epoch_end 0 val",
@@ -162,7 +163,7 @@ TEST_CASE("EarlyStopping stops after patience and restores the best weights") {
     m.set_learning_rate(0.0f);
     bw::EarlyStopping stop({.monitor = "loss", .min_delta = 0.5, .patience = 2});
     const bw::History h = m.fit(two_blobs(64, 6).batch(16), {.epochs = 20, .verbose = 0}, stop);
-    CHECK(h.size() == 4);  // best at epoch 1, then 3 epochs without improvement
+    CHECK(h.size() == 3);  // best at the first epoch, then 2 epochs without improvement (Keras's rule)
     CHECK(h.stop_reason.find("EarlyStopping: loss did not improve") != std::string::npos);
 
     model_t r{bw::seed{5}};
@@ -176,12 +177,12 @@ TEST_CASE("EarlyStopping stops after patience and restores the best weights") {
         }
     } snap;
     const bw::History h2 = r.fit(two_blobs(200, 7).batch(20),
-                                 {.epochs = 30, .validation = two_blobs(60, 8).batch(60), .verbose = 0}, snap, restore);
+                                 {.epochs = 30, .validation_data = two_blobs(60, 8).batch(60), .verbose = 0}, snap, restore);
     REQUIRE(restore.best());
     // Validation accuracy saturates long before 30 epochs, so training must stop early, and the
     // weights put back are those of an earlier epoch than the last one trained.
     REQUIRE(h2.size() < 30);
-    CHECK(h2.stop_reason.find("restored the weights of epoch") != std::string::npos);
+    CHECK(restore.stopped_epoch() == h2.size() - 1);
     CHECK(restore.best_epoch() + 1 < h2.size());
     std::vector<float> now;
     for (const auto& [n, v] : r.get_weights()) now.insert(now.end(), v.begin(), v.end());
@@ -190,6 +191,445 @@ TEST_CASE("EarlyStopping stops after patience and restores the best weights") {
     bw::EarlyStopping missing({.monitor = "val_loss"});
     CHECK_THROWS_WITH_AS(m.fit(two_blobs(8, 1).batch(8), {.epochs = 1, .verbose = 0}, missing),
                          doctest::Contains("needs validation data"), bw::usage_error);
+}
+
+namespace {
+/// A training_context with one weight and a learning rate: enough to drive a callback by hand.
+struct scripted_context final : bw::training_context {
+    float lr = 1.0f;
+    std::vector<float> w{0.0f};
+    [[nodiscard]] float learning_rate() const override { return lr; }
+    void set_learning_rate(float v) override { lr = v; }
+    [[nodiscard]] std::vector<float> weights() const override { return w; }
+    void set_weights(const std::vector<float>& v) override { w = v; }
+    [[nodiscard]] bool weights_finite() const override { return true; }
+    void save_weights(const std::filesystem::path&) const override {}
+    void save_checkpoint(const std::filesystem::path&) const override {}
+    [[nodiscard]] std::uint64_t epochs() const override { return 100; }
+    [[nodiscard]] bool at_step_boundary() const override { return true; }
+};
+
+/// Feeds `values` as the monitored value of consecutive epochs (the weight is the epoch number)
+/// until the callback stops training; returns the number of epochs run.
+std::size_t run_sequence(bw::Callback& cb, scripted_context& ctx, const std::vector<double>& values,
+                         const std::string& key = "val_loss") {
+    cb.on_train_begin(ctx);
+    std::size_t epoch = 0;
+    for (; epoch < values.size() && !ctx.stop_requested(); ++epoch) {
+        ctx.w = {static_cast<float>(epoch)};
+        bw::epoch_logs logs;
+        logs.set(key, values[epoch]);
+        cb.on_epoch_end(ctx, epoch, logs);
+    }
+    cb.on_train_end(ctx, bw::History{});
+    return epoch;
+}
+}  // namespace
+
+TEST_CASE("EarlyStopping follows Keras's rule on fixed sequences") {
+    // The expected epochs are Keras 3's (keras/src/callbacks/early_stopping.py): wait counts
+    // every epoch, an improvement resets it, and training stops once wait >= patience.
+    const std::vector<double> losses{1.0, 0.9, 0.95, 0.93, 0.91, 0.92, 0.5};
+    {
+        scripted_context ctx;
+        bw::EarlyStopping es({.patience = 2});
+        CHECK(run_sequence(es, ctx, losses) == 4);  // epochs 2 and 3 do not improve on 0.9
+        CHECK(es.stopped_epoch() == 3u);
+        CHECK(es.best_epoch() == 1u);
+    }
+    {
+        scripted_context ctx;
+        bw::EarlyStopping es({.patience = 0});
+        CHECK(run_sequence(es, ctx, losses) == 3);  // the first epoch without improvement stops
+    }
+    {
+        // min_delta: 0.9 is not better than 1.0 by more than 0.2, so nothing after epoch 0 improves.
+        scripted_context ctx;
+        bw::EarlyStopping es({.min_delta = 0.2, .patience = 3});
+        CHECK(run_sequence(es, ctx, losses) == 4);
+        CHECK(es.best_epoch() == 0u);
+    }
+    {
+        // A baseline of 0.8: improvements that do not beat it do not restart the count, so the
+        // third epoch is the third without a restart.
+        scripted_context ctx;
+        bw::EarlyStopping es({.patience = 3, .baseline = 0.8});
+        CHECK(run_sequence(es, ctx, losses) == 3);
+        CHECK(es.best_epoch() == 1u);
+    }
+    {
+        // start_from_epoch: the first three epochs are not monitored.
+        scripted_context ctx;
+        bw::EarlyStopping es({.patience = 1, .start_from_epoch = 3});
+        CHECK(run_sequence(es, ctx, losses) == 6);  // best 0.93 at 3, 0.91 at 4, then 0.92 stops
+    }
+    {
+        // Upwards for accuracies; restore_best_weights restores at the end even without a stop.
+        scripted_context ctx;
+        bw::EarlyStopping es({.monitor = "val_accuracy", .patience = 5, .restore_best_weights = true});
+        CHECK(run_sequence(es, ctx, {0.5, 0.7, 0.6, 0.65}, "val_accuracy") == 4);
+        CHECK_FALSE(es.stopped_epoch());
+        CHECK(ctx.w == std::vector<float>{1.0f});  // the weights of epoch 1, the best
+    }
+    CHECK_THROWS_AS(bw::EarlyStopping({.min_delta = -1.0}), bw::usage_error);
+}
+
+
+namespace {
+/// The arrays behind two_blobs, for fit(x, y).
+struct blob_arrays {
+    xt::xtensor<float, 2> x;
+    xt::xtensor<int, 1> y;
+};
+blob_arrays blob_arrays_of(std::size_t n, std::uint64_t s) {
+    blob_arrays a{bw_test::random_matrix(n, 8, s), xt::zeros<int>({n})};
+    for (std::size_t i = 0; i < n; ++i) {
+        a.y(i) = static_cast<int>(i % 2);
+        for (std::size_t j = 0; j < 8; ++j) a.x(i, j) += a.y(i) ? 0.6f : -0.6f;
+    }
+    return a;
+}
+}  // namespace
+
+TEST_CASE("fit on arrays: batch_size, validation_split from the end, shuffle, validation_data") {
+    const blob_arrays a = blob_arrays_of(100, 21);
+    {
+        // Without shuffling, arrays train exactly as the same samples in a batched Dataset.
+        model_t m{bw::seed{3}}, d{bw::seed{3}};
+        compile(m);
+        compile(d);
+        const bw::History h = m.fit(a.x, a.y, {.epochs = 2, .batch_size = 16, .shuffle = false, .verbose = 0});
+        (void)d.fit(Dataset(a.x, a.y).batch(16), {.epochs = 2, .verbose = 0});
+        CHECK(weights_of(m) == weights_of(d));
+        REQUIRE(h.batch_sizes.size() == 2);
+        CHECK(h.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{16, 6}, {4, 1}});
+    }
+    {
+        // validation_split 0.25 holds out the last 25 samples, before any shuffling (Keras's
+        // rule), and trains on the first 75, shuffled each epoch.
+        model_t m{bw::seed{4}};
+        compile(m);
+        const bw::History h = m.fit(a.x, a.y, {.epochs = 3, .validation_split = 0.25, .verbose = 0});
+        CHECK(h.samples == std::vector<std::size_t>{75, 75, 75});
+        CHECK(h.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{32, 2}, {11, 1}});
+        const auto tail_x = xt::view(a.x, xt::range(75, 100), xt::all());
+        const auto tail_y = xt::view(a.y, xt::range(75, 100));
+        const bw::logs v = m.evaluate(xt::xtensor<float, 2>(tail_x), xt::xtensor<int, 1>(tail_y));
+        CHECK(h["val_loss"].back() == doctest::Approx(v.loss).epsilon(1e-6));
+        CHECK(h["val_accuracy"].back() == doctest::Approx(v.values[0]).epsilon(1e-6));
+
+        // Shuffled and unshuffled training differ; shuffling is keyed by the model's seed.
+        model_t same{bw::seed{4}}, unshuffled{bw::seed{4}};
+        compile(same);
+        compile(unshuffled);
+        (void)same.fit(a.x, a.y, {.epochs = 3, .validation_split = 0.25, .verbose = 0});
+        (void)unshuffled.fit(a.x, a.y, {.epochs = 3, .validation_split = 0.25, .shuffle = false, .verbose = 0});
+        CHECK(weights_of(same) == weights_of(m));
+        CHECK(weights_of(unshuffled) != weights_of(m));
+    }
+    {
+        // validation_data as arrays in an unbatched Dataset: batched with batch_size.
+        model_t m{bw::seed{5}};
+        compile(m);
+        const blob_arrays v = blob_arrays_of(30, 22);
+        const bw::History h = m.fit(a.x, a.y, {.epochs = 1, .batch_size = 25, .validation_data = Dataset(v.x, v.y), .verbose = 0});
+        CHECK(h["val_loss"].front() == doctest::Approx(m.evaluate(v.x, v.y).loss).epsilon(1e-6));
+        // An unbatched dataset is batched with batch_size too.
+        const bw::History hd = m.fit(Dataset(a.x, a.y), {.epochs = 1, .batch_size = 50, .verbose = 0});
+        CHECK(hd.steps.front() == 2);
+    }
+    model_t m{bw::seed{6}};
+    compile(m);
+    CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.validation_split = 0.2, .validation_data = Dataset(a.x, a.y), .verbose = 0}),
+                         doctest::Contains("not both"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(a.x, a.y).batch(10), {.validation_split = 0.2, .verbose = 0}),
+                         doctest::Contains("data::split"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(a.x, a.y).batch(10), {.batch_size = 5, .verbose = 0}),
+                         doctest::Contains("batched already"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.validation_split = 0.999, .verbose = 0}),
+                         doctest::Contains("leaves no training samples"), bw::data_error);
+    CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.validation_split = 1e-17, .verbose = 0}),
+                         doctest::Contains("leaves no validation samples"), bw::data_error);
+    CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.validation_split = 1.5, .verbose = 0}),
+                         doctest::Contains("validation_split must be in [0, 1)"), bw::usage_error);
+    const xt::xtensor<float, 2> wrong = xt::zeros<float>({10, 7});
+    CHECK_THROWS_WITH_AS(m.fit(wrong, xt::xtensor<int, 1>(xt::zeros<int>({10})), {.verbose = 0}),
+                         doctest::Contains("fit: inputs have shape (10, 7)"), bw::shape_error);
+    CHECK_THROWS_WITH(m.fit(a.x, xt::xtensor<int, 1>(xt::zeros<int>({99})), {.verbose = 0}),
+                      doctest::Contains("fit: 100 input samples but 99 targets"));
+    // A dataset is checked by its whole sample shape, as arrays are.
+    const xt::xtensor<float, 3> square = xt::zeros<float>({10, 2, 4});
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(square, xt::xtensor<int, 1>(xt::zeros<int>({10}))).batch(5), {.verbose = 0}),
+                         doctest::Contains("samples have shape (2, 4) but the network's Input is (8,)"), bw::shape_error);
+}
+
+TEST_CASE("a second fit continues the first: one longer fit, bit for bit") {
+    const Dataset d = two_blobs(48, 23).shuffle(48, bw::seed{9}).batch(8);
+    model_t whole{bw::seed{7}}, parts{bw::seed{7}};
+    compile(whole);
+    compile(parts);
+    (void)whole.fit(d, {.epochs = 5, .verbose = 0});
+    (void)parts.fit(d, {.epochs = 2, .verbose = 0});
+    const bw::History second = parts.fit(d, {.epochs = 3, .verbose = 0});
+    // Keras numbers a later call's epochs from 0; shuffles and dropout masks continue.
+    CHECK(second.epochs == std::vector<std::uint64_t>{0, 1, 2});
+    CHECK(weights_of(parts) == weights_of(whole));
+
+    // initial_epoch counts over the whole training, as a checkpoint does.
+    model_t explicit_epochs{bw::seed{7}};
+    compile(explicit_epochs);
+    (void)explicit_epochs.fit(d, {.epochs = 2, .verbose = 0});
+    (void)explicit_epochs.fit(d, {.epochs = 5, .initial_epoch = 2, .verbose = 0});
+    CHECK(weights_of(explicit_epochs) == weights_of(whole));
+}
+
+TEST_CASE("gradients and apply_gradients: summed micro-batches step as accumulate<N>; the mean of means does not") {
+    using mlp = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::ReLU, bw::Dropout<0.2>, bw::Dense<2>>;
+    bw_test::Model<mlp> custom{bw::seed{12}}, naive{bw::seed{12}};
+    bw_test::Model<mlp, bw::dynamic_batch, bw_test::exec, bw::accumulate<3>> accumulated{bw::seed{12}};
+    compile(custom);
+    compile(naive);
+    compile(accumulated);
+    const blob_arrays a = blob_arrays_of(64, 30);
+    const std::size_t sizes[] = {7, 25, 32};
+    for (int step = 0; step < 4; ++step) {
+        bw::gradient_sums total, mean_of_means;
+        std::size_t first = 0;
+        for (std::size_t n : sizes) {
+            const xt::xtensor<float, 2> x = xt::view(a.x, xt::range(first, first + n), xt::all());
+            const xt::xtensor<int, 1> y = xt::view(a.y, xt::range(first, first + n));
+            first += n;
+            total += custom.gradients(x, y);
+            (void)accumulated.train_on_batch(x, y);
+            // The literal GradientTape port: each batch's mean gradient, averaged over batches.
+            bw::gradient_sums g = naive.gradients(x, y);
+            for (auto& s : g.sums) s.value /= static_cast<float>(g.samples * 3);
+            g.samples = 1;
+            mean_of_means += g;
+        }
+        CHECK(total.samples == 64);
+        CHECK(custom.iterations() == static_cast<std::uint64_t>(step));  // gradients change nothing
+        custom.apply_gradients(total);
+        mean_of_means.samples = 1;
+        naive.apply_gradients(mean_of_means);
+    }
+    CHECK(custom.iterations() == 4);
+    const auto w = weights_of(custom), w_acc = weights_of(accumulated), w_naive = weights_of(naive);
+    double diff = 0.0, naive_diff = 0.0, norm = 0.0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        diff = std::max(diff, std::fabs(double(w[i]) - w_acc[i]));
+        naive_diff = std::max(naive_diff, std::fabs(double(w_naive[i]) - w_acc[i]));
+        norm = std::max(norm, std::fabs(double(w_acc[i])));
+    }
+    CHECK(diff <= 1e-6 * norm);
+    CHECK(naive_diff > 1e-3 * norm);
+
+    // Wrong sums change nothing.
+    const auto before = weights_of(custom);
+    bw::gradient_sums bad = custom.gradients(a.x, a.y);
+    bad.sums[0].value(0, 0) = std::nanf("");
+    CHECK_THROWS_WITH_AS(custom.apply_gradients(bad), doctest::Contains("not finite"), bw::numeric_error);
+    bad.sums.pop_back();
+    CHECK_THROWS_WITH_AS(custom.apply_gradients(bad), doctest::Contains("trainable"), bw::shape_error);
+    CHECK_THROWS_AS(custom.apply_gradients(bw::gradient_sums{}), bw::usage_error);
+    CHECK(weights_of(custom) == before);
+    CHECK(custom.iterations() == 4);
+}
+
+TEST_CASE("class_weight: Keras's weighting, exact under accumulation and in a captured step") {
+    const Dataset d = two_blobs(64, 31);
+    const std::map<std::size_t, float> weights{{0, 1.0f}, {1, 3.0f}};
+    using mlp = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::ReLU, bw::Dense<2>>;
+    bw_test::Model<mlp> whole{bw::seed{13}}, plain{bw::seed{13}};
+    bw_test::Model<mlp, bw::dynamic_batch, bw_test::exec, bw::accumulate<4>> split{bw::seed{13}};
+    bw_test::Model<mlp, bw::static_batch<64>> fixed{bw::seed{13}};  // captured where the policy captures
+    compile(whole);
+    compile(plain);
+    compile(split);
+    compile(fixed);
+    const bw::History hw = whole.fit(d.batch(64), {.epochs = 3, .class_weight = weights, .verbose = 0});
+    (void)split.fit(d.batch(16), {.epochs = 3, .class_weight = weights, .verbose = 0});
+    (void)fixed.fit(d.batch(64), {.epochs = 3, .class_weight = weights, .verbose = 0});
+    const bw::History hp = plain.fit(d.batch(64), {.epochs = 3, .verbose = 0});
+    const auto w = weights_of(whole);
+    auto max_rel = [&](const std::vector<float>& v) {
+        double diff = 0.0, norm = 0.0;
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            diff = std::max(diff, std::fabs(double(w[i]) - v[i]));
+            norm = std::max(norm, std::fabs(double(w[i])));
+        }
+        return diff / norm;
+    };
+    CHECK(max_rel(weights_of(split)) <= 1e-6);
+    CHECK(max_rel(weights_of(fixed)) <= 1e-6);
+    CHECK(max_rel(weights_of(plain)) > 1e-3);  // the weights change training
+    // The first epoch's loss, before any update, is the weighted mean over samples.
+    CHECK(hw["loss"][0] > hp["loss"][0]);
+    // Class weights last as long as fit: the next fit without them trains unweighted.
+    CHECK(whole.fit(d.batch(64), {.epochs = 1, .verbose = 0}).size() == 1);
+
+    // A uniform weight of 2 under plain SGD is a learning rate twice as large.
+    bw_test::Model<mlp> doubled{bw::seed{14}}, faster{bw::seed{14}};
+    doubled.compile(bw::SGD{{.learning_rate = 0.05f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    faster.compile(bw::SGD{{.learning_rate = 0.1f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    (void)doubled.fit(d.batch(16), {.epochs = 2, .class_weight = {{0, 2.0f}, {1, 2.0f}}, .verbose = 0});
+    (void)faster.fit(d.batch(16), {.epochs = 2, .verbose = 0});
+    const auto a = weights_of(doubled), b = weights_of(faster);
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));
+
+    CHECK_THROWS_WITH_AS(plain.fit(d.batch(16), {.class_weight = {{0, 1.0f}}, .verbose = 0}),
+                         doctest::Contains("weights for 1 of the 2 classes"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(plain.fit(d.batch(16), {.class_weight = {{0, 1.0f}, {2, 1.0f}}, .verbose = 0}),
+                         doctest::Contains("has class 2 but the loss has classes 0..1"), bw::usage_error);
+    CHECK_THROWS_WITH_AS(plain.fit(d.batch(16), {.class_weight = {{0, 1.0f}, {1, -1.0f}}, .verbose = 0}),
+                         doctest::Contains("finite and >= 0"), bw::usage_error);
+}
+
+TEST_CASE("Normalization: adapt sets Keras's per-channel statistics, saved with the weights; it trains badly scaled data") {
+    // Three features on very different scales, as in a CSV of raw measurements.
+    const std::size_t n = 400;
+    xt::xtensor<float, 2> x = bw_test::random_matrix(n, 3, 41);
+    xt::xtensor<int, 1> y = xt::zeros<int>({n});
+    for (std::size_t i = 0; i < n; ++i) {
+        y(i) = x(i, 0) + x(i, 1) > 0.0f ? 1 : 0;
+        x(i, 0) = 1000.0f * x(i, 0) + 5000.0f;
+        x(i, 1) = 0.001f * x(i, 1) - 2.0f;
+        x(i, 2) = 3.0f;  // constant: variance 0, kept finite by Keras's epsilon
+    }
+    using Net = bw::Sequential<bw::Input<3>, bw::Normalization, bw::Dense<16>, bw::ReLU, bw::Dense<2>>;
+    bw_test::Model<Net> m{bw::seed{2}};
+    compile(m);
+    bw::adapt(m, x);
+    const auto w = m.get_weights();
+    REQUIRE(w[0].name == "normalization/mean");
+    REQUIRE(w[1].name == "normalization/variance");
+    for (std::size_t c = 0; c < 3; ++c) {
+        double mean = 0.0, var = 0.0;
+        for (std::size_t i = 0; i < n; ++i) mean += x(i, c);
+        mean /= n;
+        for (std::size_t i = 0; i < n; ++i) var += (x(i, c) - mean) * (x(i, c) - mean);
+        var /= n;  // biased, as Keras's adapt
+        CHECK(w[0].value(c) == doctest::Approx(mean).epsilon(1e-6));
+        CHECK(w[1].value(c) == doctest::Approx(var).epsilon(1e-5).scale(1e-12));
+    }
+    // The same statistics from a dataset, batched or not.
+    bw_test::Model<Net> from_dataset{bw::seed{2}};
+    compile(from_dataset);
+    bw::adapt(from_dataset, Dataset(x, y).batch(37));
+    CHECK(from_dataset.get_weights()[0].value == w[0].value);
+
+    // The layer computes (x - mean) / sqrt(variance).
+    using Only = bw::Sequential<bw::Input<3>, bw::Normalization>;
+    bw_test::Model<Only> norm{bw::seed{1}};
+    norm.compile(bw::SGD{}, bw::MeanSquaredError{});
+    bw::adapt(norm, x);
+    const auto out = norm.predict(xt::xtensor<float, 2>(xt::view(x, xt::range(0, 5), xt::all())));
+    for (std::size_t i = 0; i < 5; ++i) {
+        CHECK(out(i, 0) == doctest::Approx((x(i, 0) - w[0].value(0)) / std::sqrt(w[1].value(0))).epsilon(1e-4));
+        CHECK(out(i, 2) == 0.0f);
+    }
+
+    // It trains where the raw features do not.
+    (void)m.fit(x, y, {.epochs = 20, .batch_size = 32, .verbose = 0});
+    using Raw = bw::Sequential<bw::Input<3>, bw::Dense<16>, bw::ReLU, bw::Dense<2>>;
+    bw_test::Model<Raw> raw{bw::seed{2}};
+    compile(raw);
+    (void)raw.fit(x, y, {.epochs = 20, .batch_size = 32, .verbose = 0});
+    const float normalized_accuracy = m.evaluate(x, y)["accuracy"], raw_accuracy = raw.evaluate(x, y)["accuracy"];
+    MESSAGE("accuracy with Normalization " << normalized_accuracy << ", on raw features " << raw_accuracy);
+    CHECK(normalized_accuracy >= 0.95f);
+    CHECK(normalized_accuracy > raw_accuracy + 0.05f);
+
+    // Saved with the weights.
+    const auto path = temp_path("normalization.npz");
+    m.save_weights(path);
+    bw_test::Model<Net> loaded{bw::seed{9}};
+    compile(loaded);
+    loaded.load_weights(path);
+    CHECK(loaded.get_weights()[1].value == m.get_weights()[1].value);
+    std::filesystem::remove(path);
+
+    xt::xtensor<float, 2> bad = x;
+    bad(7, 1) = std::nanf("");
+    CHECK_THROWS_WITH_AS(bw::adapt(m, bad), doctest::Contains("adapt: sample 7 holds a non-finite value"), bw::data_error);
+    CHECK_THROWS_WITH_AS(bw::adapt(m, xt::xtensor<float, 2>(xt::zeros<float>({4, 5}))),
+                         doctest::Contains("adapt: inputs have shape (4, 5)"), bw::shape_error);
+}
+
+TEST_CASE("get_weights and set_weights: shaped, named, checked before anything is copied") {
+    model_t a{bw::seed{8}}, b{bw::seed{9}};
+    compile(a);
+    compile(b);
+    const auto w = a.get_weights();
+    REQUIRE(w.size() == b.get_weights().size());
+    CHECK(w[0].name == "dense/kernel");
+    CHECK(w[0].value.shape() == std::vector<std::size_t>{8, 16});
+    CHECK(w[1].value.shape() == std::vector<std::size_t>{16});
+    b.set_weights(w);
+    CHECK(weights_of(b) == weights_of(a));
+    const xt::xtensor<float, 2> x = bw_test::random_matrix(5, 8, 3);
+    CHECK(b.predict(x) == a.predict(x));
+
+    // In order, without names (Keras's set_weights).
+    model_t c{bw::seed{10}};
+    compile(c);
+    auto unnamed = w;
+    for (auto& e : unnamed) e.name.clear();
+    c.set_weights(unnamed);
+    CHECK(weights_of(c) == weights_of(a));
+
+    // A wrong shape or name changes nothing.
+    model_t d{bw::seed{11}};
+    compile(d);
+    const auto before = weights_of(d);
+    auto bad = w;
+    bad[0].value = xt::zeros<float>({16, 8});
+    CHECK_THROWS_WITH_AS(d.set_weights(bad), doctest::Contains("set_weights: array 'dense/kernel'"), bw::shape_error);
+    bad = w;
+    bad[2].name = "dense_9/kernel";
+    CHECK_THROWS_WITH_AS(d.set_weights(bad), doctest::Contains("that this model does not have"), bw::shape_error);
+    unnamed.pop_back();
+    CHECK_THROWS_WITH_AS(d.set_weights(unnamed), doctest::Contains("unnamed arrays for"), bw::shape_error);
+    CHECK(weights_of(d) == before);
+}
+
+TEST_CASE("ReduceLROnPlateau follows Keras's rule: factor, patience, cooldown, min_lr") {
+    const std::vector<double> flat{1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
+    {
+        scripted_context ctx;
+        bw::ReduceLROnPlateau r({.factor = 0.5, .patience = 2});
+        run_sequence(r, ctx, flat);
+        // Epochs 1 and 2 without improvement: reduce at 2, then at 4 and 6.
+        REQUIRE(r.reductions().size() == 3);
+        CHECK(r.reductions()[0].epoch == 2u);
+        CHECK(r.reductions()[1].epoch == 4u);
+        CHECK(r.reductions()[2].epoch == 6u);
+        CHECK(ctx.lr == 0.125f);
+    }
+    {
+        // A cooldown of 2 epochs after the reduction at 2: epoch 3 is in cooldown, epoch 4 ends
+        // it and counts, epoch 5 reduces again.
+        scripted_context ctx;
+        bw::ReduceLROnPlateau r({.factor = 0.5, .patience = 2, .cooldown = 2});
+        run_sequence(r, ctx, flat);
+        REQUIRE(r.reductions().size() == 2);
+        CHECK(r.reductions()[1].epoch == 5u);
+    }
+    {
+        scripted_context ctx;
+        bw::ReduceLROnPlateau r({.factor = 0.1, .patience = 1, .min_lr = 0.05});
+        run_sequence(r, ctx, flat);
+        CHECK(ctx.lr == 0.05f);  // 1 -> 0.1 -> 0.05, then no further
+        CHECK(r.reductions().size() == 2);
+    }
+    {
+        // Improvements by more than min_delta reset the count.
+        scripted_context ctx;
+        bw::ReduceLROnPlateau r({.patience = 2});
+        run_sequence(r, ctx, {1.0, 0.9, 0.89995, 0.8, 0.79, 0.7});
+        CHECK(r.reductions().empty());
+    }
+    CHECK_THROWS_AS(bw::ReduceLROnPlateau({.factor = 1.0}), bw::usage_error);
 }
 
 TEST_CASE("a non-finite loss: an error without TerminateOnNaN, a clean stop with it") {
@@ -233,7 +673,6 @@ TEST_CASE("fit refuses a dataset that does not fit the model, before training") 
     xt::xtensor<float, 2> x = xt::zeros<float>({10, 7});
     xt::xtensor<int, 1> y = xt::zeros<int>({10});
     CHECK_THROWS_WITH_AS(m.fit(Dataset(x, y).batch(5), {.verbose = 0}), doctest::Contains("(7,)"), bw::shape_error);
-    CHECK_THROWS_AS(m.fit(two_blobs(10, 1), {.verbose = 0}), bw::usage_error);
     xt::xtensor<float, 2> x8 = xt::zeros<float>({10, 8});
     xt::xtensor<float, 2> y2 = xt::zeros<float>({10, 2});
     CHECK_THROWS_WITH_AS(m.fit(Dataset(x8, y2).batch(5), {.verbose = 0}), doctest::Contains("one class index"),
@@ -363,7 +802,7 @@ TEST_CASE("LearningRateScheduler and CsvLogger") {
     bw::LearningRateScheduler halve([](std::uint64_t epoch, float lr) { return epoch == 0 ? lr : lr / 2; });
     const auto csv = temp_path("log.csv");
     bw::CsvLogger log({.filename = csv});
-    const bw::History h = m.fit(two_blobs(32, 1).batch(16), {.epochs = 3, .validation = two_blobs(16, 2).batch(16), .verbose = 0},
+    const bw::History h = m.fit(two_blobs(32, 1).batch(16), {.epochs = 3, .validation_data = two_blobs(16, 2).batch(16), .verbose = 0},
                                 halve, log);
     CHECK(h["learning_rate"] == std::vector<double>{0.01f, 0.005f, 0.0025f});
     std::ifstream in(csv);
@@ -389,7 +828,7 @@ TEST_CASE("ProgressBar: one line per epoch in a log, redrawn in place on a termi
     compile(m);
     std::ostringstream log_out;
     bw::ProgressBar log_bar({.out = &log_out, .interactive = false});
-    m.fit(two_blobs(40, 1).batch(10), {.epochs = 2, .validation = two_blobs(10, 2).batch(10)}, log_bar);
+    m.fit(two_blobs(40, 1).batch(10), {.epochs = 2, .validation_data = two_blobs(10, 2).batch(10)}, log_bar);
     const std::string s = log_out.str();
     CHECK(s.find("Epoch 1/2\n4/4 [==============================] - ") != std::string::npos);
     CHECK(s.find("/step - loss: ") != std::string::npos);

@@ -72,9 +72,9 @@ TEST_CASE("varying batch sizes step to step match an independent reference") {
     bw_test::Model<small_net> model{bw::seed{11}};
     model.compile(bw::SGD{{.learning_rate = 0.1f}}, bw::MeanSquaredError{});
     const auto w = model.get_weights();
-    auto to_double = [](const xt::xtensor<float, 1>& v) { return std::vector<double>(v.begin(), v.end()); };
-    reference_mlp ref{4, 6, 3, to_double(w[0].second), to_double(w[1].second),
-                      to_double(w[2].second), to_double(w[3].second)};
+    auto to_double = [](const xt::xarray<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    reference_mlp ref{4, 6, 3, to_double(w[0].value), to_double(w[1].value),
+                      to_double(w[2].value), to_double(w[3].value)};
     std::uint64_t s = 100;
     for (std::size_t n : {1, 7, 128, 3, 32, 1, 64, 5}) {
         const auto x = bw_test::random_matrix(n, 4, ++s);
@@ -84,9 +84,9 @@ TEST_CASE("varying batch sizes step to step match an independent reference") {
         const auto got = model.get_weights();
         const std::vector<const std::vector<double>*> expected{&ref.w1, &ref.b1, &ref.w2, &ref.b2};
         for (std::size_t v = 0; v < 4; ++v) {
-            for (std::size_t i = 0; i < got[v].second.size(); ++i) {
-                INFO("batch " << n << ", " << got[v].first << "[" << i << "]");
-                REQUIRE(got[v].second(i) == doctest::Approx((*expected[v])[i]).epsilon(1e-4).scale(1e-3));
+            for (std::size_t i = 0; i < got[v].value.size(); ++i) {
+                INFO("batch " << n << ", " << got[v].name << "[" << i << "]");
+                REQUIRE(got[v].value.flat(i) == doctest::Approx((*expected[v])[i]).epsilon(1e-4).scale(1e-3));
             }
         }
     }

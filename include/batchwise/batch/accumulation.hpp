@@ -14,14 +14,20 @@ namespace batchwise {
 /// Accumulator tag: float sums with Kahan compensation, nearly double's accuracy in floats.
 struct compensated_float {};
 
+/// The types gradients may be summed in across a window: float, double, or
+/// compensated_float (Kahan-compensated floats).
 template <class T>
 concept AccumulatorType = std::same_as<T, float> || std::same_as<T, double> || std::same_as<T, compensated_float>;
 
 /// One micro-batch per optimizer step: the ordinary training loop.
 struct no_accumulation {
+    /// A step after every micro-batch.
     static constexpr std::size_t micro_batches = 1;
+    /// 0: the window is counted in micro-batches, not samples.
     static constexpr std::size_t samples = 0;
+    /// The window is fixed by the type.
     static constexpr bool runtime = false;
+    /// Nothing is carried from one micro-batch to the next, so plain float.
     using accumulator_type = float;
 };
 
@@ -30,9 +36,13 @@ struct no_accumulation {
 template <std::size_t K, AccumulatorType Accumulator = float>
 struct accumulate {
     static_assert(K > 0, "accumulate<K> needs K > 0.");
+    /// K micro-batches per optimizer step.
     static constexpr std::size_t micro_batches = K;
+    /// 0: the window is counted in micro-batches.
     static constexpr std::size_t samples = 0;
+    /// The window is fixed by the type.
     static constexpr bool runtime = false;
+    /// The type the window's gradient sums are kept in: float, double or compensated_float.
     using accumulator_type = Accumulator;
 };
 
@@ -41,33 +51,46 @@ struct accumulate {
 template <std::size_t N, AccumulatorType Accumulator = float>
 struct accumulate_to {
     static_assert(N > 0, "accumulate_to<N> needs N > 0.");
+    /// 0: the window is counted in samples.
     static constexpr std::size_t micro_batches = 0;
+    /// N samples per optimizer step.
     static constexpr std::size_t samples = N;
+    /// The window is fixed by the type.
     static constexpr bool runtime = false;
+    /// The type the window's gradient sums are kept in: float, double or compensated_float.
     using accumulator_type = Accumulator;
 };
 
 /// The window is chosen at run time, with Model::set_accumulation(accumulation_window{...}).
 template <AccumulatorType Accumulator = float>
 struct accumulate_runtime {
+    /// One micro-batch per step until Model::set_accumulation sets another window.
     static constexpr std::size_t micro_batches = 1;
+    /// 0 until Model::set_accumulation sets a window in samples.
     static constexpr std::size_t samples = 0;
+    /// The window is set while training, with Model::set_accumulation.
     static constexpr bool runtime = true;
+    /// The type the window's gradient sums are kept in: float, double or compensated_float.
     using accumulator_type = Accumulator;
 };
 
 /// A run-time window: `samples` > 0 steps every that many samples; otherwise every
 /// `micro_batches` micro-batches.
 struct accumulation_window {
+    /// Micro-batches per optimizer step, when `samples` is 0.
     std::size_t micro_batches = 1;
+    /// Samples per optimizer step; 0 counts micro-batches instead.
     std::size_t samples = 0;
 };
 
 /// One trainable variable's gradient at the end of a window: the sum over the window's samples
 /// (not yet divided by their count), in the execution policy's memory.
 struct gradient_buffer {
+    /// The variable's name, as Model::variables() gives it ("dense/kernel").
     std::string_view name;
+    /// The sums, `size` floats in the execution policy's memory.
     float* data = nullptr;
+    /// Number of floats at `data`.
     std::size_t size = 0;
 };
 
@@ -76,8 +99,11 @@ struct gradient_buffer {
 /// 1 / (sqrt(v) + epsilon) (Adam, whose bias correction is one factor for every parameter) or
 /// 1 / sqrt(v + epsilon) (RMSprop). Empty for other optimizers and before their first step.
 struct second_moment_view {
+    /// One buffer of estimates per variable the optimizer keeps them for, named as the variable.
     std::span<const gradient_buffer> values{};
+    /// The optimizer's epsilon, as the preconditioner adds it.
     float epsilon = 0.0f;
+    /// True for 1 / sqrt(v + epsilon) (RMSprop), false for 1 / (sqrt(v) + epsilon) (Adam).
     bool epsilon_inside_root = false;
 };
 
@@ -104,8 +130,11 @@ struct step_gradients {
 
 /// Rows [begin, end) of a call's rows.
 struct row_range {
+    /// The first row.
     std::size_t begin = 0;
+    /// One past the last row.
     std::size_t end = 0;
+    /// Number of rows in the range.
     [[nodiscard]] constexpr std::size_t size() const { return end - begin; }
 };
 

@@ -19,17 +19,18 @@ namespace batchwise {
 enum class coupling_rule {
     /// Nothing changes.
     none,
-    /// The learning rate times k (Goyal et al. 2017, for SGD).
+    /// The learning rate times k (Goyal et al.\ 2017, for SGD).
     linear,
     /// The learning rate times sqrt(k).
     sqrt,
-    /// Malladi et al. 2022's square-root rule for adaptive optimizers: the learning rate times
+    /// Malladi et al.\ 2022's square-root rule for adaptive optimizers: the learning rate times
     /// sqrt(k), 1 - beta_1 and 1 - beta_2 (RMSprop's 1 - rho) times k, epsilon divided by sqrt(k)
     /// (by k for RMSprop, which adds it inside the square root). A decay whose 1 - beta would
     /// pass 1 is held at 0: the rule is meant for k (1 - beta) well below 1.
     adam_sqrt,
 };
 
+/// The rule's name as written in code ("adam_sqrt"), for logs.
 [[nodiscard]] inline const char* to_string(coupling_rule r) {
     switch (r) {
         case coupling_rule::none: return "none";
@@ -42,20 +43,23 @@ enum class coupling_rule {
 
 /// The coupling of Model::fit (fit_options::coupling) or of a custom loop (Model::set_step_rules).
 struct lr_coupling {
+    /// How the hyper-parameters follow the batch size; none by default.
     coupling_rule rule = coupling_rule::none;
     /// The batch size the optimizer's hyper-parameters were chosen for; 0: the first optimizer
     /// step's batch (kept from then on, and saved in checkpoints).
     std::size_t reference_batch = 0;
-    /// Goyal et al.'s gradual warmup: over this many samples the learning-rate factor grows
+    /// Goyal et al.\ 2017's gradual warmup: over this many samples the learning-rate factor grows
     /// linearly from 1 to its full value. 0: none.
     std::uint64_t warmup_samples = 0;
 };
 
 /// Multipliers of one step's hyper-parameters.
 struct coupling_factors {
+    /// Multiplies the learning rate.
     double learning_rate = 1.0;
     /// Multiplies 1 - beta (Adam's both betas, RMSprop's rho).
     double moment_rate = 1.0;
+    /// Multiplies epsilon.
     double epsilon = 1.0;
 };
 
@@ -94,15 +98,21 @@ struct coupling_factors {
 /// batching): fit_options::learning_rate_schedule.
 using sample_lr_schedule = std::function<float(std::uint64_t samples_seen)>;
 
+/// Learning-rate schedules keyed by the samples trained (fit_options::learning_rate_schedule).
 namespace lr {
 
 /// Keras's ExponentialDecay with its step counted in samples: initial * rate^(s / every_samples),
 /// or, with `staircase`, rate^floor(s / every_samples) (a step decay).
 struct exponential_decay {
+    /// The learning rate at sample 0.
     float initial = 0.001f;
+    /// The factor the rate falls by over every_samples samples.
     double rate = 0.5;
+    /// Samples per decay period; must be set (positive).
     std::uint64_t every_samples = 0;
+    /// Whether the rate falls in steps, once per whole period.
     bool staircase = false;
+    /// The learning rate after `s` samples; usage_error when every_samples is 0.
     [[nodiscard]] float operator()(std::uint64_t s) const {
         if (every_samples == 0) throw usage_error("lr::exponential_decay: every_samples must be positive");
         const double periods = staircase ? static_cast<double>(s / every_samples)
@@ -117,8 +127,12 @@ struct exponential_decay {
 /// (empty: the model's learning rate, as set by compile, set_learning_rate or a
 /// LearningRateScheduler) and the coupling to the step's batch size.
 struct step_rules {
+    /// The learning rate by samples seen; empty: the model's own.
     sample_lr_schedule learning_rate{};
+    /// How the hyper-parameters follow each step's batch size.
     lr_coupling coupling{};
+    /// Whether either rule changes anything: otherwise the steps use the optimizer's own
+    /// hyper-parameters unchanged.
     [[nodiscard]] bool active() const { return learning_rate != nullptr || coupling.rule != coupling_rule::none; }
 };
 
@@ -130,11 +144,14 @@ struct optimizer_step_record {
     std::uint64_t samples_seen = 0;
     /// Samples of this step (the effective batch).
     std::size_t batch = 0;
+    /// The learning rate the step used, after schedule, coupling and warmup.
     float learning_rate = 0.0f;
-    /// Adam's betas (RMSprop's rho in beta_2, and 0 in beta_1) and epsilon after coupling; 0 for
-    /// an optimizer without them.
+    /// Adam's beta_1 after coupling; 0 for RMSprop, whose only decay is in beta_2, and for
+    /// an optimizer without one.
     float beta_1 = 0.0f;
+    /// Adam's beta_2, or RMSprop's rho, after coupling; 0 for an optimizer without one.
     float beta_2 = 0.0f;
+    /// Epsilon after coupling; 0 for an optimizer without one.
     float epsilon = 0.0f;
 };
 

@@ -11,21 +11,28 @@ namespace batchwise {
 
 /// The most bytes a model may hold in buffers (parameters, state and per-batch buffers).
 struct memory_budget {
+    /// The ceiling, in bytes; no ceiling by default.
     std::size_t bytes = std::numeric_limits<std::size_t>::max();
 };
 
+/// What training a model holds in memory (Model::estimate_memory(rows, slots), a
+/// constexpr exact to the float): bytes that do not depend on the batch, and bytes for a
+/// micro-batch of `rows` rows.
 struct memory_estimate {
-    std::size_t parameter_bytes = 0;    // every variable's values
-    std::size_t gradient_bytes = 0;     // one gradient per trainable value
-    std::size_t optimizer_bytes = 0;    // optimizer slots
-    std::size_t accumulator_bytes = 0;  // double or compensated gradient sums
-    std::size_t layer_state_bytes = 0;  // other per-layer state (batch norm's step statistics)
-    std::size_t batch_bytes = 0;        // buffers for `rows` samples: activations, gradients, staging
+    std::size_t parameter_bytes = 0;    ///< every variable's values
+    std::size_t gradient_bytes = 0;     ///< one gradient per trainable value
+    std::size_t optimizer_bytes = 0;    ///< optimizer slots
+    std::size_t accumulator_bytes = 0;  ///< double or compensated gradient sums
+    std::size_t layer_state_bytes = 0;  ///< other per-layer state (batch norm's step statistics)
+    std::size_t batch_bytes = 0;        ///< activations, gradients and staging for `rows` samples
+    /// The micro-batch rows that batch_bytes is for.
     std::size_t rows = 0;
 
+    /// Bytes that do not depend on the batch size.
     [[nodiscard]] constexpr std::size_t fixed_bytes() const {
         return parameter_bytes + gradient_bytes + optimizer_bytes + accumulator_bytes + layer_state_bytes;
     }
+    /// Everything, for `rows` rows: what a memory_budget is compared with.
     [[nodiscard]] constexpr std::size_t total_bytes() const { return fixed_bytes() + batch_bytes; }
 };
 

@@ -17,22 +17,30 @@
 #include "batchwise/core/errors.hpp"
 
 namespace batchwise {
+/// Batch-size schedules for Dataset::batch(): by epoch, by step, or by samples read.
 namespace schedule {
 
 /// The same size for every batch.
 struct constant {
+    /// The batch size.
     std::size_t size = 32;
+    /// `size`, whatever the epoch and step.
     [[nodiscard]] std::size_t operator()(std::uint64_t, std::uint64_t) const { return size; }
 };
 
 /// Sizes by epoch: phased{{0, 32}, {5, 128}} trains epochs 0-4 with 32, then 128 from epoch 5.
 class phased {
 public:
+    /// Batches of `size` from epoch `from_epoch` until the next phase starts.
     struct phase {
+        /// The phase's first epoch, counted from 0.
         std::uint64_t from_epoch;
+        /// The batch size during the phase.
         std::size_t size;
     };
 
+    /// The phases in order: the first starts at epoch 0, each later one at a later epoch, and
+    /// no size is 0 (usage_error otherwise).
     phased(std::initializer_list<phase> phases) : phases_(phases) {
         if (phases_.empty() || phases_.front().from_epoch != 0) {
             throw usage_error("schedule::phased: the first phase must start at epoch 0");
@@ -45,6 +53,7 @@ public:
         }
     }
 
+    /// The size of the phase that contains `epoch`.
     [[nodiscard]] std::size_t operator()(std::uint64_t epoch, std::uint64_t) const {
         std::size_t size = phases_.front().size;
         for (const auto& p : phases_) {
@@ -60,12 +69,14 @@ private:
 /// Sizes in turn, one per epoch: cyclic{{32, 64, 128}} gives 32, 64, 128, 32, ...
 class cyclic {
 public:
+    /// The sizes to cycle through: at least one, none 0 (usage_error otherwise).
     cyclic(std::initializer_list<std::size_t> sizes) : sizes_(sizes) {
         if (sizes_.empty()) throw usage_error("schedule::cyclic: needs at least one batch size");
         for (auto s : sizes_) {
             if (s == 0) throw usage_error("schedule::cyclic: a batch size must be positive");
         }
     }
+    /// The size for `epoch`: sizes[epoch % number of sizes].
     [[nodiscard]] std::size_t operator()(std::uint64_t epoch, std::uint64_t) const {
         return sizes_[epoch % sizes_.size()];
     }
@@ -76,18 +87,28 @@ private:
 
 /// How a ramp goes from one size to the other.
 enum class ramp_shape { linear, geometric };
+/// \var ramp_shape::linear
+/// Equal steps: from + (to - from) t, t the fraction of over_samples read.
+/// \var ramp_shape::geometric
+/// Equal factors: from (to / from)^t, so that the size doubles over equal spans of samples.
 
 /// Sizes by samples read since training began (epoch x samples per epoch + samples already read
 /// this epoch), so that the schedule is the same whatever the epochs' lengths: from `from` to
 /// `to` over `over_samples` samples, then `to`. Sizes are rounded to a multiple of `multiple_of`
 /// (fewer distinct sizes, fewer learning-rate changes under coupling).
 struct ramp {
+    /// The size at sample 0.
     std::size_t from = 32;
+    /// The size from `over_samples` samples on.
     std::size_t to = 1024;
+    /// Samples the ramp takes; 0: `to` from the start.
     std::uint64_t over_samples = 0;
+    /// How the size goes from `from` to `to`.
     ramp_shape shape = ramp_shape::linear;
+    /// Sizes are rounded to a multiple of this (one multiple at least).
     std::size_t multiple_of = 1;
 
+    /// The size after `samples` samples; usage_error for a zero size or multiple.
     [[nodiscard]] std::size_t operator()(std::uint64_t samples) const {
         if (from == 0 || to == 0 || multiple_of == 0) {
             throw usage_error("schedule::ramp: sizes and multiple_of must be positive");
@@ -101,16 +122,22 @@ struct ramp {
     }
 };
 
-/// Smith et al. 2018, "Don't decay the learning rate, increase the batch size": the batch size
+/// Smith et al.\ 2018, "Don't decay the learning rate, increase the batch size": the batch size
 /// that replaces a learning-rate decay, keeping learning_rate / batch (the noise of SGD, up to
 /// the dataset size) what the decay would make it. The batch grows by the factor the rate would
 /// have fallen, up to `max_batch`; past it the rest of the decay stays in the learning rate:
 /// give `learning_rate()` to fit_options::learning_rate_schedule and this to batch().
 struct from_lr_decay {
+    /// The learning-rate decay being replaced, as a function of samples seen (an
+    /// lr::exponential_decay, say).
     std::function<float(std::uint64_t)> decay;
+    /// The batch size at sample 0, the one the initial learning rate was chosen for.
     std::size_t initial_batch = 32;
+    /// The largest batch; past it the rest of the decay stays in learning_rate().
     std::size_t max_batch = 4096;
 
+    /// The batch size after `samples` samples: initial_batch times the factor the rate has
+    /// fallen by, at most max_batch.
     [[nodiscard]] std::size_t operator()(std::uint64_t samples) const {
         check();
         const double factor = static_cast<double>(decay(0)) / static_cast<double>(decay(samples));
@@ -142,12 +169,14 @@ private:
 
 /// Any function of the samples read since training began (see ramp).
 struct by_samples {
+    /// The batch size as a function of the samples read since training began.
     std::function<std::size_t(std::uint64_t)> size;
 };
 
 /// Any function of the epoch alone: one size for a whole epoch, so batches are counted without
 /// walking the epoch (adaptive_batch's schedule).
 struct by_epoch {
+    /// The batch size as a function of the epoch, counted from 0.
     std::function<std::size_t(std::uint64_t)> size;
 };
 
@@ -157,19 +186,28 @@ struct by_epoch {
 /// whether the size may change within an epoch, which decides how batches are counted.
 class batch_schedule {
 public:
+    /// The same size for every batch.
     batch_schedule(std::size_t size) : batch_schedule(schedule::constant{size}) {}  // NOLINT
+    /// The same size, written as a plain literal (`batch(128)`); usage_error unless positive.
     batch_schedule(int size) : batch_schedule(checked_size(size)) {}               // NOLINT
+    /// The same size for every batch; usage_error for 0.
     batch_schedule(schedule::constant s) : fn_(by_epoch(s)), per_step_(false) {    // NOLINT
         if (s.size == 0) throw usage_error("batch: the batch size must be positive");
     }
+    /// Sizes by epoch, in phases.
     batch_schedule(schedule::phased s) : fn_(by_epoch(std::move(s))), per_step_(false) {}  // NOLINT
+    /// Sizes by epoch, in turn.
     batch_schedule(schedule::cyclic s) : fn_(by_epoch(std::move(s))), per_step_(false) {}  // NOLINT
+    /// Sizes by samples read; the ramp is checked here, once.
     batch_schedule(schedule::ramp s) : fn_(by_sample(s)), per_step_(true) { (void)s(0); }  // NOLINT
+    /// Sizes by samples read, from a learning-rate decay; checked here, once.
     batch_schedule(schedule::from_lr_decay s) : fn_(by_sample(s)), per_step_(true) { (void)s(0); }  // NOLINT
+    /// Any function of the epoch; usage_error for an empty one.
     batch_schedule(schedule::by_epoch s) : per_step_(false) {  // NOLINT
         if (!s.size) throw usage_error("schedule::by_epoch: no function given");
         fn_ = [f = std::move(s.size)](std::uint64_t e, std::uint64_t, std::uint64_t) { return f(e); };
     }
+    /// Any function of the samples read; usage_error for an empty one.
     batch_schedule(schedule::by_samples s) : per_step_(true) {  // NOLINT
         if (!s.size) throw usage_error("schedule::by_samples: no function given");
         fn_ = by_sample(std::move(s.size));
@@ -191,6 +229,8 @@ public:
         }
         return s;
     }
+    /// Whether the size may change between batches of one epoch; if not, an epoch's batches
+    /// are counted from its one size, without walking the epoch.
     [[nodiscard]] bool changes_within_epoch() const { return per_step_; }
 
 private:

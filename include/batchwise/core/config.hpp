@@ -9,7 +9,10 @@
 #endif
 
 namespace batchwise {
+/// The library's major version (the version of the CMake and Conan packages).
 inline constexpr int version_major = 0;
+/// The library's minor version.
 inline constexpr int version_minor = 1;
+/// The library's patch version.
 inline constexpr int version_patch = 0;
 }  // namespace batchwise

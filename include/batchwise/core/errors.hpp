@@ -27,9 +27,12 @@ public:
 /// `sample()` is the index of the offending sample within the call, when there is one.
 class data_error : public error {
 public:
+    /// What sample() returns when no one sample is to blame.
     static constexpr std::size_t no_sample = static_cast<std::size_t>(-1);
+    /// `what` is the message; `sample` the offending sample's index within the call, if any.
     explicit data_error(const std::string& what, std::size_t sample = no_sample)
         : error(what), sample_(sample) {}
+    /// The offending sample's index within the call, or no_sample.
     [[nodiscard]] std::size_t sample() const noexcept { return sample_; }
 
 private:
@@ -73,8 +76,11 @@ public:
 /// `rank()` is the rank the failure is attributed to, or no_rank when it cannot be named.
 class distributed_error : public error {
 public:
+    /// What rank() returns when the failure cannot be attributed to one process.
     static constexpr int no_rank = -1;
+    /// `what` is the message; `rank` the process the failure is attributed to, if known.
     explicit distributed_error(const std::string& what, int rank = no_rank) : error(what), rank_(rank) {}
+    /// The rank of the process the failure is attributed to, or no_rank.
     [[nodiscard]] int rank() const noexcept { return rank_; }
 
 private:

@@ -11,18 +11,34 @@ namespace batchwise {
 
 /// A seed, spelled out so that `Model m{seed{42}}` reads as what it is.
 struct seed {
+    /// The 64 bits every random draw of the model is keyed on.
     std::uint64_t value = 0;
 };
 
+/// Philox4x32-10 counter-based random numbers: keys, counters, and the draws built on them.
 namespace rng {
 
+/// Philox's 64-bit key, two words: the seed, purpose and layer of the draws (make_key).
 struct philox_key {
+    /// The key's first word; k1 is the second.
     std::uint32_t k0, k1;
 };
+/// \var philox_key::k1
+/// The key's second word.
+
+/// Philox's 128-bit counter, four words: which value is drawn (unit, sample, epoch).
 struct philox_counter {
+    /// The counter's first word; c1, c2 and c3 follow.
     std::uint32_t c0, c1, c2, c3;
 };
+/// \var philox_counter::c1
+/// The counter's second word.
+/// \var philox_counter::c2
+/// The counter's third word.
+/// \var philox_counter::c3
+/// The counter's fourth word.
 
+/// The high and low 32 bits of the 64-bit product a * b: Philox's round function.
 BATCHWISE_HOST_DEVICE inline void mulhilo(std::uint32_t a, std::uint32_t b, std::uint32_t& hi,
                                           std::uint32_t& lo) {
     const std::uint64_t p = static_cast<std::uint64_t>(a) * b;
@@ -53,6 +69,14 @@ BATCHWISE_HOST_DEVICE inline float to_unit_float(std::uint32_t bits) {
 
 /// The purposes random numbers serve; part of the key so that streams never overlap.
 enum class stream : std::uint32_t { init = 1, dropout = 2, shuffle = 3, data = 4 };
+/// \var stream::init
+/// Initial values of the variables.
+/// \var stream::dropout
+/// Dropout masks.
+/// \var stream::shuffle
+/// The order a shuffled dataset reads its samples in.
+/// \var stream::data
+/// Data a program makes for itself (testing::random_matrix).
 
 /// Key for one purpose in one layer of one seeded model.
 BATCHWISE_HOST_DEVICE inline philox_key make_key(std::uint64_t seed_value, stream s,
@@ -65,8 +89,11 @@ BATCHWISE_HOST_DEVICE inline philox_key make_key(std::uint64_t seed_value, strea
 /// Four uniform [0, 1) values for units 4q .. 4q + 3 of (key, epoch, sample): one Philox call
 /// serves four units, which is what makes a dropout mask cheap.
 struct uniform4 {
+    /// The values of units 4q, 4q + 1, 4q + 2 and 4q + 3.
     float u[4];
 };
+/// Units 4q .. 4q + 3 of (key, epoch, sample) from one Philox call. The counter's top bit
+/// keeps these draws apart from uniform()'s, whose first word is the unit itself.
 BATCHWISE_HOST_DEVICE inline uniform4 uniform_quad(philox_key key, std::uint64_t epoch, std::uint64_t sample,
                                                    std::uint64_t quad) {
     const philox_counter w =

@@ -4,6 +4,7 @@
 
 #if __has_include(<xtensor/containers/xtensor.hpp>)
 #include <xtensor/containers/xadapt.hpp>
+#include <xtensor/containers/xarray.hpp>
 #include <xtensor/containers/xfixed.hpp>
 #include <xtensor/containers/xtensor.hpp>
 #include <xtensor/misc/xmanipulation.hpp>
@@ -12,6 +13,7 @@
 #include <xtensor/views/xview.hpp>
 #else
 #include <xtensor/xadapt.hpp>
+#include <xtensor/xarray.hpp>
 #include <xtensor/xfixed.hpp>
 #include <xtensor/xmanipulation.hpp>
 #include <xtensor/xmath.hpp>

@@ -23,13 +23,18 @@ namespace batchwise::data {
 /// One batch in host memory. Buffers grow to the largest batch seen and are reused, so reading
 /// batch after batch allocates nothing once the largest has passed.
 struct batch_data {
+    /// Samples in this batch; the vectors may be longer, left from a larger batch.
     std::size_t rows = 0;
+    /// Floats of one sample's features.
     std::size_t feature_size = 0;
+    /// Floats of one sample's target (1 for a class index).
     std::size_t target_size = 0;
-    std::vector<float> features;     // rows x feature_size, row-major
-    std::vector<float> targets;      // rows x target_size
-    std::vector<std::size_t> ids;    // each row's index in the arrays it came from
+    std::vector<float> features;     ///< rows x feature_size, row-major
+    std::vector<float> targets;      ///< rows x target_size
+    std::vector<std::size_t> ids;    ///< each row's index in the arrays it came from
 
+    /// Makes this a batch of n rows of fs feature and ts target floats, growing a buffer only
+    /// when it is too small.
     void resize(std::size_t n, std::size_t fs, std::size_t ts) {
         rows = n;
         feature_size = fs;

@@ -22,17 +22,18 @@ namespace batchwise::data {
 /// How read_csv reads a file. The label column is chosen by name (needs a header) or by
 /// 0-based index; with neither, every column is a feature and there are no labels.
 struct csv_options {
-    bool header = true;             // the first line names the columns
-    std::string label_column = "";  // the label column by name, or
-    int label_index = -1;           // the label column by 0-based index; -1: none
+    bool header = true;             ///< the first line names the columns
+    std::string label_column = "";  ///< the label column by name (needs a header); "" for none
+    int label_index = -1;           ///< the label column by 0-based index; -1: none
+    /// The character between fields.
     char delimiter = ',';
 };
 
 /// What read_csv returns: one row per data line.
 struct csv_data {
-    xt::xtensor<float, 2> features;          // (rows, columns without the label)
-    xt::xtensor<float, 1> labels;            // (rows,), or (0,) when no label column was chosen
-    std::vector<std::string> feature_names;  // from the header, label excluded; empty without one
+    xt::xtensor<float, 2> features;          ///< (rows, columns without the label)
+    xt::xtensor<float, 1> labels;            ///< (rows,), or (0,) when no label column was chosen
+    std::vector<std::string> feature_names;  ///< from the header, label excluded; empty without one
 };
 
 namespace csv_detail {
@@ -228,7 +229,7 @@ private:
 }  // namespace csv_detail
 
 /// Reads a numeric CSV file into features and (optionally) labels; see csv_options. Handles
-/// \r\n line ends, a UTF-8 BOM and blank trailing lines; numbers are parsed with std::from_chars
+/// `\r\n` line ends, a UTF-8 BOM and blank trailing lines; numbers are parsed with std::from_chars
 /// ("nan" and "inf" included). Throws batchwise::io_error naming the file, the 1-based line and
 /// column and what was expected for: a wrong field count, a field that is not a number, a quoted
 /// field (not supported), a missing label column, an empty file or one without data rows; and

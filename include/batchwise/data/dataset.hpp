@@ -2,9 +2,11 @@
 // map, concatenate, take, skip, prefetch); an immutable description read per epoch into reused buffers.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +21,10 @@
 
 namespace batchwise::data {
 
+/// An immutable description of an input pipeline over in-memory arrays (tf.data's Dataset): each
+/// transformation returns a new Dataset that shares the data, and read() turns it into one epoch's
+/// batches in reused buffers. fit, evaluate and predict take one; see docs/batch_sizes.md for
+/// batching by schedule.
 class Dataset {
 public:
     /// A dataset over features (n, sample dims...) and targets: class indices (n,) or target
@@ -28,11 +34,14 @@ public:
         : Dataset(detail::make_source(features, targets)) {}
 
     /// Shuffles samples with a buffer of `buffer_size`; a buffer at least as large as the data
-    /// gives a uniform permutation. Each epoch is shuffled anew, deterministically per seed.
-    [[nodiscard]] Dataset shuffle(std::size_t buffer_size, seed s) const {
+    /// gives a uniform permutation, deterministic per seed. Each epoch is shuffled anew unless
+    /// reshuffle_each_iteration is false (tf.data's flag). Do not split a reshuffled dataset with
+    /// take and skip: each epoch would split a new permutation and move samples between the
+    /// parts; data::split shuffles once.
+    [[nodiscard]] Dataset shuffle(std::size_t buffer_size, seed s, bool reshuffle_each_iteration = true) const {
         require_unbatched("shuffle", "shuffle samples before batch()");
         if (buffer_size == 0) throw usage_error("Dataset::shuffle: buffer_size must be positive");
-        return with(std::make_shared<detail::shuffle_node>(samples_, buffer_size, s.value));
+        return with(std::make_shared<detail::shuffle_node>(samples_, buffer_size, s.value, reshuffle_each_iteration));
     }
 
     /// Groups samples into batches of a fixed size or of a schedule's sizes. A smaller last batch
@@ -91,6 +100,7 @@ public:
         return d;
     }
 
+    /// Whether batch() has been applied: elements are batches, and read() may be called.
     [[nodiscard]] bool batched() const { return batches_ != nullptr; }
 
     /// Elements per epoch: batches once batched (they may depend on the epoch under a
@@ -102,13 +112,17 @@ public:
     [[nodiscard]] std::size_t samples(std::uint64_t epoch = 0) const {
         return batched() ? batches_->samples(epoch) : samples_->count();
     }
+    /// The shape of one sample's features, without the sample axis.
     [[nodiscard]] const std::vector<std::size_t>& sample_shape() const { return sample_shape_; }
+    /// Floats of one sample's features: the product of sample_shape().
     [[nodiscard]] std::size_t feature_size() const { return feature_size_; }
+    /// Floats of one sample's target: 1 for a class index, k for a row of k.
     [[nodiscard]] std::size_t target_size() const { return target_size_; }
 
     /// The batches of one epoch, in order.
     class reader {
     public:
+        /// Reads the next batch into b, reusing its buffers; false once the epoch is over.
         bool next(batch_data& b) { return stream_->next(b); }
         /// Samples dropped by drop_remainder so far.
         [[nodiscard]] std::size_t dropped() const { return stream_->dropped(); }
@@ -123,6 +137,8 @@ public:
         std::unique_ptr<detail::batch_stream> stream_;
     };
 
+    /// Opens the batches of `epoch`, which keys its shuffle and a schedule's sizes; usage_error
+    /// before batch().
     [[nodiscard]] reader read(std::uint64_t epoch = 0) const {
         if (!batched()) {
             throw usage_error("Dataset: call batch(n) before reading batches (fit, evaluate and "
@@ -166,5 +182,27 @@ private:
     std::size_t feature_size_ = 0;
     std::size_t target_size_ = 0;
 };
+
+/// Splits a dataset's samples once into two datasets (Keras's keras.utils.split_dataset): the
+/// first floor(left_fraction x n) samples and the rest, after one shuffle keyed by
+/// `shuffle_seed` when one is given. Unlike shuffle(...).take(k) / skip(k), whose shuffle is
+/// drawn anew every epoch so that samples move between the parts (validation data leaking into
+/// training), both parts hold the same samples in every epoch. Shuffle the training part again
+/// (split(...).first.shuffle(...)) for a new order each epoch within it.
+inline std::pair<Dataset, Dataset> split(const Dataset& ds, double left_fraction,
+                                         std::optional<seed> shuffle_seed = std::nullopt) {
+    if (ds.batched()) throw usage_error("data::split: split samples before batch()");
+    if (!(left_fraction > 0.0 && left_fraction < 1.0)) {
+        throw usage_error("data::split: left_fraction must be in (0, 1), got " + std::to_string(left_fraction));
+    }
+    const std::size_t n = ds.cardinality();
+    const auto left = static_cast<std::size_t>(std::floor(left_fraction * static_cast<double>(n)));
+    if (left == 0 || left == n) {
+        throw data_error("data::split: " + std::to_string(left_fraction) + " of " + std::to_string(n) +
+                         " samples leaves no samples on one side");
+    }
+    const Dataset fixed = shuffle_seed ? ds.shuffle(n, *shuffle_seed, false) : ds;
+    return {fixed.take(left), fixed.skip(left)};
+}
 
 }  // namespace batchwise::data

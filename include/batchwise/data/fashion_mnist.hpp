@@ -19,10 +19,10 @@ namespace batchwise::data {
 
 /// The training and test sets of Fashion-MNIST.
 struct fashion_mnist_arrays {
-    xt::xtensor<float, 3> train_images;  // (60000, 28, 28), pixel / 255, in [0, 1]
-    xt::xtensor<int, 1> train_labels;    // (60000,), class index 0..9
-    xt::xtensor<float, 3> test_images;   // (10000, 28, 28)
-    xt::xtensor<int, 1> test_labels;     // (10000,)
+    xt::xtensor<float, 3> train_images;  ///< (60000, 28, 28), pixel / 255, in [0, 1]
+    xt::xtensor<int, 1> train_labels;    ///< (60000,), class index 0..9
+    xt::xtensor<float, 3> test_images;   ///< (10000, 28, 28), pixel / 255, in [0, 1]
+    xt::xtensor<int, 1> test_labels;     ///< (10000,), class index 0..9
 };
 
 /// Class names by label, as Zalando's README lists them.
@@ -118,10 +118,14 @@ inline fashion_mnist_arrays read_fashion_mnist(
 /// The train and test splits as datasets of (28, 28) images in [0, 1] and class indices:
 /// `auto [train, test] = bw::data::fashion_mnist();`
 struct fashion_mnist_datasets {
+    /// The 60000 training samples.
     Dataset train;
+    /// The 10000 test samples.
     Dataset test;
 };
 
+/// Reads Fashion-MNIST from `dir` (where Debian's dataset-fashion-mnist puts it, by default)
+/// as read_fashion_mnist does, with the same errors, and returns it as two datasets.
 inline fashion_mnist_datasets fashion_mnist(
     const std::filesystem::path& dir = "/usr/share/datasets/fashion-mnist") {
     const fashion_mnist_arrays a = read_fashion_mnist(dir);

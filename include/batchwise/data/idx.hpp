@@ -24,11 +24,17 @@ namespace batchwise::data {
 
 /// Element type of an IDX file: the third byte of its magic number.
 enum class idx_type : std::uint8_t {
+    /// Unsigned bytes (MNIST's pixels and labels).
     ubyte = 0x08,
+    /// Signed bytes.
     sbyte = 0x09,
+    /// Big-endian 16-bit integers.
     int16 = 0x0B,
+    /// Big-endian 32-bit integers.
     int32 = 0x0C,
+    /// Big-endian IEEE single precision.
     float32 = 0x0D,
+    /// Big-endian IEEE double precision.
     float64 = 0x0E,
 };
 
@@ -61,15 +67,18 @@ enum class idx_type : std::uint8_t {
 /// An IDX file's contents as stored: for callers that want the bytes themselves (MNIST pixels
 /// are ubyte, and going through float would quadruple their memory for nothing).
 struct idx_raw {
-    std::vector<std::size_t> shape;  // C order, one entry per dimension of the file
+    std::vector<std::size_t> shape;  ///< C order, one entry per dimension of the file
+    /// The element type the file declares.
     idx_type type = idx_type::ubyte;
-    std::vector<unsigned char> data;  // product(shape) * idx_item_size(type) bytes, big-endian
+    std::vector<unsigned char> data;  ///< product(shape) * idx_item_size(type) bytes, big-endian
 };
 
 /// An IDX file's contents as float, C order. int32 values beyond 2^24 and doubles are rounded.
 struct idx_array {
+    /// C order, one entry per dimension of the file.
     std::vector<std::size_t> shape;
-    std::vector<float> values;  // product(shape) elements
+    std::vector<float> values;  ///< product(shape) elements
+    /// The element type the file stored, before conversion to float.
     idx_type type = idx_type::ubyte;
 };
 

@@ -26,14 +26,19 @@ namespace batchwise::data {
 
 /// Element type of an npz_array, which decides which of its vectors holds the data.
 enum class npz_dtype { float32, int64 };
+/// \var npz_dtype::float32
+/// Floats in npz_array::values: written as '<f4', read from '<f4' or '<f8'.
+/// \var npz_dtype::int64
+/// Integers in npz_array::integers: written as '<i8', read from any integer dtype.
 
 /// One array of an archive in C (row-major) order: float32 `values`, or, for dtype int64,
 /// exact 64-bit `integers` (step counters and seeds do not survive a trip through float).
 /// The vector that does not match `dtype` stays empty; `npz_array{shape, values}` is float32.
 struct npz_array {
-    std::vector<std::size_t> shape;        // C order; {} means a 0-d scalar
-    std::vector<float> values;             // float32: shape product elements, row-major
-    std::vector<std::int64_t> integers{};  // int64: shape product elements, row-major
+    std::vector<std::size_t> shape;        ///< C order; {} means a 0-d scalar
+    std::vector<float> values;             ///< float32: shape product elements, row-major
+    std::vector<std::int64_t> integers{};  ///< int64: shape product elements, row-major
+    /// Which of `values` and `integers` holds the data.
     npz_dtype dtype = npz_dtype::float32;
 };
 

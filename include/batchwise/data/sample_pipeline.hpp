@@ -87,8 +87,9 @@ struct shuffle_node final : sample_node {
     std::shared_ptr<const sample_node> parent;
     std::size_t buffer_size;
     std::uint64_t seed_value;
-    shuffle_node(std::shared_ptr<const sample_node> p, std::size_t b, std::uint64_t s)
-        : parent(std::move(p)), buffer_size(b), seed_value(s) {}
+    bool reshuffle;
+    shuffle_node(std::shared_ptr<const sample_node> p, std::size_t b, std::uint64_t s, bool each_epoch)
+        : parent(std::move(p)), buffer_size(b), seed_value(s), reshuffle(each_epoch) {}
 
     struct stream final : sample_stream {
         std::unique_ptr<sample_stream> upstream;
@@ -123,7 +124,7 @@ struct shuffle_node final : sample_node {
         s->capacity = buffer_size;
         s->buffer.reserve(std::min(buffer_size, parent->count()));
         s->key = rng::make_key(seed_value, rng::stream::shuffle, 0);
-        s->epoch = epoch;
+        s->epoch = reshuffle ? epoch : 0;  // a fixed shuffle draws epoch 0's order every epoch
         return s;
     }
     [[nodiscard]] std::size_t count() const override { return parent->count(); }

@@ -25,10 +25,13 @@ class mpi_communicator;  // batchwise/distributed/mpi.hpp, which includes this h
 
 /// What one process spent in the step's all-reduce, for benchmarks and logs.
 struct reduction_statistics {
+    /// All-reduces of the step's buffer (gradients, statistics and the sample count), one per
+    /// optimizer step.
     std::uint64_t reductions = 0;
-    std::uint64_t floats = 0;  // summed per process over all reductions
+    std::uint64_t floats = 0;  ///< summed per process over all reductions
+    /// Wall time spent in those all-reduces.
     double seconds = 0.0;
-    std::uint64_t statistics_reductions = 0;  // synchronized batch norm's, in the passes
+    std::uint64_t statistics_reductions = 0;  ///< synchronized batch norm's, in the passes
 };
 
 /// Every process is given the same rows (the same dataset, batch sizes and seed), trains the
@@ -46,11 +49,17 @@ class data_parallel {
                   "batchwise/distributed/nccl.hpp).");
 
 public:
+    /// The accumulation policy that decides the window (Inner).
     using inner_policy = Inner;
+    /// The transport between processes (Comm).
     using communicator_type = Comm;
+    /// Inner's micro-batches per step: every process sees the same micro-batches.
     static constexpr std::size_t micro_batches = Inner::micro_batches;
+    /// Inner's samples per step, counted over all processes together.
     static constexpr std::size_t samples = Inner::samples;
+    /// Whether Inner's window is set while training.
     static constexpr bool runtime = Inner::runtime;
+    /// The type Inner sums gradients in.
     using accumulator_type = typename Inner::accumulator_type;
     /// The kernels' gradients must be summed across processes, so the GEMM never applies them.
     static constexpr bool updates_in_gemm = false;
@@ -59,16 +68,21 @@ public:
     /// A shared step trains part of a call's rows, which a replayed whole-batch graph cannot.
     static constexpr bool capturable = false;
 
+    /// Over a default transport: all the processes of MPI_COMM_WORLD for mpi_communicator.
     data_parallel() = default;
+    /// Over a given transport (an mpi_communicator of a sub-communicator, say).
     explicit data_parallel(Comm comm) : comm_(std::move(comm)) {}
 
+    /// The transport, to set its timeout or ask its rank.
     [[nodiscard]] Comm& communicator() { return comm_; }
+    /// The transport, read-only.
     [[nodiscard]] const Comm& communicator() const { return comm_; }
-    /// This process's rank and the number of processes (joining the group if not yet done).
+    /// This process's rank (joining the group if not yet done).
     [[nodiscard]] int rank() {
         comm_.connect();
         return comm_.rank();
     }
+    /// The number of processes (joining the group if not yet done).
     [[nodiscard]] int size() {
         comm_.connect();
         return comm_.size();
@@ -88,6 +102,7 @@ public:
         if (!shares.empty() && total == 0) throw usage_error("data_parallel::set_shares: the shares sum to zero");
         shares_ = std::move(shares);
     }
+    /// The shares set_shares set; empty: equal shares.
     [[nodiscard]] const std::vector<std::size_t>& shares() const { return shares_; }
 
     /// This process's rows of `rows`: contiguous, in rank order, sized by the shares (rounded

@@ -33,15 +33,21 @@ namespace batchwise {
 /// model is gone); nothing is called on MPI before connect().
 class mpi_communicator {
 public:
+    /// The clock timeouts are measured on.
     using clock = std::chrono::steady_clock;
 
+    /// The processes of MPI_COMM_WORLD.
     mpi_communicator() = default;
     /// The processes of `base`: a sub-communicator, for several groups in one job.
     explicit mpi_communicator(MPI_Comm base) : base_(base) {}
 
+    /// Not copyable: it owns the communicators it duplicated.
     mpi_communicator(const mpi_communicator&) = delete;
+    /// Not copyable, as above.
     mpi_communicator& operator=(const mpi_communicator&) = delete;
+    /// Takes over o's communicators and state; o is left unconnected.
     mpi_communicator(mpi_communicator&& o) noexcept { take(o); }
+    /// Releases this one's communicators, then takes over o's.
     mpi_communicator& operator=(mpi_communicator&& o) noexcept {
         if (this != &o) {
             release();
@@ -49,6 +55,7 @@ public:
         }
         return *this;
     }
+    /// Frees the duplicated communicators, unless MPI is already finalised.
     ~mpi_communicator() { release(); }
 
     /// Duplicates the base communicator twice (collectives, failure notices) with errors
@@ -73,20 +80,28 @@ public:
         connected_ = true;
         listen();
     }
+    /// Whether connect() has run.
     [[nodiscard]] bool connected() const { return connected_; }
+    /// This process's rank in the group, once connected.
     [[nodiscard]] int rank() const { return rank_; }
+    /// The number of processes in the group, once connected.
     [[nodiscard]] int size() const { return size_; }
 
     /// How long any collective may wait for the other processes (default 10 minutes: longer
     /// than any step should take, shorter than a batch job's patience).
     void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+    /// How long a collective may wait, as set_timeout set it.
     [[nodiscard]] std::chrono::milliseconds timeout() const { return timeout_; }
     /// Whether a failure (a notice, a timeout) has made the communicator unusable.
     [[nodiscard]] bool broken() const { return broken_; }
 
+    /// Sums n host doubles over all processes, in place (loss and metric sums).
     void allreduce_sum(double* data, std::size_t n) { allreduce(data, n, MPI_DOUBLE, "the all-reduce of loss sums"); }
+    /// Sums n host floats over all processes, in place (gradients staged on the host).
     void allreduce_sum(float* data, std::size_t n) { allreduce(data, n, MPI_FLOAT, "the all-reduce of gradients"); }
 
+    /// Every process's `mine`, rank by rank (configuration checks); `mine` has the same
+    /// size on every process.
     [[nodiscard]] std::vector<std::uint64_t> allgather(std::span<const std::uint64_t> mine) {
         require_usable("an all-gather");
         std::vector<std::uint64_t> all(mine.size() * static_cast<std::size_t>(size_));
@@ -124,6 +139,8 @@ public:
             return Exec::data(static_cast<policy_buffer<Exec>&>(*staged_).values);
         }
     }
+    /// Sums n floats of the policy's memory at `data` over all processes, in place, through a
+    /// host copy when the policy's memory is not the host's.
     template <class Exec>
     void allreduce_gradients(float* data, std::size_t n) {
         if constexpr (HostMemoryPolicy<Exec>) {

@@ -28,16 +28,22 @@ namespace batchwise {
 /// process: the process selects its device (cudaSetDevice, by local rank) before compile().
 class nccl_communicator {
 public:
+    /// The processes of MPI_COMM_WORLD.
     nccl_communicator() = default;
+    /// The processes of `base`: a sub-communicator, for several groups in one job.
     explicit nccl_communicator(MPI_Comm base) : host_(base) {}
 
+    /// Not copyable: it owns an NCCL communicator and device memory.
     nccl_communicator(const nccl_communicator&) = delete;
+    /// Not copyable, as above.
     nccl_communicator& operator=(const nccl_communicator&) = delete;
+    /// Takes over o's NCCL communicator and device buffer; o is left unconnected.
     nccl_communicator(nccl_communicator&& o) noexcept
         : host_(std::move(o.host_)),
           comm_(std::exchange(o.comm_, nullptr)),
           buffer_(std::exchange(o.buffer_, nullptr)),
           capacity_(std::exchange(o.capacity_, 0)) {}
+    /// Releases this one's NCCL communicator and buffer, then takes over o's.
     nccl_communicator& operator=(nccl_communicator&& o) noexcept {
         if (this != &o) {
             release();
@@ -48,6 +54,7 @@ public:
         }
         return *this;
     }
+    /// Frees the NCCL communicator and the device buffer.
     ~nccl_communicator() { release(); }
 
     /// Joins the MPI group, then the NCCL clique: rank 0's unique id is broadcast over MPI.
@@ -59,16 +66,24 @@ public:
         host_.broadcast(&id, sizeof id, 0);
         check(ncclCommInitRank(&comm_, host_.size(), id, host_.rank()), "ncclCommInitRank");
     }
+    /// Whether connect() has joined the NCCL clique.
     [[nodiscard]] bool connected() const { return comm_ != nullptr; }
+    /// This process's rank, once connected.
     [[nodiscard]] int rank() const { return host_.rank(); }
+    /// The number of processes, once connected.
     [[nodiscard]] int size() const { return host_.size(); }
+    /// How long the collectives that go over MPI may wait (mpi_communicator::set_timeout).
     void set_timeout(std::chrono::milliseconds t) { host_.set_timeout(t); }
+    /// The MPI communicator underneath, which carries everything but the gradients.
     [[nodiscard]] mpi_communicator& host() { return host_; }
 
+    /// Sums n host doubles over MPI (loss and metric sums).
     void allreduce_sum(double* data, std::size_t n) { host_.allreduce_sum(data, n); }
+    /// Every process's `mine` over MPI, rank by rank.
     [[nodiscard]] std::vector<std::uint64_t> allgather(std::span<const std::uint64_t> mine) {
         return host_.allgather(mine);
     }
+    /// Tells the other processes, over MPI, that this one is about to throw `what`.
     void announce_failure(std::string_view what) { host_.announce_failure(what); }
 
     /// Device memory for the step's buffer, grown once and kept.

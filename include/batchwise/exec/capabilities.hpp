@@ -46,7 +46,7 @@ concept DeviceInputCheckPolicy =
 /// A step can be recorded into a graph and replayed (train/step/captured.hpp): begin_capture
 /// and end_capture bracket the recording, sums of a recorded step land in device slots,
 /// launch replays it, and shared_buffers_generation says when scratch the graphs point into was
-/// reallocated. array<T>/host_array<T> hold the step's scalars on both sides.
+/// reallocated. `array<T>` and `host_array<T>` hold the step's scalars on both sides.
 template <class E>
 concept GraphCapturePolicy =
     StagedTransferPolicy<E> && requires(const typename E::graph& g, double* slots, std::size_t n) {

@@ -97,6 +97,7 @@ inline void keep_freed_memory_for_reuse() {
 
 /// Execution policy running on the host CPU with OpenBLAS.
 struct cpu_blas {
+    /// The policy's name in summaries and messages.
     static constexpr std::string_view name = "cpu_blas";
     /// Buffers live in host memory: the model stages batches straight into them.
     static constexpr bool host_memory = true;
@@ -117,12 +118,17 @@ struct cpu_blas {
     static void reserve(vector& v, std::size_t n) {
         if (v.size() < n) v.resize({n});
     }
+    /// The same for double accumulators.
     static void reserve(double_vector& v, std::size_t n) {
         if (v.size() < n) v.resize({n});
     }
+    /// The first element of an accumulator.
     static double* data(double_vector& v) { return v.data(); }
+    /// The first element, for views and raw loops.
     static float* data(vector& v) { return v.data(); }
+    /// The first element, read-only.
     static const float* data(const vector& v) { return v.data(); }
+    /// Elements held (at least as many as reserved).
     static std::size_t size(const vector& v) { return v.size(); }
 
     /// C = alpha * op(A) * op(B) + beta * C, all row-major.
@@ -168,13 +174,17 @@ struct cpu_blas {
         return s;
     }
 
+    /// Sets n floats at p to value.
     static void fill(float* p, std::size_t n, float value) {
         for (std::size_t i = 0; i < n; ++i) p[i] = value;
     }
+    /// Copies n floats; the two ranges may overlap.
     static void copy(const float* src, std::size_t n, float* dst) {
         if (n != 0 && src != dst) std::memmove(dst, src, n * sizeof(float));
     }
+    /// Policy memory to host memory: a plain copy here, where the two are one.
     static void to_host(const float* src, std::size_t n, float* host_dst) { copy(src, n, host_dst); }
+    /// Host memory to policy memory: a plain copy here.
     static void from_host(const float* host_src, std::size_t n, float* dst) {
         copy(host_src, n, dst);
     }

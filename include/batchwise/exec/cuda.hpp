@@ -36,6 +36,10 @@ namespace batchwise {
 /// on Ampere and later but round the inputs to 10 mantissa bits, so the default is plain fp32,
 /// the precision the CPU policies and the exactness tests assume.
 enum class cuda_math { fp32, tf32 };
+/// \var cuda_math::fp32
+/// Plain fp32 GEMMs: the default, the precision the CPU policies have.
+/// \var cuda_math::tf32
+/// TF32 tensor cores (bw::cuda_tf32): faster, with inputs rounded to 10 mantissa bits.
 
 namespace detail {
 
@@ -71,16 +75,21 @@ inline void check_cublas(cublasStatus_t status, const char* call) {
 /// is no usable driver.
 template <class T>
 struct pinned_allocator {
+    /// What it allocates.
     using value_type = T;
+    /// Allocators hold nothing: every one allocates from the same pinned heap.
     pinned_allocator() noexcept = default;
+    /// From an allocator of another type: all of them share the one pinned heap.
     template <class U>
     pinned_allocator(const pinned_allocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
+    /// Room for n objects in page-locked memory (cudaMallocHost).
     T* allocate(std::size_t n) {
         if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
         void* p = nullptr;
         detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
         return static_cast<T*>(p);
     }
+    /// Returns memory that allocate() gave.
     void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
 };
 /// Any two can free each other's memory.

@@ -85,11 +85,14 @@ struct capture_sums {
 /// next device slot given to begin_capture and returns 0.
 template <class Backend>
 struct thrust_policy {
+    /// The policy's name in summaries and messages: "thrust_host" or "cuda".
     static constexpr std::string_view name = Backend::name;
     /// Buffers are the device system's: the model stages batches through host_vector.
     static constexpr bool host_memory = false;
 
+    /// What runs GEMM and column sums, and captures steps (see the class description).
     using backend = Backend;
+    /// Owning storage in the device system's memory.
     using vector = thrust::device_vector<float>;
     /// Host staging the model copies batches through (page-locked memory under CUDA, so that
     /// copies to the device run at full bus speed and asynchronously).
@@ -109,19 +112,21 @@ struct thrust_policy {
         }
     }
 
-    /// Grows `v` to at least `n` elements; never shrinks. A failed device allocation arrives as
-    /// thrust::system::detail::bad_alloc, a std::bad_alloc, which the model's out-of-memory
-    /// recovery handles like any other.
     /// Storage for double-precision gradient accumulators (accumulate<K, double>).
     using double_vector = thrust::device_vector<double>;
 
-    /// Device storage of any trivially copyable type, and its host-side counterpart for
-    /// staging (page-locked under CUDA, which graph copies need).
+    /// Device storage of any trivially copyable type (the scalars and sum slots of a captured
+    /// step).
     template <class T>
     using array = thrust::device_vector<T>;
+    /// Host-side counterpart of array<T>, for staging: page-locked under CUDA, which graph copies
+    /// need.
     template <class T>
     using host_array = typename Backend::template host_array<T>;
 
+    /// Grows `v` to at least `n` elements; never shrinks. A failed device allocation arrives as
+    /// thrust::system::detail::bad_alloc, a std::bad_alloc, which the model's out-of-memory
+    /// recovery handles like any other.
     template <class T>
     static void reserve(thrust::device_vector<T>& v, std::size_t n) {
         if (v.size() >= n) return;
@@ -130,6 +135,7 @@ struct thrust_policy {
         Backend::synchronize();
         v.resize(n);
     }
+    /// Raw device pointer to the first element.
     template <class T>
     static T* data(thrust::device_vector<T>& v) {
         return thrust::raw_pointer_cast(v.data());
@@ -137,7 +143,9 @@ struct thrust_policy {
     /// Per-row scratch the backend keeps (column sums by BLAS need a vector of ones), grown
     /// where the model allocates, so that no later call of the step has to.
     static void reserve_rows(std::size_t rows) { Backend::reserve_rows(rows); }
+    /// Raw device pointer to the first element, read-only.
     static const float* data(const vector& v) { return thrust::raw_pointer_cast(v.data()); }
+    /// Elements held (at least as many as reserved).
     static std::size_t size(const vector& v) { return v.size(); }
 
     /// C = alpha * op(A) * op(B) + beta * C, all row-major.
@@ -156,6 +164,7 @@ struct thrust_policy {
         thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
     }
 
+    /// out[j] = beta * out[j] + sum_i a(i, j): bias and batch-norm parameter gradients.
     static void column_sums(const_matrix_view a, float* out, float beta) {
         if (a.cols == 0) return;
         if (recording()) return record([=] { Backend::column_sums(a, out, beta); });
@@ -197,11 +206,13 @@ struct thrust_policy {
         if constexpr (requires { Backend::reserve_reduction(items); }) Backend::reserve_reduction(items);
     }
 
+    /// Sets n floats at p to value.
     static void fill(float* p, std::size_t n, float value) {
         if (n == 0) return;
         if (recording()) return record([=] { thrust_policy::fill(p, n, value); });
         thrust::fill_n(Backend::policy(), p, n, value);
     }
+    /// Copies n floats within device memory.
     static void copy(const float* src, std::size_t n, float* dst) {
         if (n == 0 || src == dst) return;
         if (recording()) return record([=] { thrust_policy::copy(src, n, dst); });
@@ -231,15 +242,18 @@ struct thrust_policy {
         if (capturing()) throw detail::capture_unsupported("a copy on the side stream");
         if (n != 0) Backend::copy_ahead(host_src, n, dst);
     }
+    /// Orders all later work of this policy after every copy_ahead so far.
     static void await_copies() { Backend::await_copies(); }
 
     // ---- capture ----------------------------------------------------------------------------
 
+    /// A captured step, replayed by launch().
     using graph = typename Backend::graph;
     /// Whether this backend captures by recording the policy's calls (the host) rather than by
     /// letting them run into a captured stream (CUDA).
     static constexpr bool records_calls = requires { Backend::record([] {}); };
 
+    /// Whether a step is being captured now.
     static bool capturing() { return Backend::capturing(); }
     /// Starts recording; sums go to slots[0 .. capacity) in call order.
     static void begin_capture(double* slots, std::size_t capacity) {

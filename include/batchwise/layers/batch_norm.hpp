@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "batchwise/batch/accumulation.hpp"
+#include "batchwise/core/conventions.hpp"
 #include "batchwise/layers/batch_norm_functors.hpp"
 #include "batchwise/layers/layer.hpp"
 
@@ -24,22 +25,31 @@ namespace batchwise {
 /// Synchronized (Keras's `synchronized=True`, PyTorch's SyncBatchNorm): under data_parallel the
 /// training statistics are those of the micro-batch of all processes together; in one process
 /// it is plain batch norm.
-template <float Momentum = 0.99f, float Epsilon = 0.001f, std::size_t VirtualBatchSize = 0, bool Synchronized = false>
+template <real_constant Momentum = 0.99, real_constant Epsilon = 0.001, std::size_t VirtualBatchSize = 0,
+          bool Synchronized = false>
 struct BatchNormalization {
-    static_assert(Momentum >= 0.0f && Momentum <= 1.0f, "BatchNorm momentum must be in [0, 1].");
-    static_assert(Epsilon > 0.0f, "BatchNorm epsilon must be positive.");
+    /// The share of the moving averages kept at each optimizer step: moving = momentum * moving +
+    /// (1 - momentum) * the step's statistic.
+    static constexpr float momentum = Momentum.as_float();
+    /// Added to the variance before its square root.
+    static constexpr float epsilon = Epsilon.as_float();
+    static_assert(momentum >= 0.0f && momentum <= 1.0f, "BatchNorm momentum must be in [0, 1].");
+    static_assert(epsilon > 0.0f, "BatchNorm epsilon must be positive.");
     static_assert(!Synchronized || VirtualBatchSize == 0,
                   "BatchNormalization: synchronized statistics span the whole global batch; they cannot "
                   "also be taken per virtual batch.");
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "BatchNormalization";
-    static constexpr float momentum = Momentum;
-    static constexpr float epsilon = Epsilon;
+    /// Samples per group of training statistics; 0: each micro-batch is one group.
     static constexpr std::size_t virtual_batch_size = VirtualBatchSize;
 
+    /// Takes a sample of any shape.
     template <class In>
     static constexpr bool accepts = true;
+    /// What a shape-mismatch diagnostic says it needs: any shape.
     template <class In>
     using requirement = any_shape;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
 
@@ -104,14 +114,18 @@ struct BatchNormalization {
 
         /// A new optimizer step starts: forget the statistics gathered for the last one.
         void begin_step() { step_samples_ = 0; }
+        /// Keras's moving variance (of the biased batch variance) or PyTorch's (unbiased).
+        void set_conventions(conventions c) { unbiased_ = c == conventions::pytorch; }
 
         /// The optimizer step is done: fold the effective batch's statistics into the averages.
         void end_step() {
             if (step_samples_ == 0) return;
+            // PyTorch averages the unbiased variance, M2 / (n - 1); Keras the biased one.
+            const std::size_t divisor = unbiased_ && step_samples_ > 1 ? step_samples_ - 1 : step_samples_;
             Exec::for_each(features, detail::batch_norm_update_moving{
                                          Exec::data(step_mean_), Exec::data(step_m2_),
-                                         Exec::data(moving_mean_), Exec::data(moving_var_), Momentum,
-                                         1.0f / static_cast<float>(step_samples_)});
+                                         Exec::data(moving_mean_), Exec::data(moving_var_), momentum,
+                                         1.0f / static_cast<float>(divisor)});
             step_samples_ = 0;
         }
 
@@ -143,7 +157,7 @@ struct BatchNormalization {
                 // mean_ and inv_std_ are training scratch, free in inference.
                 Exec::for_each(features, detail::batch_norm_inference_affine{
                                              Exec::data(moving_mean_), Exec::data(moving_var_), Exec::data(gamma_),
-                                             Exec::data(beta_), Exec::data(inv_std_), Exec::data(mean_), Epsilon});
+                                             Exec::data(beta_), Exec::data(inv_std_), Exec::data(mean_), epsilon});
                 Exec::for_each(x.size(), detail::batch_norm_normalize_inference{
                                              x.data, Exec::data(inv_std_), Exec::data(mean_), y.data, features});
                 return result;
@@ -169,7 +183,7 @@ struct BatchNormalization {
             chunk_column_sums({Exec::data(out_), x.rows, features}, Exec::data(var_));
             Exec::for_each(c * features, detail::batch_norm_sums_to_variances{Exec::data(var_), Exec::data(inv_std_),
                                                                               rows_, valid_, features, virtual_rows,
-                                                                              Epsilon});
+                                                                              epsilon});
             Exec::for_each(features, detail::batch_norm_merge_step{
                                          Exec::data(mean_), Exec::data(var_), Exec::data(step_mean_),
                                          Exec::data(step_m2_), c, rows_, valid_, features,
@@ -229,7 +243,7 @@ struct BatchNormalization {
             if (global_ == 0) return;  // no process had a row
             Exec::for_each(features, detail::batch_norm_global_statistics{
                                          sums, Exec::data(moving_mean_), Exec::data(mean_), Exec::data(var_),
-                                         Exec::data(inv_std_), features, global_, Epsilon});
+                                         Exec::data(inv_std_), features, global_, epsilon});
             Exec::for_each(features, detail::batch_norm_merge_step{
                                          Exec::data(mean_), Exec::data(var_), Exec::data(step_mean_),
                                          Exec::data(step_m2_), 1, global_, global_, features, 0, step_samples_});
@@ -263,6 +277,7 @@ struct BatchNormalization {
         typename Exec::vector gamma_, beta_, gamma_grad_, beta_grad_, moving_mean_, moving_var_,
             step_mean_, step_m2_, exchange_, mean_, var_, inv_std_, sum_dy_, sum_dy_xhat_, out_, xhat_, dx_;
         std::size_t rows_ = 0, valid_ = 0, step_samples_ = 0;
+        bool unbiased_ = false;
         std::size_t global_ = 0;                          // rows of all processes (synchronized)
         const statistics_reducer* reducer_ = nullptr;     // set by a synchronized forward
     };
@@ -272,7 +287,7 @@ struct BatchNormalization {
 using BatchNorm = BatchNormalization<>;
 
 /// Batch norm whose training statistics span every process of data-parallel training.
-template <float Momentum = 0.99f, float Epsilon = 0.001f>
+template <real_constant Momentum = 0.99, real_constant Epsilon = 0.001>
 using SyncBatchNormalization = BatchNormalization<Momentum, Epsilon, 0, true>;
 
 }  // namespace batchwise

@@ -97,21 +97,35 @@ struct Conv2D {
                       detail::count_padding_options<Options...> <= 1,
                   "Conv2D: give strides, dilation and padding at most once each.");
 
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Conv2D";
+    /// Output channels, one per filter.
     static constexpr std::size_t filters = Filters;
+    /// Vertical and horizontal stride, from strides<v, h> (1, 1 by default).
     static constexpr std::array<std::size_t, 2> stride = detail::pair_option_value<strides, Options...>({1, 1});
+    /// Vertical and horizontal dilation, from dilation<v, h> (1, 1 by default).
     static constexpr std::array<std::size_t, 2> dilations = detail::pair_option_value<dilation, Options...>({1, 1});
+    /// Whether the padding is same_padding (each output extent is ceil(input / stride));
+    /// valid_padding by default.
     static constexpr bool same = detail::pads_same<Options...>;
+    /// Whether it adds a bias per filter: true unless no_bias is given.
     static constexpr bool use_bias = !(std::is_same_v<Options, no_bias> || ...);
+    /// The kernel's initializer: the one given, or glorot_uniform.
     using initializer = typename detail::pick_initializer<glorot_uniform, Options...>::type;
-    /// How far one window reaches, rows and columns, dilation included.
+    /// How many rows one window reaches over, dilation included.
     static constexpr std::size_t span_h = (KernelH - 1) * dilations[0] + 1;
+    /// How many columns one window reaches over, dilation included.
     static constexpr std::size_t span_w = (KernelW - 1) * dilations[1] + 1;
 
+    /// Takes (height, width, channels) samples that the window fits in, or any with
+    /// same_padding.
     template <class In>
     static constexpr bool accepts = detail::window_fits<In>(span_h, span_w, same);
+    /// What a shape-mismatch diagnostic says it needs: rank 3, and with valid padding an image
+    /// at least as large as the window's span.
     template <class In>
     using requirement = std::conditional_t<same, any_shape_of_rank<3>, any_image_at_least<span_h, span_w>>;
+    /// (output height, output width, Filters), the extents set by padding and stride.
     template <class In>
     using output = shape<detail::output_extent(In::dims[0], span_h, stride[0], same),
                          detail::output_extent(In::dims[1], span_w, stride[1], same), Filters>;

@@ -13,6 +13,9 @@
 
 namespace batchwise {
 
+/// Keras's Dense(units): y = x W + b on vector samples, W stored (in, out). Options, in any
+/// order: no_bias, and an initializer for the kernel (glorot_uniform by default, he_uniform,
+/// he_normal).
 template <std::size_t Units, class... Options>
 struct Dense {
     static_assert(Units > 0, "Dense<units> needs at least one unit.");
@@ -20,15 +23,22 @@ struct Dense {
                   "Dense<units, options...>: each option must be batchwise::no_bias or an "
                   "initializer such as batchwise::he_uniform.");
 
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Dense";
+    /// The length of the output vector.
     static constexpr std::size_t units = Units;
+    /// Whether it adds a bias: true unless no_bias is given.
     static constexpr bool use_bias = !(std::is_same_v<Options, no_bias> || ...);
+    /// The kernel's initializer: the one given, or glorot_uniform.
     using initializer = typename detail::pick_initializer<glorot_uniform, Options...>::type;
 
+    /// Takes vectors only (rank 1): an image needs a Flatten before it.
     template <class In>
     static constexpr bool accepts = In::rank == 1;
+    /// What a shape-mismatch diagnostic says it needs: a shape of rank 1.
     template <class In>
     using requirement = any_shape_of_rank<1>;
+    /// A vector of Units.
     template <class In>
     using output = shape<Units>;
 

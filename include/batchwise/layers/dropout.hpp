@@ -1,5 +1,5 @@
 // Inverted dropout: in training each unit (Dropout) or each channel of an image
-// (SpatialDropout2D) is kept with probability 1 - Rate and scaled by 1 / (1 - Rate); in inference
+// (SpatialDropout2D) is kept with probability 1 - rate and scaled by 1 / (1 - rate); in inference
 // the layer passes its input through untouched.
 #pragma once
 
@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "batchwise/core/real_constant.hpp"
 #include "batchwise/core/rng.hpp"
 #include "batchwise/layers/layer.hpp"
 
@@ -79,16 +80,25 @@ struct multiply_by_channel_mask {
 
 }  // namespace detail
 
-template <float Rate>
+/// Keras's Dropout(rate): in training each unit is zeroed with probability `rate` and the kept
+/// ones scaled by 1 / (1 - rate); in inference the input passes through. Masks are keyed by
+/// (seed, layer, epoch, sample, unit), so a sample's mask does not depend on how its batch was
+/// split.
+template <real_constant Rate>
 struct Dropout {
-    static_assert(Rate >= 0.0f && Rate < 1.0f, "Dropout<rate> needs 0 <= rate < 1.");
+    /// The probability of dropping a unit, in [0, 1).
+    static constexpr float rate = Rate.as_float();
+    static_assert(rate >= 0.0f && rate < 1.0f, "Dropout<rate> needs 0 <= rate < 1.");
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Dropout";
-    static constexpr float rate = Rate;
 
+    /// Takes a sample of any shape.
     template <class In>
     static constexpr bool accepts = true;
+    /// What a shape-mismatch diagnostic says it needs: any shape.
     template <class In>
     using requirement = any_shape;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
 
@@ -111,14 +121,14 @@ struct Dropout {
             if (need_dx) Exec::reserve(dx_, rows * In::size);
         }
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
-            if (!ctx.training || Rate == 0.0f) return x;
+            if (!ctx.training || rate == 0.0f) return x;
             const matrix_view y{Exec::data(out_), x.rows, x.cols};
             const std::size_t quads = (x.cols + 3) / 4;
             const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
-            const float scale = 1.0f / (1.0f - Rate);
+            const float scale = 1.0f / (1.0f - rate);
             detail::at_step_position(ctx, [&]<class Position>(Position at) {
                 Exec::for_each(x.rows * quads, detail::dropout_forward<Position>{x.data, y.data, Exec::data(mask_), key,
-                                                                                 at, x.cols, quads, Rate, scale});
+                                                                                 at, x.cols, quads, rate, scale});
             });
             return y;
         }
@@ -126,7 +136,7 @@ struct Dropout {
         const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy,
                                    bool need_dx, bool) {
             if (!need_dx) return {};
-            if (Rate == 0.0f) return dy;
+            if (rate == 0.0f) return dy;
             const matrix_view dx{Exec::data(dx_), dy.rows, dy.cols};
             Exec::for_each(dy.size(), detail::multiply_elementwise{dy.data, Exec::data(mask_), dx.data});
             return dx;
@@ -140,19 +150,24 @@ struct Dropout {
 };
 
 /// Keras's SpatialDropout2D(rate): drops whole channels (feature maps) of a (height, width,
-/// channels) sample, scaling the kept ones by 1 / (1 - Rate), since neighbouring pixels of a
+/// channels) sample, scaling the kept ones by 1 / (1 - rate), since neighbouring pixels of a
 /// feature map are correlated and dropping them one by one regularises little. Masks are keyed
 /// by (seed, layer, epoch, sample, channel), like Dropout's.
-template <float Rate>
+template <real_constant Rate>
 struct SpatialDropout2D {
-    static_assert(Rate >= 0.0f && Rate < 1.0f, "SpatialDropout2D<rate> needs 0 <= rate < 1.");
+    /// The probability of dropping a channel, in [0, 1).
+    static constexpr float rate = Rate.as_float();
+    static_assert(rate >= 0.0f && rate < 1.0f, "SpatialDropout2D<rate> needs 0 <= rate < 1.");
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "SpatialDropout2D";
-    static constexpr float rate = Rate;
 
+    /// Takes (height, width, channels) samples only.
     template <class In>
     static constexpr bool accepts = In::rank == 3;
+    /// What a shape-mismatch diagnostic says it needs: a shape of rank 3.
     template <class In>
     using requirement = any_shape_of_rank<3>;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
 
@@ -178,12 +193,12 @@ struct SpatialDropout2D {
             if (need_dx) Exec::reserve(dx_, rows * In::size);
         }
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
-            if (!ctx.training || Rate == 0.0f) return x;
+            if (!ctx.training || rate == 0.0f) return x;
             const rng::philox_key key = rng::make_key(ctx.seed, rng::stream::dropout, ctx.layer_index);
-            const float scale = 1.0f / (1.0f - Rate);
+            const float scale = 1.0f / (1.0f - rate);
             detail::at_step_position(ctx, [&]<class Position>(Position at) {
                 Exec::for_each(x.rows * quads, detail::channel_mask<Position>{Exec::data(mask_), key, at, channels,
-                                                                              quads, Rate, scale});
+                                                                              quads, rate, scale});
             });
             Exec::for_each(x.size(), detail::multiply_by_channel_mask{x.data, Exec::data(mask_), Exec::data(out_),
                                                                       In::size, channels});
@@ -191,7 +206,7 @@ struct SpatialDropout2D {
         }
         const_matrix_view backward(const_matrix_view, const_matrix_view, const_matrix_view dy, bool need_dx, bool) {
             if (!need_dx) return {};
-            if (Rate == 0.0f) return dy;
+            if (rate == 0.0f) return dy;
             Exec::for_each(dy.size(), detail::multiply_by_channel_mask{dy.data, Exec::data(mask_), Exec::data(dx_),
                                                                        In::size, channels});
             return {Exec::data(dx_), dy.rows, dy.cols};

@@ -17,8 +17,10 @@ namespace batchwise {
 /// the accumulation window's finish(). Either may be absent.
 template <class L>
 concept StepBeginLayer = requires(L& layer) { layer.begin_step(); };
+/// Has the end_step() half of StepBeginLayer's pair: applies what the step gathered.
 template <class L>
 concept StepEndLayer = requires(L& layer) { layer.end_step(); };
+/// Has either hook, so that the model tells it where optimizer steps begin or end.
 template <class L>
 concept StepBoundaryLayer = StepBeginLayer<L> || StepEndLayer<L>;
 

@@ -31,6 +31,8 @@ inline float init_truncated_normal(std::uint64_t s, std::uint32_t layer, std::ui
 
 /// Glorot (Xavier) uniform: U(-l, l), l = sqrt(6 / (fan_in + fan_out)). The Keras default.
 struct glorot_uniform {
+    /// The initial value of element `element` of layer `layer`'s kernel under seed `s`, given the
+    /// kernel's fan-in and fan-out: a function of these arguments only.
     static float draw(std::uint64_t s, std::uint32_t layer, std::uint64_t element,
                       std::size_t fan_in, std::size_t fan_out) {
         const float limit = std::sqrt(6.0f / static_cast<float>(fan_in + fan_out));
@@ -40,6 +42,8 @@ struct glorot_uniform {
 
 /// He uniform: U(-l, l), l = sqrt(6 / fan_in). Suits ReLU networks.
 struct he_uniform {
+    /// The initial value of element `element` of layer `layer`'s kernel under seed `s`, given the
+    /// kernel's fan-in and fan-out: a function of these arguments only.
     static float draw(std::uint64_t s, std::uint32_t layer, std::uint64_t element,
                       std::size_t fan_in, std::size_t) {
         const float limit = std::sqrt(6.0f / static_cast<float>(fan_in));
@@ -50,6 +54,8 @@ struct he_uniform {
 /// He normal: truncated normal with stddev sqrt(2 / fan_in) / 0.8796 (Keras's correction for
 /// the truncation at two standard deviations).
 struct he_normal {
+    /// The initial value of element `element` of layer `layer`'s kernel under seed `s`, given the
+    /// kernel's fan-in and fan-out: a function of these arguments only.
     static float draw(std::uint64_t s, std::uint32_t layer, std::uint64_t element,
                       std::size_t fan_in, std::size_t) {
         const float stddev = std::sqrt(2.0f / static_cast<float>(fan_in)) / 0.87962566f;
@@ -57,6 +63,8 @@ struct he_normal {
     }
 };
 
+/// A kernel initializer: `T::draw(seed, layer, element, fan_in, fan_out)` gives one initial
+/// value as a function of its arguments alone, so that initial weights are reproducible.
 template <class T>
 concept Initializer = requires(std::uint64_t s, std::uint32_t l, std::uint64_t e, std::size_t n) {
     { T::draw(s, l, e, n, n) } -> std::convertible_to<float>;

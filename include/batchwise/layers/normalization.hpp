@@ -116,7 +116,7 @@ struct channel_scale_shift_grads {
 
 /// A sample of shape In normalised in groups: per position (PerPosition: layer norm's groups are
 /// each position's channels) or over the whole sample (group norm).
-template <class In, class Exec, std::size_t Groups, bool PerPosition, float Epsilon>
+template <class In, class Exec, std::size_t Groups, bool PerPosition, real_constant Epsilon>
 class group_norm_impl {
     static constexpr std::size_t channels = In::dims[In::rank - 1];
     static constexpr std::size_t positions = In::size / channels;
@@ -155,7 +155,7 @@ public:
     const_matrix_view forward(const_matrix_view x, const pass_context&) {
         Exec::for_each(x.rows * groups_per_sample,
                        group_norm_forward{x.data, Exec::data(gamma_), Exec::data(beta_), Exec::data(xhat_),
-                                          Exec::data(out_), Exec::data(inv_std_), layout, Epsilon});
+                                          Exec::data(out_), Exec::data(inv_std_), layout, Epsilon.as_float()});
         return {Exec::data(out_), x.rows, In::size};
     }
 
@@ -186,14 +186,18 @@ private:
 
 /// Keras's LayerNormalization() (axis=-1, epsilon 0.001): each position of a sample normalised
 /// over its channels, the last axis; for a flat sample, over all its features.
-template <float Epsilon = 0.001f>
+template <real_constant Epsilon = 0.001>
 struct LayerNormalization {
-    static_assert(Epsilon > 0.0f, "LayerNormalization epsilon must be positive.");
+    static_assert(Epsilon.as_float() > 0.0f, "LayerNormalization epsilon must be positive.");
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "LayerNormalization";
+    /// Takes a sample of any shape.
     template <class In>
     static constexpr bool accepts = true;
+    /// What a shape-mismatch diagnostic says it needs: any shape.
     template <class In>
     using requirement = any_shape;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
     template <class In, ExecutionPolicy Exec>
@@ -203,16 +207,21 @@ struct LayerNormalization {
 /// Keras's GroupNormalization(groups, axis=-1, epsilon 0.001): each sample's channels (the last
 /// axis) in Groups equal groups, each normalised over its channels at every position.
 /// GroupNormalization<1> normalises a whole sample; with one channel per group it is instance norm.
-template <std::size_t Groups = 32, float Epsilon = 0.001f>
+template <std::size_t Groups = 32, real_constant Epsilon = 0.001>
 struct GroupNormalization {
     static_assert(Groups > 0, "GroupNormalization<groups> needs at least one group.");
-    static_assert(Epsilon > 0.0f, "GroupNormalization epsilon must be positive.");
+    static_assert(Epsilon.as_float() > 0.0f, "GroupNormalization epsilon must be positive.");
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "GroupNormalization";
+    /// Number of channel groups.
     static constexpr std::size_t groups = Groups;
+    /// Takes samples whose channels (last axis) divide into Groups equal groups.
     template <class In>
     static constexpr bool accepts = In::dims[In::rank - 1] % Groups == 0;
+    /// What a shape-mismatch diagnostic says it needs: channels divisible by Groups.
     template <class In>
     using requirement = any_shape_with_channels_divisible_by<Groups>;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
     template <class In, ExecutionPolicy Exec>

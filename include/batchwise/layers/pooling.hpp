@@ -262,22 +262,28 @@ struct pooling_2d {
 /// Keras's MaxPooling2D(pool_size, strides, padding): each channel's largest value per window.
 template <std::size_t PoolH = 2, std::size_t PoolW = PoolH, class... Options>
 struct MaxPooling2D : detail::pooling_2d<detail::max_pool_kind, PoolH, PoolW, Options...> {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "MaxPooling2D";
 };
 
 /// Keras's AveragePooling2D: each channel's mean per window, over the real pixels only.
 template <std::size_t PoolH = 2, std::size_t PoolW = PoolH, class... Options>
 struct AveragePooling2D : detail::pooling_2d<detail::average_pool_kind, PoolH, PoolW, Options...> {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "AveragePooling2D";
 };
 
 /// Keras's GlobalAveragePooling2D: (height, width, channels) to (channels,), each the mean.
 struct GlobalAveragePooling2D {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "GlobalAveragePooling2D";
+    /// Takes (height, width, channels) samples only.
     template <class In>
     static constexpr bool accepts = In::rank == 3;
+    /// What a shape-mismatch diagnostic says it needs: a shape of rank 3.
     template <class In>
     using requirement = any_shape_of_rank<3>;
+    /// (channels,): one mean per channel.
     template <class In>
     using output = shape<In::dims[2]>;
 

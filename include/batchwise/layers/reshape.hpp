@@ -13,11 +13,14 @@ namespace batchwise {
 /// The shape of one sample; the first element of every Sequential. Not a layer itself.
 template <std::size_t... Dims>
 struct Input {
+    /// shape<Dims...>.
     using shape_type = shape<Dims...>;
 };
 
+/// Whether T is an Input<...>.
 template <class T>
 inline constexpr bool is_input_v = false;
+/// Every Input<...> is one.
 template <std::size_t... D>
 inline constexpr bool is_input_v<Input<D...>> = true;
 
@@ -47,11 +50,15 @@ public:
 
 /// Flattens a sample of any rank to a vector, as Keras's Flatten.
 struct Flatten {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Flatten";
+    /// Takes a sample of any shape.
     template <class In>
     static constexpr bool accepts = true;
+    /// What a shape-mismatch diagnostic says it needs: any shape.
     template <class In>
     using requirement = any_shape;
+    /// Every element of the sample, in one vector.
     template <class In>
     using output = shape<In::size>;
     template <class In, ExecutionPolicy Exec>
@@ -61,11 +68,15 @@ struct Flatten {
 /// Reinterprets a sample as shape<Dims...>; the element count must match.
 template <std::size_t... Dims>
 struct Reshape {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Reshape";
+    /// Takes a sample of as many elements as shape<Dims...>.
     template <class In>
     static constexpr bool accepts = In::size == shape<Dims...>::size;
+    /// What a shape-mismatch diagnostic says it needs: that many elements.
     template <class In>
     using requirement = any_shape_with_elements<shape<Dims...>::size>;
+    /// shape<Dims...>.
     template <class In>
     using output = shape<Dims...>;
     template <class In, ExecutionPolicy Exec>

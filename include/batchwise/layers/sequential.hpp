@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "batchwise/core/conventions.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/layers/hooks.hpp"
 #include "batchwise/layers/layer.hpp"
@@ -103,6 +104,10 @@ struct shape_chain<Position, Checking, In, L, Rest...> {
 
 }  // namespace detail
 
+/// A network as a flat list of layer types after its Input, read left to right:
+/// `Sequential<Input<784>, Dense<128>, ReLU, Dense<10>>`. Each layer's input shape is inferred
+/// along the list at compile time; a layer that cannot take it stops the build with one
+/// sentence, and the instantiation line above it names the position and both shapes.
 template <class InputLayer, class... Layers>
 struct Sequential {
     static_assert(is_input_v<InputLayer>,
@@ -110,16 +115,26 @@ struct Sequential {
                   "the shape of one sample (for example Input<28, 28> or Input<784>).");
     static_assert(sizeof...(Layers) > 0, "batchwise::Sequential needs at least one layer.");
 
+    /// The shape of one input sample (the Input's).
     using input_shape = typename InputLayer::shape_type;
+    /// The shape inference along the list, one step per layer.
     using chain = detail::shape_chain<1, true, input_shape, Layers...>;
+    /// Whether every layer accepts the shape before it (the build stops at the first that does
+    /// not).
     static constexpr bool well_formed = chain::ok;
+    /// The shape of one output sample.
     using output_shape = typename chain::output;
+    /// Number of layers, Input not counted.
     static constexpr std::size_t layer_count = sizeof...(Layers);
+    /// The layer types, in order.
     using layer_types = std::tuple<Layers...>;
+    /// Each layer's Keras class name, in order.
     static constexpr std::array<std::string_view, sizeof...(Layers)> layer_names{Layers::name...};
 
+    /// The input shape of layer I (0: the first after Input).
     template <std::size_t I>
     using layer_input_shape = std::tuple_element_t<I, typename chain::inputs>;
+    /// The output shape of layer I.
     template <std::size_t I>
     using layer_output_shape = typename std::tuple_element_t<I, layer_types>::template output<
         layer_input_shape<I>>;
@@ -150,13 +165,17 @@ struct Sequential {
             -> std::tuple<typename Layers::template impl<layer_input_shape<I>, Exec>...>;
 
     public:
+        /// One implementation object per layer, in order.
         using layers_tuple = decltype(make_tuple_type(std::index_sequence_for<Layers...>{}));
+        /// Number of layers.
         static constexpr std::size_t size = sizeof...(Layers);
 
+        /// The implementation of layer I, bound to its input shape and Exec.
         template <std::size_t I>
         using layer_impl = std::tuple_element_t<I, layers_tuple>;
         static_assert(detail::layer_hooks_check<layers_tuple>::value);
 
+        /// Trainable parameters of each layer, in order.
         static constexpr std::array<std::size_t, size> trainable_counts = []<std::size_t... I>(
             std::index_sequence<I...>) {
             return std::array<std::size_t, size>{layer_impl<I>::trainable_count...};
@@ -173,11 +192,13 @@ struct Sequential {
             return needs;
         }();
 
+        /// Trainable parameters of the whole network.
         static constexpr std::size_t trainable_count = [] {
             std::size_t n = 0;
             for (auto c : trainable_counts) n += c;
             return n;
         }();
+        /// Non-trainable parameters (batch norm's moving averages) of the whole network.
         static constexpr std::size_t non_trainable_count = []<std::size_t... I>(
             std::index_sequence<I...>) {
             return (layer_impl<I>::non_trainable_count + ... + 0);
@@ -229,39 +250,51 @@ struct Sequential {
             return r;
         }(std::index_sequence_for<Layers...>{});
 
+        /// Sets every layer's variables from seed `s` and the layer's index, so that initial
+        /// values depend on nothing else.
         void initialize(std::uint64_t s) {
             for_each_layer([&]<std::size_t I>(auto& layer) {
                 layer.initialize(s, static_cast<std::uint32_t>(I));
             });
         }
 
+        /// Makes every per-batch buffer hold `rows` samples: buffer_floats(rows) floats in all.
         void reserve(std::size_t rows) {
             for_each_layer([&]<std::size_t I>(auto& layer) {
                 if constexpr (!runs_in_place<I>()) layer.reserve(rows, needs_input_grad[I]);
             });
         }
 
-        /// An optimizer step begins / has been applied: layers that gather statistics over the
-        /// whole step (batch norm's moving averages) reset or apply them.
+        /// Gives every layer whose definition differs between Keras and PyTorch (batch norm's
+        /// moving variance) the model's conventions.
+        void set_conventions(conventions c) {
+            for_each_layer([&]<std::size_t>(auto& layer) {
+                if constexpr (requires { layer.set_conventions(c); }) layer.set_conventions(c);
+            });
+        }
+        /// An optimizer step begins: layers that gather statistics over the whole step (batch
+        /// norm's moving averages) reset them.
         void begin_step() {
             for_each_layer([&]<std::size_t>(auto& layer) {
                 if constexpr (StepBeginLayer<std::decay_t<decltype(layer)>>) layer.begin_step();
             });
         }
+        /// An optimizer step has been applied: layers that gather statistics over the step apply
+        /// them.
         void end_step() {
             for_each_layer([&]<std::size_t>(auto& layer) {
                 if constexpr (StepEndLayer<std::decay_t<decltype(layer)>>) layer.end_step();
             });
         }
 
-        /// Layers' step statistics packed for summing across processes (StepStatisticsLayer),
-        /// and unpacked once summed over `samples` samples in all.
+        /// Layers' step statistics packed for summing across processes (StepStatisticsLayer).
         void step_statistics(std::vector<gradient_buffer>& out) {
             out.clear();
             for_each_layer([&]<std::size_t>(auto& layer) {
                 if constexpr (StepStatisticsLayer<std::decay_t<decltype(layer)>>) out.push_back(layer.step_statistics());
             });
         }
+        /// Unpacks the step statistics once summed, over `samples` samples in all.
         void set_step_statistics(std::size_t samples) {
             for_each_layer([&]<std::size_t>(auto& layer) {
                 if constexpr (StepStatisticsLayer<std::decay_t<decltype(layer)>>) layer.set_step_statistics(samples);
@@ -314,7 +347,7 @@ struct Sequential {
             }(std::make_index_sequence<size>{});
         }
 
-        /// f.template operator()<I>(layer) for every layer in order.
+        /// `f.template operator()<I>(layer)` for every layer, in order.
         template <class F>
         void for_each_layer(F&& f) {
             [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -347,8 +380,10 @@ struct Sequential {
     };
 };
 
+/// Whether T is a Sequential<...>.
 template <class T>
 inline constexpr bool is_sequential_v = false;
+/// Every Sequential<...> is one.
 template <class In, class... Ls>
 inline constexpr bool is_sequential_v<Sequential<In, Ls...>> = true;
 

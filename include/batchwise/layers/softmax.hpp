@@ -49,13 +49,19 @@ struct softmax_backward_rows {
 
 }  // namespace detail
 
+/// Softmax over each sample's features, for networks that must output probabilities. A loss
+/// with from_logits = true after the logits is more accurate and cheaper than a final Softmax.
 struct Softmax {
+    /// The Keras class name, shown by summary(); layer and weight names are its snake_case form.
     static constexpr std::string_view name = "Softmax";
 
+    /// Takes vectors only (rank 1): flatten other shapes first.
     template <class In>
     static constexpr bool accepts = In::rank == 1;
+    /// What a shape-mismatch diagnostic says it needs: a shape of rank 1.
     template <class In>
     using requirement = any_shape_of_rank<1>;
+    /// The output has the input's shape.
     template <class In>
     using output = In;
 

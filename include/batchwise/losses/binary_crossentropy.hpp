@@ -65,14 +65,22 @@ struct bce_probability_rows {
 };
 }  // namespace detail
 
+/// Keras's BinaryCrossentropy: targets in [0, 1] of the predictions' shape, one independent yes/no
+/// question per output; a sample's loss is the mean over its outputs. Probabilities are clipped to
+/// [probability_epsilon, 1 - probability_epsilon], where the gradient is then 0.
 struct BinaryCrossentropy {
+    /// Keras's name for it, used in error messages.
     static constexpr std::string_view name = "binary_crossentropy";
+    /// from_logits: the predictions are scores, and the log-sigmoid is fused in.
     loss_options options{};
 
+    /// Binary targets; logits when options.from_logits.
     [[nodiscard]] target_description describe() const {
         return {.sparse_labels = false, .binary = true, .from_logits = options.from_logits};
     }
 
+    /// Each sample's loss into row_loss and, when grad is not null, grad_scale times its gradient
+    /// into grad (LossFor); returns the sum of the samples' losses.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
                float* row_loss) const {

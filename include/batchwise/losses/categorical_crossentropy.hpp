@@ -113,13 +113,18 @@ double crossentropy_sum(bool from_logits, const_matrix_view pred, Target target,
 
 /// Targets are one row per sample with one value per class (one-hot or soft labels).
 struct CategoricalCrossentropy {
+    /// Keras's name for it, used in error messages.
     static constexpr std::string_view name = "categorical_crossentropy";
+    /// from_logits: the predictions are scores, and the log-softmax is fused in.
     loss_options options{};
 
+    /// One value per class; logits when options.from_logits.
     [[nodiscard]] target_description describe() const {
         return {.sparse_labels = false, .binary = false, .from_logits = options.from_logits};
     }
 
+    /// Each sample's loss into row_loss and, when grad is not null, grad_scale times its gradient
+    /// into grad (LossFor); returns the sum of the samples' losses.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
                float* row_loss) const {
@@ -132,13 +137,18 @@ struct CategoricalCrossentropy {
 /// Targets are one class index per sample, in [0, classes); the model checks the range before
 /// the loss ever sees a label.
 struct SparseCategoricalCrossentropy {
+    /// Keras's name for it, used in error messages.
     static constexpr std::string_view name = "sparse_categorical_crossentropy";
+    /// from_logits: the predictions are scores, and the log-softmax is fused in.
     loss_options options{};
 
+    /// Class indices; logits when options.from_logits.
     [[nodiscard]] target_description describe() const {
         return {.sparse_labels = true, .binary = false, .from_logits = options.from_logits};
     }
 
+    /// Each sample's loss into row_loss and, when grad is not null, grad_scale times its gradient
+    /// into grad (LossFor); returns the sum of the samples' losses.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
                float* row_loss) const {

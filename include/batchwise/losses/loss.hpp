@@ -22,9 +22,9 @@ struct loss_options {
 /// What a loss expects as targets and what its predictions mean; metrics such as accuracy read
 /// this to decide how to compare a prediction with its target.
 struct target_description {
-    bool sparse_labels = false;  // one class index per sample (stored as a float)
-    bool binary = false;         // independent yes/no outputs
-    bool from_logits = false;    // predictions are scores, not probabilities
+    bool sparse_labels = false;  ///< one class index per sample (stored as a float)
+    bool binary = false;         ///< independent yes/no outputs
+    bool from_logits = false;    ///< predictions are scores, not probabilities
 };
 
 /// Probabilities are clipped to [epsilon, 1 - epsilon] before a log, as Keras does.

@@ -31,10 +31,16 @@ struct mse_rows {
 };
 }  // namespace detail
 
+/// Keras's MeanSquaredError: targets of the predictions' shape; a sample's loss is the mean over
+/// its outputs of (pred - target)^2.
 struct MeanSquaredError {
+    /// Keras's name for it, used in error messages.
     static constexpr std::string_view name = "mean_squared_error";
+    /// Targets are values, neither class indices nor yes/no answers; predictions are not logits.
     [[nodiscard]] target_description describe() const { return {}; }
 
+    /// Each sample's loss into row_loss and, when grad is not null, grad_scale times its gradient
+    /// into grad (LossFor); returns the sum of the samples' losses.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
                float* row_loss) const {

@@ -21,6 +21,7 @@ concept MetricFor = ExecutionPolicy<Exec> && requires(const M& m, const_matrix_v
     { m.template sum<Exec>(v, v, d, p) } -> std::convertible_to<double>;
 };
 
+/// The metrics Model::compile takes (accuracy, mae, mse), and the types behind them.
 namespace metrics {
 
 namespace detail {
@@ -77,8 +78,14 @@ struct absolute_error_rows {
 };
 }  // namespace detail
 
+/// The type of metrics::accuracy: whether each sample is classified right, in the sense the
+/// loss gives the targets (class index, one-hot row, or independent yes/no outputs).
 struct accuracy_metric {
+    /// Its name in History, logs and the progress bar.
     static constexpr std::string_view name = "accuracy";
+    /// Sum over the rows of each sample's accuracy: 1 or 0, or the fraction of its yes/no
+    /// outputs right; `scratch` holds
+    /// pred.rows floats of the policy's memory.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, target_description d,
                float* scratch) const {
@@ -91,10 +98,14 @@ struct accuracy_metric {
     }
 };
 
+/// The type of metrics::mae: the mean absolute error over a sample's outputs.
 struct mean_absolute_error_metric {
+    /// Its name in History, logs and the progress bar.
     static constexpr std::string_view name = "mae";
     /// Compares each output with a target of the same shape, never with a class index.
     static constexpr bool needs_dense_targets = true;
+    /// Sum over the rows of each sample's mean absolute error; `scratch` holds
+    /// pred.rows floats of the policy's memory.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, target_description,
                float* scratch) const {
@@ -104,9 +115,14 @@ struct mean_absolute_error_metric {
     }
 };
 
+/// The type of metrics::mse: the mean squared error over a sample's outputs.
 struct mean_squared_error_metric {
+    /// Its name in History, logs and the progress bar.
     static constexpr std::string_view name = "mse";
+    /// Compares each output with a target of the same shape, never with a class index.
     static constexpr bool needs_dense_targets = true;
+    /// Sum over the rows of each sample's mean squared error; `scratch` holds
+    /// pred.rows floats of the policy's memory.
     template <ExecutionPolicy Exec>
     double sum(const_matrix_view pred, const_matrix_view target, target_description,
                float* scratch) const {

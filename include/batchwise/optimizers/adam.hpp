@@ -1,5 +1,6 @@
 // Adam and AdamW (Kingma & Ba; Loshchilov & Hutter), with Keras 3's update rule and defaults:
-// the bias correction is folded into the step size, epsilon is added after the square root.
+// the bias correction is folded into the step size, epsilon is added after the square root
+// (and scaled to sit after the bias correction under PyTorch's conventions).
 #pragma once
 
 #include <cmath>
@@ -7,15 +8,24 @@
 #include <cstdint>
 #include <string_view>
 
+#include "batchwise/core/conventions.hpp"
 #include "batchwise/optimizers/optimizer.hpp"
 
 namespace batchwise {
 
+/// Adam's hyper-parameters, with Keras 3's defaults; set some with designated initialisers:
+/// `Adam{{.learning_rate = 3e-4f, .amsgrad = true}}`.
 struct adam_options {
+    /// The learning rate the model starts with at compile().
     float learning_rate = 0.001f;
+    /// Decay of the first moment, the moving average of gradients.
     float beta_1 = 0.9f;
+    /// Decay of the second moment, the moving average of squared gradients.
     float beta_2 = 0.999f;
+    /// Added to the second moment's root; under PyTorch's conventions, scaled to where PyTorch adds
+    /// it.
     float epsilon = 1e-7f;
+    /// Divide by the largest second moment so far (AMSGrad), at one more slot.
     bool amsgrad = false;
     /// Decoupled weight decay (w -= learning_rate * weight_decay * w); 0 for Adam.
     float weight_decay = 0.0f;
@@ -24,11 +34,18 @@ struct adam_options {
 /// AdamW's options: Adam's, with Keras's default decay of 0.004. A separate aggregate (not a
 /// derived struct) so that designated initialisers `AdamW{{.weight_decay = 0.01f}}` work.
 struct adamw_options {
+    /// The learning rate the model starts with at compile().
     float learning_rate = 0.001f;
+    /// Decay of the first moment, the moving average of gradients.
     float beta_1 = 0.9f;
+    /// Decay of the second moment, the moving average of squared gradients.
     float beta_2 = 0.999f;
+    /// Added to the second moment's root; under PyTorch's conventions, scaled to where PyTorch adds
+    /// it.
     float epsilon = 1e-7f;
+    /// Divide by the largest second moment so far (AMSGrad), at one more slot.
     bool amsgrad = false;
+    /// Decoupled weight decay (w -= learning_rate * weight_decay * w).
     float weight_decay = 0.004f;
 };
 
@@ -58,17 +75,20 @@ struct adam_update {
             denominator = v_max[i] > vi ? v_max[i] : vi;
             v_max[i] = denominator;
         }
-        w[i] = wi - alpha * mi / (std::sqrt(denominator) + epsilon);
+        w[i] = wi - alpha * mi / (std::sqrt(denominator) + epsilon * s.epsilon_scale);
     }
 };
 
 /// The bias correction folded into the step size, computed in double on the host.
 template <class Options>
-step_scalars adam_scalars(const Options& o, std::uint64_t step, float lr, float grad_scale) {
+step_scalars adam_scalars(const Options& o, std::uint64_t step, float lr, float grad_scale, conventions c) {
     const double t = static_cast<double>(step);
-    const double alpha = lr * std::sqrt(1.0 - std::pow(double{o.beta_2}, t)) /
-                         (1.0 - std::pow(double{o.beta_1}, t));
-    return {.learning_rate = lr, .grad_scale = grad_scale, .step_size = static_cast<float>(alpha)};
+    const double root = std::sqrt(1.0 - std::pow(double{o.beta_2}, t));
+    const double alpha = lr * root / (1.0 - std::pow(double{o.beta_1}, t));
+    return {.learning_rate = lr,
+            .grad_scale = grad_scale,
+            .step_size = static_cast<float>(alpha),
+            .epsilon_scale = c == conventions::pytorch ? static_cast<float>(root) : 1.0f};
 }
 
 template <class Exec, class Options, class Scalars>
@@ -83,42 +103,70 @@ void adam_apply(const Options& o, const variable_ref& v, float* const* slots, Sc
 }
 }  // namespace detail
 
+/// Keras's Adam: steps scaled by the moving averages of the gradient and of its square.
 struct Adam {
+    /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "Adam";
+    /// Its hyper-parameters.
     adam_options options{};
 
+    /// First and second moments, and the largest second moment with amsgrad.
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    /// What a captured step reads from device memory each step: the learning rate, grad_scale and
+    /// the bias-corrected step size, computed in double (CapturableOptimizer).
     [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const {
-        return detail::adam_scalars(options, step, lr, grad_scale);
+        return detail::adam_scalars(options, step, lr, grad_scale, convention);
     }
+    /// Keras's epsilon or PyTorch's (Model::set_conventions sets it).
+    conventions convention = conventions::keras;
+    /// Sets `convention`.
+    void set_conventions(conventions c) { convention = c; }
+    /// Updates variable v in place from grad_scale times its gradient sum, `step` counted from 1
+    /// (OptimizerFor).
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
         detail::adam_apply<Exec>(options, v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
     }
+    /// apply() with the step's scalars read from device memory: a captured step's update.
     template <ExecutionPolicy Exec>
     void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
         detail::adam_apply<Exec>(options, v, slots, scalars_in_memory{device});
     }
 };
 
+/// Keras's AdamW: Adam with decoupled weight decay, on by default.
 struct AdamW {
+    /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "AdamW";
+    /// Its hyper-parameters.
     adamw_options options{};
 
+    /// First and second moments, and the largest second moment with amsgrad.
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    /// What a captured step reads from device memory each step: the learning rate, grad_scale and
+    /// the bias-corrected step size, computed in double (CapturableOptimizer).
     [[nodiscard]] step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const {
-        return detail::adam_scalars(options, step, lr, grad_scale);
+        return detail::adam_scalars(options, step, lr, grad_scale, convention);
     }
+    /// Keras's epsilon or PyTorch's (Model::set_conventions sets it).
+    conventions convention = conventions::keras;
+    /// Sets `convention`.
+    void set_conventions(conventions c) { convention = c; }
+    /// Updates variable v in place from grad_scale times its gradient sum, `step` counted from 1
+    /// (OptimizerFor).
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
         detail::adam_apply<Exec>(options, v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
     }
+    /// apply() with the step's scalars read from device memory: a captured step's update.
     template <ExecutionPolicy Exec>
     void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
         detail::adam_apply<Exec>(options, v, slots, scalars_in_memory{device});

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <utility>
 
+#include "batchwise/core/conventions.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/layers/layer.hpp"
 #include "batchwise/optimizers/optimizer.hpp"
@@ -45,6 +46,8 @@ struct optimizer_base {
     [[nodiscard]] virtual int second_moment_slot() const = 0;
     /// Sets the moment decays and epsilon the next updates use (ignored without them).
     virtual void set_moments(const optimizer_moments& m) = 0;
+    /// Keras's or PyTorch's definitions, for an optimizer whose update differs between them.
+    virtual void set_conventions(conventions c) = 0;
 };
 
 template <class O, class Exec>
@@ -93,6 +96,9 @@ struct optimizer_holder final : optimizer_base<Exec> {
         } else {
             return -1;
         }
+    }
+    void set_conventions(conventions c) override {
+        if constexpr (requires { opt.set_conventions(c); }) opt.set_conventions(c);
     }
     void set_moments(const optimizer_moments& m) override {
         if constexpr (requires { opt.options.beta_1 + opt.options.beta_2 + opt.options.epsilon; }) {

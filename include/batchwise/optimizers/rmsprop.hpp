@@ -11,12 +11,21 @@
 
 namespace batchwise {
 
+/// RMSprop's hyper-parameters, with Keras 3's defaults; set some with designated initialisers:
+/// `RMSprop{{.learning_rate = 1e-3f, .centered = true}}`.
 struct rmsprop_options {
+    /// The learning rate the model starts with at compile().
     float learning_rate = 0.001f;
+    /// Decay of the moving average of squared gradients.
     float rho = 0.9f;
+    /// Momentum on the scaled step; 0: none, and no slot for it.
     float momentum = 0.0f;
+    /// Added to the average inside the square root (Keras's placement).
     float epsilon = 1e-7f;
+    /// Divide by the gradient's estimated variance (the average of squares minus the square of the
+    /// average gradient) instead of its second moment, at one more slot.
     bool centered = false;
+    /// Decoupled, as Keras 3: w -= learning_rate * weight_decay * w before the update.
     float weight_decay = 0.0f;
 };
 
@@ -51,24 +60,35 @@ struct rmsprop_update {
 };
 }  // namespace detail
 
+/// Keras's RMSprop: each gradient divided by the root of a moving average of its square.
 struct RMSprop {
+    /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "RMSprop";
+    /// Its hyper-parameters.
     rmsprop_options options{};
 
+    /// The average of squared gradients, plus the average gradient when centered and a momentum
+    /// buffer with momentum.
     [[nodiscard]] std::size_t slot_count() const {
         return 1 + (options.centered ? 1 : 0) + (options.momentum != 0.0f ? 1 : 0);
     }
+    /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
+    /// What a captured step reads from device memory each step: the learning rate and grad_scale
+    /// (CapturableOptimizer).
     [[nodiscard]] step_scalars scalars(std::uint64_t, float lr, float grad_scale) const {
         return plain_step_scalars(lr, grad_scale);
     }
 
+    /// Updates variable v in place from grad_scale times its gradient sum, `step` counted from 1
+    /// (OptimizerFor).
     template <ExecutionPolicy Exec>
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const {
         update<Exec>(v, slots, scalars_by_value{scalars(step, lr, grad_scale)});
     }
+    /// apply() with the step's scalars read from device memory: a captured step's update.
     template <ExecutionPolicy Exec>
     void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const {
         update<Exec>(v, slots, scalars_in_memory{device});

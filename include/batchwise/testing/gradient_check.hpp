@@ -13,6 +13,8 @@
 #include "batchwise/core/rng.hpp"
 #include "batchwise/core/xtensor.hpp"
 
+/// Tools for testing layers and models built on batchwise: a finite-difference gradient check,
+/// and reproducible random data for it.
 namespace batchwise::testing {
 
 /// A matrix of uniform values in [lo, hi) from the library's own generator, so that a test needs
@@ -50,6 +52,7 @@ struct gradient_check_entry {
 
 /// What check_parameter_gradients found: every probed element, in the order probed.
 struct gradient_check_report {
+    /// Every probed element, in the order probed.
     std::vector<gradient_check_entry> entries;
     std::size_t checked = 0;  ///< elements probed over all trainable variables
 

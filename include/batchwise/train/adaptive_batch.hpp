@@ -45,7 +45,9 @@ public:
             }
         }
     }
+    /// The measured points, sorted by batch size.
     [[nodiscard]] const std::vector<std::pair<std::size_t, double>>& points() const { return points_; }
+    /// True for a default-constructed table, which adaptive_batch refuses.
     [[nodiscard]] bool empty() const { return points_.empty(); }
 
     /// Seconds per step at `batch`, interpolated linearly (and extrapolated from the nearest two
@@ -123,9 +125,15 @@ step_time_table measure_step_times(M& model, const data::Dataset& samples, const
 
 /// One decision of an adaptive_batch.
 struct batch_size_decision {
-    std::uint64_t epoch = 0;  // the epoch that ended
+    std::uint64_t epoch = 0;  ///< the epoch that ended, counted over the model's whole training
+    /// The noise scale read from the epoch logs; one that is not finite and positive keeps the
+    /// size.
     double noise_scale = 0.0;
+    /// The size of the epoch that ended.
     std::size_t from = 0, to = 0;
+    /// \var to
+    /// The size of the next epoch (`from` when it stayed).
+
     /// Predicted goodput of `to` over that of `from` (1 when it stayed).
     double gain = 1.0;
 };
@@ -146,16 +154,25 @@ struct batch_size_decision {
 /// out-of-memory split): the table's times include that.
 class adaptive_batch final : public Callback, public checkpoint_state {
 public:
+    /// adaptive_batch's settings.
     struct options {
+        /// The first epoch's size, kept until a decision changes it.
         std::size_t initial_batch = 32;
+        /// The smallest candidate: candidates are the powers of two from bit_ceil(min_batch) to
+        /// max_batch.
         std::size_t min_batch = 16;
+        /// The largest candidate.
         std::size_t max_batch = 4096;
+        /// The fraction of extra goodput a new size must promise: 0.1 asks for 10% more than the
+        /// current size's.
         double hysteresis = 0.1;
         /// Use the noise scale preconditioned by the optimizer's second moments when the logs
         /// have it (Adam, RMSprop): the one that governs an adaptive optimizer's progress.
         bool preconditioned = true;
     };
 
+    /// `times` as measure_step_times gives them; usage_error for an empty table or options out of
+    /// range.
     adaptive_batch(step_time_table times, options o) : state_(std::make_shared<shared>()), o_(o) {
         if (o_.initial_batch == 0 || o_.min_batch == 0 || o_.min_batch > o_.max_batch) {
             throw usage_error("adaptive_batch: needs 0 < min_batch <= max_batch and initial_batch > 0");
@@ -179,7 +196,9 @@ public:
         const std::lock_guard<std::mutex> lock(state_->mutex);
         return state_->sizes[std::min<std::size_t>(epoch, state_->sizes.size() - 1)];
     }
+    /// Every decision this object made, one per epoch end, in order (not restored by a checkpoint).
     [[nodiscard]] const std::vector<batch_size_decision>& decisions() const { return decisions_; }
+    /// The step times in use (a checkpoint restores them).
     [[nodiscard]] const step_time_table& times() const { return state_->times; }
 
     /// Predicted samples per second of progress at `batch` for noise scale `noise`.
@@ -188,7 +207,9 @@ public:
         return b / state_->times.seconds(batch) / (1.0 + b / noise);
     }
 
-    void on_epoch_end(training_context&, std::uint64_t epoch, const epoch_logs& logs) override {
+    void on_epoch_end(training_context& ctx, std::uint64_t fit_epoch, const epoch_logs& logs) override {
+        // The schedule is read with the epoch counted over the model's whole training.
+        const std::uint64_t epoch = fit_epoch + ctx.epoch_offset();
         const char* name = o_.preconditioned && logs.contains("noise_scale_preconditioned") &&
                                    std::isfinite(logs["noise_scale_preconditioned"])
                                ? "noise_scale_preconditioned"

@@ -20,25 +20,33 @@
 
 namespace batchwise {
 
+/// An .npz archive's arrays with their names, in file order.
 using named_arrays = std::vector<std::pair<std::string, data::npz_array>>;
 
 /// Where training stands between optimizer steps: what fit() resumes from.
 struct training_position {
+    /// The epoch to resume, counted over the model's whole training.
     std::uint64_t epoch = 0;
-    std::size_t step = 0;  // batches of `epoch` already trained
+    std::size_t step = 0;  ///< batches of `epoch` already trained
+    /// The sample position within that epoch, which dropout masks are keyed by.
     std::uint64_t sample = 0;
+    /// The model's seed, which shuffles and dropout masks are keyed by.
     std::uint64_t seed = 0;
+    /// The micro-batch size out-of-memory recovery had settled on.
     std::size_t micro_batch_limit = 0;  // 0: none
 };
 
 /// A checkpoint's training state, restored.
 struct restored_state {
+    /// Optimizer steps taken.
     std::uint64_t iterations = 0;
+    /// The base learning rate.
     float learning_rate = 0.0f;
+    /// Where training stood.
     training_position position;
-    /// Samples of the steps taken, and the coupling's reference batch (0 in checkpoints written
-    /// before they were saved).
+    /// Samples of the steps taken (0 in checkpoints written before it was saved).
     std::uint64_t samples_seen = 0;
+    /// The coupling's reference batch (0 in checkpoints written before it was saved).
     std::size_t reference_batch = 0;
 };
 
@@ -48,7 +56,9 @@ struct restored_state {
 class checkpoint_state {
 public:
     virtual ~checkpoint_state() = default;
+    /// Names its array, "state/<name>"; unique among the states added to a model.
     [[nodiscard]] virtual std::string checkpoint_name() const = 0;
+    /// The state to save; check_state accepts what this returns.
     [[nodiscard]] virtual std::vector<double> save_state() const = 0;
     /// Throws io_error when `values` is not a state this object could have saved.
     virtual void check_state(const std::vector<double>& values) const = 0;
@@ -60,6 +70,7 @@ public:
 /// as "state/<name>" arrays.
 class checkpoint_extras {
 public:
+    /// Adds a state, kept by reference; usage_error when one of the same name is already added.
     void add(checkpoint_state& s) {
         for (const checkpoint_state* other : states_) {
             if (other->checkpoint_name() == s.checkpoint_name()) {
@@ -68,8 +79,10 @@ public:
         }
         states_.push_back(&s);
     }
+    /// Removes a state; nothing happens when it was not added.
     void remove(checkpoint_state& s) { std::erase(states_, &s); }
 
+    /// Appends every added state's "state/<name>" array.
     void append_to(named_arrays& arrays) const;
     /// Every added state's values from a checkpoint, each checked; nothing is restored yet.
     [[nodiscard]] std::vector<std::vector<double>> read(const named_arrays& arrays,
@@ -140,19 +153,20 @@ named_arrays weight_arrays(const variable_set& vars) {
 /// Weight arrays by name into the variables; the optimizer and training state of a checkpoint
 /// are skipped. All arrays are checked before any is copied, so a bad file changes nothing.
 template <ExecutionPolicy Exec>
-void load_weight_arrays(const variable_set& vars, const named_arrays& arrays, const std::filesystem::path& path) {
+void load_weight_arrays(const variable_set& vars, const named_arrays& arrays, const std::filesystem::path& path,
+                        const std::string& call = "load_weights") {
     std::vector<const data::npz_array*> found(vars.size(), nullptr);
     for (const auto& [name, array] : arrays) {
         if (name.starts_with("optimizer/") || name.starts_with("training/") || name.starts_with("state/")) continue;
         std::size_t i = 0;
         while (i < vars.size() && vars[i].name != name) ++i;
         if (i == vars.size()) {
-            throw shape_error("load_weights: " + path.string() + " holds an array '" + name +
+            throw shape_error(call + ": " + path.string() + " holds an array '" + name +
                               "' that this model does not have; its variables are " + vars.names());
         }
         const std::vector<std::size_t> expected = detail::variable_shape(vars[i].ref);
         if (array.shape != expected || array.dtype != data::npz_dtype::float32) {
-            throw shape_error("load_weights: array '" + name + "' in " + path.string() + " has shape " +
+            throw shape_error(call + ": array '" + name + "' in " + path.string() + " has shape " +
                               detail::runtime_shape_str(array.shape) +
                               (array.dtype != data::npz_dtype::float32 ? " of integers" : "") +
                               " but the model's variable has shape " + detail::runtime_shape_str(expected) +
@@ -161,11 +175,53 @@ void load_weight_arrays(const variable_set& vars, const named_arrays& arrays, co
         found[i] = &array;
     }
     for (std::size_t i = 0; i < vars.size(); ++i) {
-        if (found[i] == nullptr) throw shape_error("load_weights: " + path.string() + " has no array '" + vars[i].name + "'");
+        if (found[i] == nullptr) throw shape_error(call + ": " + path.string() + " has no array '" + vars[i].name + "'");
     }
     for (std::size_t i = 0; i < vars.size(); ++i) {
         Exec::from_host(found[i]->values.data(), vars[i].ref.size(), vars[i].ref.value);
     }
+}
+
+/// A variable's host copy: its saved name ("dense_1/kernel") and its shape ((in, out) for a
+/// kernel, as Keras stores it).
+struct named_weight {
+    /// The saved name; empty entries given to set_host_weights match by position.
+    std::string name;
+    /// The values, in the variable's shape.
+    xt::xarray<float> value;
+};
+
+/// Host copies of every variable with their saved names, in order (Model::get_weights).
+template <ExecutionPolicy Exec>
+std::vector<named_weight> host_weights(const variable_set& vars) {
+    std::vector<named_weight> out;
+    for (const auto& v : vars.entries()) {
+        xt::xarray<float> value = xt::zeros<float>(detail::variable_shape(v.ref));
+        Exec::to_host(v.ref.value, v.ref.size(), value.data());
+        out.push_back({v.name, std::move(value)});
+    }
+    return out;
+}
+
+/// Sets every variable from host arrays: matched by name when they are named, in order when
+/// none is. Checked as load_weights checks a file: all of them before any is copied.
+template <ExecutionPolicy Exec>
+void set_host_weights(const variable_set& vars, const std::vector<named_weight>& weights) {
+    const bool by_name = std::ranges::any_of(weights, [](const named_weight& w) { return !w.name.empty(); });
+    if (!by_name && weights.size() != vars.size()) {
+        throw shape_error("set_weights: " + std::to_string(weights.size()) + " unnamed arrays for " +
+                          std::to_string(vars.size()) + " variables (" + vars.names() + ")");
+    }
+    named_arrays arrays;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+        const auto& w = weights[i];
+        if (by_name && w.name.empty()) {
+            throw shape_error("set_weights: array " + std::to_string(i) + " has no name; name all of them or none");
+        }
+        data::npz_array a{{w.value.shape().begin(), w.value.shape().end()}, {w.value.begin(), w.value.end()}};
+        arrays.emplace_back(by_name ? w.name : vars[i].name, std::move(a));
+    }
+    load_weight_arrays<Exec>(vars, arrays, "the arrays given", "set_weights");
 }
 
 /// Every array of a checkpoint: the weights, the optimizer's slots and step count, the learning

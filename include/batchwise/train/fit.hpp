@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -31,12 +32,29 @@ namespace batchwise {
 
 /// Options of Model::fit, named as Keras names them.
 struct fit_options {
-    /// Train until this many epochs have been completed (counting from epoch 0).
+    /// Train until this many epochs have been completed (counting from initial_epoch).
     std::uint64_t epochs = 1;
-    /// First epoch to train; unset: 0, or where a loaded checkpoint left off.
+    /// First epoch to train, counted over the model's whole training (as a checkpoint counts);
+    /// unset: where a loaded checkpoint left off, or else a fresh count from 0 that continues
+    /// the model's earlier fit calls: their shuffles and dropout masks are not replayed.
     std::optional<std::uint64_t> initial_epoch{};
-    /// Evaluated at the end of every epoch into "val_" values.
-    std::optional<data::Dataset> validation{};
+    /// Samples per batch where fit batches the data itself: arrays, and unbatched datasets
+    /// (a batched dataset brings its own sizes). 0: Keras's 32, or the static batch.
+    std::size_t batch_size = 0;
+    /// Arrays only: this fraction of the samples, taken from the end before any shuffling (as
+    /// Keras takes it), is held out and evaluated as validation data after every epoch.
+    double validation_split = 0.0;
+    /// Keras's validation_data: evaluated at the end of every epoch into "val_" values. An
+    /// unbatched dataset (Dataset(x_val, y_val)) is batched with batch_size.
+    std::optional<data::Dataset> validation_data{};
+    /// Keras's class_weight: each training sample's loss (and its gradient) is multiplied by
+    /// its class's weight; the mean stays over samples, so it is exact under accumulation. One
+    /// entry per class (the classes of a sparse loss, the columns of one-hot targets, or 0 and 1
+    /// for a single binary output). Validation loss and metrics are not weighted.
+    std::map<std::size_t, float> class_weight{};
+    /// Arrays only: the training samples are shuffled anew every epoch (keyed by the model's
+    /// seed and the epoch). A dataset decides its own order (Dataset::shuffle).
+    bool shuffle = true;
     /// At most this many batches per epoch (each epoch still starts a fresh pass); 0: all.
     /// A plain count rather than an optional: GCC 12 warns falsely about optional payloads.
     std::size_t steps_per_epoch = 0;
@@ -107,6 +125,101 @@ private:
     bool active_;
 };
 
+/// The datasets fit reads. A batched dataset is read as it is; arrays (which arrive as one
+/// unbatched dataset) and unbatched datasets are batched here with options.batch_size, arrays
+/// after validation_split has taken its samples from the end and shuffled every epoch.
+struct fit_data {
+    data::Dataset train;
+    std::optional<data::Dataset> validation;
+};
+inline fit_data prepare_fit_data(const data::Dataset& all, const fit_options& o, bool from_arrays,
+                                 std::size_t default_batch, std::uint64_t seed_value) {
+    const std::size_t batch = o.batch_size != 0 ? o.batch_size : default_batch;
+    auto batched = [&](const data::Dataset& d) { return d.batched() ? d : d.batch(batch); };
+    std::optional<data::Dataset> validation;
+    if (o.validation_data) validation = batched(*o.validation_data);
+    if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
+        throw usage_error("fit: validation_split must be in [0, 1), got " + std::to_string(o.validation_split));
+    }
+    if (!from_arrays) {
+        if (o.validation_split != 0.0) {
+            throw usage_error("fit: validation_split splits arrays; split a dataset once with data::split "
+                              "and pass the second part as validation_data");
+        }
+        if (all.batched() && o.batch_size != 0) {
+            throw usage_error("fit: batch_size is for arrays and unbatched datasets; this dataset is "
+                              "batched already and brings its own batch sizes");
+        }
+        return {batched(all), std::move(validation)};
+    }
+    data::Dataset train = all;
+    if (o.validation_split > 0.0) {
+        if (o.validation_data) {
+            throw usage_error("fit: give validation_split or validation_data, not both");
+        }
+        const std::size_t n = all.cardinality();
+        const auto split_at = static_cast<std::size_t>(std::floor(static_cast<double>(n) * (1.0 - o.validation_split)));
+        if (split_at == 0 || split_at == n) {
+            throw data_error("fit: validation_split " + std::to_string(o.validation_split) + " of " +
+                             std::to_string(n) + " samples leaves " +
+                             (split_at == 0 ? "no training samples" : "no validation samples"));
+        }
+        train = all.take(split_at);
+        validation = all.skip(split_at).batch(batch);
+    }
+    if (o.shuffle) train = train.shuffle(train.cardinality(), seed{seed_value});
+    return {train.batch(batch), std::move(validation)};
+}
+
+/// fit_options::class_weight as one weight per class, checked: every class given once, each
+/// weight finite and not negative.
+inline std::vector<float> dense_class_weights(const std::map<std::size_t, float>& given, std::size_t classes) {
+    if (given.empty()) return {};
+    std::vector<float> w(classes, 0.0f);
+    for (const auto& [c, v] : given) {
+        if (c >= classes) {
+            throw usage_error("fit: class_weight has class " + std::to_string(c) + " but the loss has classes 0.." +
+                              std::to_string(classes - 1));
+        }
+        if (!(v >= 0.0f) || !std::isfinite(v)) {
+            throw usage_error("fit: class_weight of class " + std::to_string(c) + " is " + std::to_string(v) +
+                              "; weights must be finite and >= 0");
+        }
+        w[c] = v;
+    }
+    if (given.size() != classes) {
+        throw usage_error("fit: class_weight gives weights for " + std::to_string(given.size()) + " of the " +
+                          std::to_string(classes) + " classes; give one for every class");
+    }
+    return w;
+}
+
+/// Puts fit's class weights on the training loss until fit returns or throws. Captured step
+/// graphs hold the loss's calls, so they go when the weights change.
+template <class Engine>
+class class_weight_scope {
+public:
+    class_weight_scope(Engine& e, std::vector<float> w) : e_(e), previous_(e.objective().class_weights()) {
+        changed_ = w != previous_;
+        if (changed_) {
+            e_.captured().reset();
+            e_.objective().set_class_weights(std::move(w));
+        }
+    }
+    class_weight_scope(const class_weight_scope&) = delete;
+    class_weight_scope& operator=(const class_weight_scope&) = delete;
+    ~class_weight_scope() {
+        if (!changed_) return;
+        e_.captured().reset();
+        e_.objective().set_class_weights(std::move(previous_));
+    }
+
+private:
+    Engine& e_;
+    std::vector<float> previous_;
+    bool changed_ = false;
+};
+
 /// Clears a hook when fit returns or throws.
 template <class Hook>
 struct hook_reset {
@@ -119,16 +232,22 @@ struct hook_reset {
 
 }  // namespace detail
 
+/// Model::fit's loop and the state it keeps between calls: where training stands (for
+/// checkpoints, resumption and the next fit's epoch count) and the reused batch buffer.
 class fit_loop {
 public:
     /// Where a checkpoint taken now resumes: the epoch, and the batches of it already trained.
     [[nodiscard]] std::uint64_t epoch() const { return epoch_; }
+    /// The batches of epoch() already trained.
     [[nodiscard]] std::size_t step() const { return step_; }
     /// Where a checkpoint taken now resumes, without a pending resume (a state put back).
     void set_position(std::uint64_t epoch, std::size_t step) {
         epoch_ = epoch;
         step_ = step;
     }
+    /// Epochs begun so far over all fit calls (one stopped part-way counts): where the next
+    /// fit() without initial_epoch starts counting.
+    [[nodiscard]] std::uint64_t trained_epochs() const { return epoch_ + (step_ > 0 ? 1 : 0); }
     /// Whether a loaded checkpoint's position waits for the next fit().
     [[nodiscard]] bool resume_pending() const { return resume_.has_value(); }
     /// A loaded checkpoint's position: the next fit() (without initial_epoch) starts there.
@@ -141,11 +260,11 @@ public:
     /// Trains `model` (through its step engine, `model.step_`) on every batch of `train` for
     /// each epoch. See Model::fit.
     template <class M, class... Callbacks>
-    History run(M& model, const data::Dataset& train, const fit_options& options, Callbacks&... callbacks) {
+    History run(M& model, const data::Dataset& train, const std::optional<data::Dataset>& validation,
+                const fit_options& options, Callbacks&... callbacks) {
         auto& engine = model.step_;
         std::vector<Callback*> cbs{static_cast<Callback*>(&callbacks)...};
-        ProgressBar default_bar(ProgressBar::options{
-            .interactive = options.verbose == 2 ? std::optional<bool>(false) : std::nullopt});
+        ProgressBar default_bar(ProgressBar::options{.one_line = options.verbose == 2});
         const bool has_bar = (callbacks.is_progress_bar() || ... || false);
         if (options.verbose > 0 && !has_bar) cbs.insert(cbs.begin(), &default_bar);
         // In data-parallel training only rank 0 shows progress (its epoch values are global).
@@ -173,6 +292,8 @@ public:
         // rules otherwise), and are logged when rules set them.
         const detail::rules_scope<std::remove_reference_t<decltype(engine.optimizer())>> scope(
             engine.optimizer(), step_rules{options.learning_rate_schedule, options.coupling});
+        const detail::class_weight_scope<std::remove_reference_t<decltype(engine)>> weights(
+            engine, detail::dense_class_weights(options.class_weight, engine.objective().class_count()));
         const bool log_steps = engine.optimizer().rules().active();
         std::optional<optimizer_step_record> last_step;
         engine.optimizer().on_step = [&](const optimizer_step_record& r) {
@@ -184,16 +305,22 @@ public:
         std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->first : 0);
         std::size_t skip_steps = resuming ? resume_->second : 0;
         resume_.reset();
+        // Without initial_epoch or a resume, this call's epochs continue the model's training:
+        // the data and random layers are keyed by the epoch counted over all fit calls, so a
+        // second fit draws new shuffles and masks, as one longer fit would.
+        const std::uint64_t offset = options.initial_epoch || resuming ? 0 : trained_epochs();
+        ctx.set_epoch_offset(offset);
 
         for (Callback* cb : cbs) cb->on_train_begin(ctx);
         for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
             const auto t0 = std::chrono::steady_clock::now();
-            auto reader = train.read(epoch);
-            const std::size_t available = train.cardinality(epoch);
+            const std::uint64_t key = epoch + offset;
+            auto reader = train.read(key);
+            const std::size_t available = train.cardinality(key);
             const std::size_t steps =
                 options.steps_per_epoch == 0 ? available : std::min(available, options.steps_per_epoch);
-            engine.set_position(epoch, 0);
-            epoch_ = epoch;
+            engine.set_position(key, 0);
+            epoch_ = key;
             step_ = 0;
             const std::uint64_t iterations_before = model.iterations();
             for (Callback* cb : cbs) cb->on_epoch_begin(ctx, epoch, steps);
@@ -259,8 +386,8 @@ public:
             const logs mean = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
             el.set("loss", mean.loss);
             for (std::size_t m = 0; m < mean.metric_count; ++m) el.set(std::string(mean.names[m]), mean.values[m]);
-            if (options.validation && !non_finite) {
-                const logs v = model.evaluate(*options.validation);
+            if (validation && !non_finite) {
+                const logs v = model.evaluate(*validation);
                 el.set("val_loss", v.loss);
                 for (std::size_t m = 0; m < v.metric_count; ++m) el.set("val_" + std::string(v.names[m]), v.values[m]);
             }
@@ -274,7 +401,7 @@ public:
             for (step_observer* o : model.step_observers()) o->add_epoch_values(el);
             if (complete && !model.window_open()) {
                 // A checkpoint taken now resumes at the next epoch.
-                epoch_ = epoch + 1;
+                epoch_ = key + 1;
                 step_ = 0;
             }
             history.epochs.push_back(epoch);

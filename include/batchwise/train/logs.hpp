@@ -13,14 +13,21 @@
 
 namespace batchwise {
 
+/// One call's loss and metric values (train_on_batch, evaluate, fit's batches), each the mean over
+/// `samples` samples.
 struct logs {
+    /// The most metrics a model compiles: the record is fixed-size so that a step never allocates.
     static constexpr std::size_t max_metrics = 8;
 
+    /// The mean loss.
     float loss = 0.0f;
     /// Number of samples the values are averaged over.
     std::size_t samples = 0;
+    /// The compiled metrics' names; the first metric_count are used.
     std::array<std::string_view, max_metrics> names{};
+    /// Each metric's mean, in the order of names.
     std::array<float, max_metrics> values{};
+    /// The metrics in names and values.
     std::size_t metric_count = 0;
 
     /// logs["loss"], logs["accuracy"]; an unknown name is a usage_error naming it.
@@ -33,6 +40,7 @@ struct logs {
                           "' (the loss is 'loss'; metrics are named as compiled)");
     }
 
+    /// Whether operator[] knows `name`: "loss" or a compiled metric.
     [[nodiscard]] bool contains(std::string_view name) const {
         if (name == "loss") return true;
         for (std::size_t i = 0; i < metric_count; ++i) {

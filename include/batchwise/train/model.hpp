@@ -32,6 +32,7 @@
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
 #include "batchwise/train/fit.hpp"
+#include "batchwise/train/gradients.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/step/engine.hpp"
@@ -42,6 +43,8 @@
 
 namespace batchwise {
 
+/// A network you train: `Model<Sequential<Input<...>, layers...>, batch policy, execution
+/// policy, accumulation policy>`, with Keras's verbs (docs/concepts.md explains the policies).
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
           AccumulationPolicy Accum = no_accumulation>
 class Model {
@@ -54,25 +57,26 @@ class Model {
     using engine_type = step_engine<Net, Batch, Exec, Accum>;
 
 public:
-    using network_type = typename engine_type::network_type;
-    using input_shape = typename Net::input_shape;
-    using output_shape = typename Net::output_shape;
-    using batch_policy = Batch;
-    using execution_policy = Exec;
-    using accumulation_policy = Accum;
-    using accumulator_type = typename Accum::accumulator_type;
-    using variable_entry = batchwise::variable_entry;
-    static constexpr std::size_t in_features = input_shape::size;
-    static constexpr std::size_t out_features = output_shape::size;
+    using sequential_type = Net;                              ///< The Sequential<Input<...>, layers...>.
+    using network_type = typename engine_type::network_type;  ///< The layers instantiated on Exec.
+    using input_shape = typename Net::input_shape;            ///< One sample's input, a shape<...>.
+    using output_shape = typename Net::output_shape;          ///< One sample's output, a shape<...>.
+    using batch_policy = Batch;                               ///< static_batch<N> or dynamic_batch.
+    using execution_policy = Exec;                            ///< Where the arithmetic runs.
+    using accumulation_policy = Accum;                        ///< How micro-batches make a step.
+    using accumulator_type = typename Accum::accumulator_type;  ///< What gradients are summed in.
+    using variable_entry = batchwise::variable_entry;         ///< A named variable (variables()).
+    static constexpr std::size_t in_features = input_shape::size;    ///< Floats per input sample.
+    static constexpr std::size_t out_features = output_shape::size;  ///< Floats per output sample.
     /// A batch of inputs or outputs: xtensor_fixed for a static batch, xtensor for a dynamic one.
     using input_batch = typename detail::batch_tensor<input_shape, Batch::extent>::type;
-    using output_batch = typename detail::batch_tensor<output_shape, Batch::extent>::type;
+    using output_batch = typename detail::batch_tensor<output_shape, Batch::extent>::type;  ///< See input_batch.
     /// What predict returns for any number of samples.
     using output_tensor = xt::xtensor<float, output_shape::rank + 1>;
     /// predict/evaluate's default chunk: Keras's 32, or the static batch itself.
     static constexpr std::size_t default_batch_size = Batch::is_static ? Batch::extent : 32;
 
-    explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}
+    explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}  ///< Weights initialised from the seed.
 
     /// A model held to a memory budget: a step that would exceed it runs as smaller micro-batches.
     Model(seed s, memory_budget budget) : step_(s.value, budget.bytes) {
@@ -87,16 +91,18 @@ public:
             step_.reserve(Batch::extent);
             // Class indices of other types are converted here: sized now, so no step allocates.
             host_.reserve_targets(Batch::extent * out_features);
-        } else if (const std::size_t fixed = estimate_memory(0, 0).total_bytes(); fixed != 0 && fixed > budget.bytes) {
-            throw out_of_memory("Model: the parameters and their gradients alone need " + std::to_string(fixed) +
-                                " bytes but the memory budget is " + std::to_string(budget.bytes));
+        } else if (const std::size_t one = estimate_memory(1, 0).total_bytes(); one > budget.bytes) {
+            throw out_of_memory("Model: one sample needs " + std::to_string(one) + " bytes (" +
+                                std::to_string(estimate_memory(0, 0).total_bytes()) +
+                                " for the parameters and their gradients) but the memory budget is " +
+                                std::to_string(budget.bytes));
         }
     }
 
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
-    Model(Model&&) noexcept = default;
-    Model& operator=(Model&&) noexcept = default;
+    Model(Model&&) noexcept = default;             ///< Models move (the buffers stay where they are).
+    Model& operator=(Model&&) noexcept = default;  ///< Models move (the buffers stay where they are).
     ~Model() = default;
 
     /// Chooses the optimizer, the loss and the metrics, and resets the optimizer state and any
@@ -114,24 +120,8 @@ public:
                       "Model::compile: every argument after the loss must be a metric such as "
                       "batchwise::metrics::accuracy.");
         static_assert(sizeof...(Metrics) <= logs::max_metrics, "Model::compile: at most logs::max_metrics metrics.");
-        engine_type::objective_type::template check_compile<output_shape, Loss, Metrics...>(loss);
-        if (optimizer.slot_count() > optimizer_state<Exec>::max_slots) {
-            throw usage_error("Model::compile: the optimizer keeps too many slots");
-        }
-        const memory_estimate e = estimate_memory(step_.capacity(), optimizer.slot_count());
-        if (e.total_bytes() > step_.budget()) {
-            throw out_of_memory("Model::compile: with " + std::string(Optimizer::name) + "'s state the model needs " +
-                                std::to_string(e.total_bytes()) + " bytes but the memory budget is " +
-                                std::to_string(step_.budget()));
-        }
-        // The graphs hold the old optimizer's, loss's and metrics' calls, and the window the old
-        // loss's gradients: both go before anything new is allocated.
-        step_.optimizer().check_rules_for(optimizer);
-        step_.window().discard();
-        step_.captured().reset();
         const float learning_rate = optimizer.learning_rate();
-        step_.optimizer().compile(std::move(optimizer), step_.variables());
-        step_.objective().compile(std::move(loss), std::move(metrics)...);
+        step_.compile(std::move(optimizer), std::move(loss), std::move(metrics)...);
         processes::template attach<Exec, Model, Optimizer, Loss, Metrics...>(accumulation(), step_.variables(),
                                                                              learning_rate, step_.seed());
     }
@@ -173,7 +163,7 @@ public:
     /// Registers an observer of every optimizer step's gradient sums (step_window::finish);
     /// it must outlive the model or be removed first.
     void add_step_observer(step_observer& o) { step_.window().add_observer(o, step_.variables()); }
-    void remove_step_observer(step_observer& o) { step_.window().remove_observer(o); }
+    void remove_step_observer(step_observer& o) { step_.window().remove_observer(o); }  ///< Unregisters o.
     /// The registered step observers (fit adds their epoch values to the logs).
     [[nodiscard]] std::span<step_observer* const> step_observers() const { return step_.window().observers(); }
     /// Rules for every optimizer step's hyper-parameters in custom loops (train_on_batch); fit
@@ -182,17 +172,24 @@ public:
 
     /// Trains on every batch of `train` for each epoch, with validation, callbacks (a
     /// ProgressBar is added unless verbose is 0 or one is given) and exact resumption from a
-    /// checkpoint. Each batch may have its own size: the dataset decides. An accumulation
-    /// window still open at the end of an epoch is stepped with the samples it has.
+    /// checkpoint. Each batch may have its own size: the dataset decides (an unbatched one is
+    /// batched with options.batch_size). An accumulation window still open at the end of an
+    /// epoch is stepped with the samples it has.
     template <class... Callbacks>
     History fit(const data::Dataset& train, const fit_options& options = {}, Callbacks&... callbacks) {
-        static_assert((std::is_base_of_v<Callback, Callbacks> && ...),
-                      "Model::fit: every argument after the options must be a callback deriving "
-                      "from batchwise::Callback (EarlyStopping, ModelCheckpoint, ...).");
+        return fit_prepared(train, false, options, callbacks...);
+    }
+    /// Keras's fit(x, y, batch_size=..., validation_split=..., shuffle=...): x is (n, input
+    /// dims...), y class indices or target rows; options.batch_size (32 by default) samples per
+    /// batch, shuffled every epoch, validation_split taken from the end first.
+    template <class X, class Y, class... Callbacks>
+        requires(!std::is_same_v<X, data::Dataset>)
+    History fit(const X& x, const Y& y, const fit_options& options = {}, Callbacks&... callbacks) {
         require_compiled("fit");
-        check_dataset(train, "fit");
-        if (options.validation) check_dataset(*options.validation, "fit (validation data)");
-        return guarded([&] { return fit_.run(*this, train, options, callbacks...); });
+        const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "fit");
+        check_targets(y, n, "fit");
+        if (n == 0) throw data_error("fit: no samples to train on");
+        return fit_prepared(data::Dataset(x, y), true, options, callbacks...);
     }
 
     /// Loss of the batch in training mode (mean over its samples) and the gradients of that mean
@@ -200,12 +197,30 @@ public:
     /// custom loops; not while an accumulation window is open.
     template <class X, class Y>
     float loss_and_gradients(const X& x, const Y& y) {
-        if (window_open()) {
-            throw usage_error("loss_and_gradients: an accumulation window is open; call "
-                              "apply_accumulated() first");
-        }
+        require_closed_window("loss_and_gradients");
         const auto b = host_batch(x, y, "loss_and_gradients");
         return step_.loss_and_gradients(b.x, b.y, b.rows, "loss_and_gradients");
+    }
+
+    /// The gradient of the batch's loss in training mode as sums over its samples with their
+    /// count, per trainable variable (TensorFlow's tape.gradient, without dividing by the
+    /// batch). Changes no variable; the sample position moves on as train_on_batch's does.
+    template <class X, class Y>
+    gradient_sums gradients(const X& x, const Y& y) {
+        require_closed_window("gradients");
+        const auto b = host_batch(x, y, "gradients");
+        const step_sums s = guarded([&] { return step_.gradient_sums(b.x, b.y, b.rows, "gradients"); });
+        return {detail::host_gradients<Exec>(step_.variables()), b.rows, s.loss};
+    }
+    /// One optimizer step from gradient sums (of one batch or several added together): the
+    /// compiled optimizer, its state and the step rules, with the mean over g.samples. Sums of
+    /// micro-batches applied once equal accumulate<N> over them. Checked before anything changes.
+    void apply_gradients(const gradient_sums& g) {
+        static_assert(!ShardingAccumulation<Accum>, "Model::apply_gradients: not across processes (data_parallel)");
+        require_compiled("apply_gradients");
+        require_closed_window("apply_gradients");
+        detail::load_gradients<Exec>(step_.variables(), g);
+        guarded([&] { step_.apply_gradient_sums(g.samples); });
     }
 
     /// Outputs for any number of samples, computed in inference mode in chunks of batch_size.
@@ -214,15 +229,8 @@ public:
         const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "predict");
         check_chunk(batch_size, "predict");
         output_tensor result(output_shape_for(n));
-        detail::with_float_rows<input_shape>(x, [&](const float* src) {
-            detail::check_finite(src, n, in_features, nullptr, "predict", "input");
-            for (std::size_t first = 0; first < n; first += batch_size) {
-                const std::size_t rows = std::min(batch_size, n - first);
-                step_.infer(src + first * in_features, rows, [&](std::size_t offset, const_matrix_view pred) {
-                    Exec::to_host(pred.data, pred.rows * out_features, result.data() + (first + offset) * out_features);
-                });
-            }
-        });
+        detail::with_float_rows<input_shape>(
+            x, [&](const float* src) { step_.predict_rows(src, n, batch_size, result.data(), nullptr, "predict"); });
         return result;
     }
 
@@ -234,24 +242,7 @@ public:
         check_targets(y, n, "evaluate");
         check_chunk(batch_size, "evaluate");
         if (n == 0) throw data_error("evaluate: no samples to evaluate");
-        // Targets flattened to floats once, so that chunks index them directly.
-        xt::xtensor<float, 1> y_float = xt::empty<float>({static_cast<std::size_t>(y.size())});
-        std::size_t k = 0;
-        for (auto it = y.begin(); it != y.end(); ++it) y_float(k++) = static_cast<float>(*it);
-        step_sums sums;
-        const std::size_t ty = step_.objective().target_cols();
-        return guarded([&] {
-            detail::with_float_rows<input_shape>(x, [&](const float* src) {
-                step_.objective().validate(src, y_float.data(), nullptr, n, "evaluate");
-                for (std::size_t first = 0; first < n; first += batch_size) {
-                    const row_range mine = shard_of(std::min(batch_size, n - first));
-                    step_.evaluate_rows(src + (first + mine.begin) * in_features,
-                                        y_float.data() + (first + mine.begin) * ty, mine.size(), sums);
-                }
-            });
-            reduce_sums(sums);
-            return step_.objective().make_logs(sums, n);
-        });
+        return evaluate(data::Dataset(x, y).batch(batch_size));
     }
 
     /// Loss and metrics over every batch of a dataset, in inference mode.
@@ -284,11 +275,8 @@ public:
         std::size_t written = 0;
         auto reader = ds.read(0);
         while (reader.next(eval_batch_)) {
-            detail::check_finite(eval_batch_.features.data(), eval_batch_.rows, in_features, eval_batch_.ids.data(),
-                                 "predict", "input");
-            step_.infer(eval_batch_.features.data(), eval_batch_.rows, [&](std::size_t offset, const_matrix_view pred) {
-                Exec::to_host(pred.data, pred.rows * out_features, result.data() + (written + offset) * out_features);
-            });
+            step_.predict_rows(eval_batch_.features.data(), eval_batch_.rows, eval_batch_.rows,
+                               result.data() + written * out_features, eval_batch_.ids.data(), "predict");
             written += eval_batch_.rows;
         }
         return result;
@@ -306,14 +294,16 @@ public:
     [[nodiscard]] memory_estimate memory() const {
         return estimate_memory(step_.capacity(), step_.optimizer().slot_count());
     }
-    /// The largest micro-batch whose training fits in `bytes` (0 if not even one sample does).
+    /// The largest micro-batch whose training with the compiled optimizer fits in `bytes` (0 if
+    /// not even one sample does). Before compile, use estimate_memory with the slot count.
     [[nodiscard]] std::size_t max_batch_for(std::size_t bytes) const {
+        require_compiled("max_batch_for");  // the optimizer's state is part of the answer
         const std::size_t slots = step_.optimizer().slot_count();
         return largest_rows_within(bytes, [&](std::size_t rows) { return estimate_memory(rows, slots).total_bytes(); });
     }
     /// Holds the model to `bytes` from the next allocation on.
     void set_memory_budget(memory_budget b) { step_.set_budget(b.bytes); }
-    [[nodiscard]] std::size_t memory_budget_bytes() const { return step_.budget(); }
+    [[nodiscard]] std::size_t memory_budget_bytes() const { return step_.budget(); }  ///< The budget in bytes.
     /// The largest micro-batch a step currently runs (the static batch, or what out-of-memory
     /// recovery has settled on; unlimited otherwise).
     [[nodiscard]] std::size_t micro_batch_limit() const { return step_.planner().limit(); }
@@ -345,16 +335,12 @@ public:
     /// The model's variables in order, with their saved names.
     [[nodiscard]] const std::vector<variable_entry>& variables() const { return step_.variables().entries(); }
 
-    /// Host copies of every variable, in order, with their names (as Keras's get_weights).
-    [[nodiscard]] std::vector<std::pair<std::string, xt::xtensor<float, 1>>> get_weights() const {
-        std::vector<std::pair<std::string, xt::xtensor<float, 1>>> out;
-        for (const auto& v : variables()) {
-            xt::xtensor<float, 1> values = xt::zeros<float>({v.ref.size()});
-            Exec::to_host(v.ref.value, v.ref.size(), values.data());
-            out.emplace_back(v.name, std::move(values));
-        }
-        return out;
-    }
+    /// Every variable, in order, as a shaped host array with its saved name: Keras's
+    /// get_weights, with names (PyTorch's state_dict).
+    [[nodiscard]] std::vector<named_weight> get_weights() const { return host_weights<Exec>(step_.variables()); }
+    /// Sets the variables from arrays of their shapes, by name (get_weights's names) or, when
+    /// none is named, in order. All are checked before any is copied.
+    void set_weights(const std::vector<named_weight>& w) { set_host_weights<Exec>(step_.variables(), w); }
 
     /// Writes every variable to a NumPy .npz archive, one array per variable named
     /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it).
@@ -390,7 +376,7 @@ public:
     /// scale's averages): saved by save_checkpoint, restored by load_checkpoint, which then
     /// requires it. It must outlive the model or be removed first.
     void add_checkpoint_state(checkpoint_state& s) { extras_.add(s); }
-    void remove_checkpoint_state(checkpoint_state& s) { extras_.remove(s); }
+    void remove_checkpoint_state(checkpoint_state& s) { extras_.remove(s); }  ///< Forgets s.
 
     /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
     /// optimizer (the slots must match); everything is checked before anything is changed. With
@@ -402,11 +388,7 @@ public:
         const auto extra = extras_.read(arrays, path);
         const training_position at = step_.restore(arrays, path);
         extras_.restore(extra);
-        if (resume) {
-            fit_.resume_at(at.epoch, at.step);
-        } else {
-            fit_.set_position(at.epoch, at.step);
-        }
+        resume ? fit_.resume_at(at.epoch, at.step) : fit_.set_position(at.epoch, at.step);
     }
     /// Whether the next fit() (without initial_epoch) resumes where a loaded checkpoint left off.
     [[nodiscard]] bool resume_pending() const { return fit_.resume_pending(); }
@@ -416,20 +398,26 @@ public:
     void summary(std::ostream& os = std::cout) const {
         write_summary<Net, network_type, Batch, Exec>(os, step_.layer_names());
     }
+    /// Trainable and non-trainable parameters together, as Keras counts them.
     [[nodiscard]] static constexpr std::size_t count_params() {
         return network_type::trainable_count + network_type::non_trainable_count;
     }
 
+    /// Keras's definitions (the default) or PyTorch's where they differ (docs/porting.md).
+    void set_conventions(conventions c) { step_.set_conventions(c); }
+    [[nodiscard]] conventions conventions_used() const { return step_.conventions_used(); }  ///< Keras or PyTorch.
+    /// The base learning rate (before fit's schedule and coupling).
     [[nodiscard]] float learning_rate() const { return step_.optimizer().learning_rate(); }
-    void set_learning_rate(float lr) { step_.optimizer().set_learning_rate(lr); }
+    void set_learning_rate(float lr) { step_.optimizer().set_learning_rate(lr); }  ///< Sets the base rate.
     /// Optimizer steps taken since compile().
     [[nodiscard]] std::uint64_t iterations() const { return step_.optimizer().iterations(); }
-    [[nodiscard]] std::uint64_t seed_value() const { return step_.seed(); }
+    [[nodiscard]] std::uint64_t seed_value() const { return step_.seed(); }  ///< What keys every random draw.
 
     /// Where the next batch sits in training: random layers key on (epoch, sample index), so a
     /// data loop that sets this makes dropout masks independent of batch boundaries.
     void set_position(std::uint64_t epoch, std::uint64_t first_sample) { step_.set_position(epoch, first_sample); }
-    [[nodiscard]] std::uint64_t epoch() const { return step_.epoch(); }
+    [[nodiscard]] std::uint64_t epoch() const { return step_.epoch(); }  ///< The epoch random layers key on.
+    /// The position in the epoch of the next sample trained.
     [[nodiscard]] std::uint64_t sample_cursor() const { return step_.sample_cursor(); }
     /// Whether this process writes files (save_weights, save_checkpoint, CsvLogger) and shows
     /// the progress bar: rank 0 under data_parallel, where every process holds the same state;
@@ -441,6 +429,18 @@ public:
 
 private:
     friend class fit_loop;
+
+    template <class... Callbacks>
+    History fit_prepared(const data::Dataset& all, bool arrays, const fit_options& options, Callbacks&... callbacks) {
+        static_assert((std::is_base_of_v<Callback, Callbacks> && ...),
+                      "Model::fit: every argument after the options must be a callback deriving "
+                      "from batchwise::Callback (EarlyStopping, ModelCheckpoint, ...).");
+        require_compiled("fit");
+        const auto d = detail::prepare_fit_data(all, options, arrays, default_batch_size, seed_value());
+        check_dataset(d.train, "fit");
+        if (d.validation) check_dataset(*d.validation, "fit (validation data)");
+        return guarded([&] { return fit_.run(*this, d.train, d.validation, options, callbacks...); });
+    }
 
     using processes = detail::processes<Accum>;
     /// An exception thrown in f is announced to the other processes (train/step/processes.hpp).
@@ -455,6 +455,11 @@ private:
         if (!step_.objective().compiled()) {
             throw usage_error(std::string(call) +
                               ": the model is not compiled; call compile(optimizer, loss, metrics...) first");
+        }
+    }
+    void require_closed_window(const char* call) const {
+        if (window_open()) {
+            throw usage_error(std::string(call) + ": an accumulation window is open; call apply_accumulated() first");
         }
     }
     static void check_chunk(std::size_t batch_size, const char* call) {

@@ -43,10 +43,15 @@ enum class noise_scale_estimator {
 /// One step's unbiased estimates of tr(Sigma) and |G|^2 (and preconditioned by the optimizer's
 /// second moments, where it has them: Adam's view of the noise).
 struct noise_scale_sample {
+    /// Estimate of tr(Sigma), the summed variance of a per-sample gradient.
     double trace = 0.0;
+    /// Estimate of |G|^2, the squared norm of the mean gradient.
     double squared_mean = 0.0;
+    /// tr(Sigma) of the gradient times the optimizer's preconditioner; NaN without second moments.
     double preconditioned_trace = std::numeric_limits<double>::quiet_NaN();
+    /// |G|^2 of the same; NaN without second moments.
     double preconditioned_squared_mean = std::numeric_limits<double>::quiet_NaN();
+    /// Which estimate this is.
     noise_scale_estimator estimator = noise_scale_estimator::micro_batches;
 };
 
@@ -72,7 +77,7 @@ struct square_into {
 
 /// A step observer (Model::add_step_observer) that estimates the gradient noise scale at every
 /// optimizer step, keeps an exponential moving average of each of the two terms (the ratio of
-/// two noisy estimates is smoothed by smoothing both, as McCandlish et al. advise), and adds per
+/// two noisy estimates is smoothed by smoothing both, as McCandlish et al.\ advise), and adds per
 /// epoch to the logs: "noise_scale" (sum of the epoch's tr(Sigma) estimates over the sum of its
 /// |G|^2 estimates), "noise_scale_preconditioned" (the same under Adam's or RMSprop's
 /// preconditioner), and "noise_scale_micro_batch_steps" (the fraction of the epoch's steps
@@ -80,11 +85,13 @@ struct square_into {
 template <ExecutionPolicy Exec>
 class gradient_noise_scale final : public step_observer, public checkpoint_state {
 public:
+    /// gradient_noise_scale's settings.
     struct options {
         /// Decay per optimizer step of the moving averages behind value().
         double smoothing = 0.95;
     };
     gradient_noise_scale() : gradient_noise_scale(options{}) {}
+    /// usage_error when smoothing is not in [0, 1).
     explicit gradient_noise_scale(options o) : o_(o) {
         if (!(o_.smoothing >= 0.0 && o_.smoothing < 1.0)) {
             throw usage_error("gradient_noise_scale: smoothing must be in [0, 1)");
@@ -177,15 +184,18 @@ public:
     /// The smoothed noise scale: the moving average of tr(Sigma) over that of |G|^2 (NaN before
     /// the first estimate, or while the average |G|^2 is not positive).
     [[nodiscard]] double value() const { return ratio(ema_.trace, ema_.squared_mean); }
+    /// value() under the optimizer's preconditioner; NaN for an optimizer without second moments.
     [[nodiscard]] double preconditioned_value() const {
         return ratio(ema_.preconditioned_trace, ema_.preconditioned_squared_mean);
     }
-    /// The last step's estimate, and how many steps have been estimated.
+    /// The last step's estimate.
     [[nodiscard]] const noise_scale_sample& last() const { return last_; }
+    /// How many steps have been estimated (a checkpoint carries the count).
     [[nodiscard]] std::uint64_t estimates() const { return estimates_; }
-    /// The sums over every estimate since construction (or reset): their ratio is the least
-    /// noisy estimate of a noise scale that does not change.
+    /// The sums over every estimate since construction (carried by a checkpoint): their ratio is
+    /// the least noisy estimate of a noise scale that does not change.
     [[nodiscard]] double mean_value() const { return ratio(total_.trace, total_.squared_mean); }
+    /// mean_value() under the optimizer's preconditioner.
     [[nodiscard]] double mean_preconditioned_value() const {
         return ratio(total_.preconditioned_trace, total_.preconditioned_squared_mean);
     }

@@ -22,11 +22,17 @@ namespace batchwise {
 template <class Exec, bool Enabled>
 class captured_step {
 public:
+    /// Nothing to turn on: every step runs eagerly.
     void set_enabled(bool) {}
+    /// Never: there are no graphs.
     [[nodiscard]] bool held() const { return false; }
+    /// Always empty.
     [[nodiscard]] const std::string& refused() const { return refused_; }
+    /// Nothing to drop.
     void drop() {}
+    /// Nothing to reset.
     void reset() {}
+    /// Never called; present so that fit can set it under every policy.
     std::function<void(const step_capture_refusal&)> on_refused;
 
 private:
@@ -63,6 +69,8 @@ public:
     /// Reported when a capture is refused (fit forwards it to callbacks and History).
     std::function<void(const step_capture_refusal&)> on_refused;
 
+    /// Drops the graphs: the next full-batch step runs eagerly and the one after captures them
+    /// anew.
     void drop() {
         for (std::size_t p = 0; p < 2; ++p) {
             forward_[p].reset();
@@ -195,7 +203,7 @@ private:
             const const_matrix_view o = e.net_->forward({Exec::data(inputs_[parity]), rows, in}, ctx);
             const const_matrix_view pred{o.data, rows, out};
             const const_matrix_view target{Exec::data(targets_[parity]), rows, ty};
-            (void)e.objective_.loss_sum(pred, target, grad, 1.0f, scratch);
+            (void)e.objective_.training_loss_sum(pred, target, grad, 1.0f, scratch);
             e.objective_.record_metrics(pred, target, scratch);
             if constexpr (DeviceInputCheckPolicy<Exec>) (void)Exec::count_non_finite(Exec::data(inputs_[parity]), rows * in);
             typename Exec::graph forward = Exec::end_capture();

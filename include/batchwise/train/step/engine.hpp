@@ -45,19 +45,21 @@ namespace batchwise {
 template <class Net, BatchPolicy Batch, ExecutionPolicy Exec, AccumulationPolicy Accum>
 class step_engine {
 public:
-    using network_type = typename Net::template network<Exec>;
-    using input_shape = typename Net::input_shape;
-    using output_shape = typename Net::output_shape;
-    static constexpr std::size_t in_features = input_shape::size;
-    static constexpr std::size_t out_features = output_shape::size;
-    using window_type = step_window<Exec, Accum>;
+    using network_type = typename Net::template network<Exec>;  ///< The layers on Exec.
+    using input_shape = typename Net::input_shape;              ///< One sample's input shape.
+    using output_shape = typename Net::output_shape;            ///< One sample's output shape.
+    static constexpr std::size_t in_features = input_shape::size;    ///< Floats per input sample.
+    static constexpr std::size_t out_features = output_shape::size;  ///< Floats per output sample.
+    using window_type = step_window<Exec, Accum>;  ///< The accumulation window of a step.
+    /// The device copies of a batch's inputs and targets.
     using staging_type = batch_staging<Exec, in_features, out_features, Batch::is_static>;
+    /// The micro-batch sizes of a step (out-of-memory recovery).
     using planner_type = micro_batch_planner<(Batch::is_static ? Batch::extent : 0), network_type::split_granularity>;
-    using objective_type = step_objective<Exec, in_features, out_features>;
+    using objective_type = step_objective<Exec, in_features, out_features>;  ///< The loss and metrics.
     /// Whether a step can be replayed from captured graphs: a static batch on a policy that
     /// captures, under an accumulation policy that allows it.
     static constexpr bool can_capture = Batch::is_static && GraphCapturePolicy<Exec> && window_type::allows_capture;
-    using captured_type = captured_step<Exec, can_capture>;
+    using captured_type = captured_step<Exec, can_capture>;  ///< The captured step graphs.
 
     /// Floats per row of the engine's own buffers: the loss gradient, a row scratch, the staging,
     /// and the two pairs of input and target buffers that replayed steps alternate between.
@@ -66,6 +68,8 @@ public:
                (can_capture ? 2 * rows * (in_features + out_features) : 0);
     }
 
+    /// What training needs at `rows` samples per micro-batch with `optimizer_slots` vectors per
+    /// trainable variable (Model::estimate_memory).
     static constexpr memory_estimate estimate_memory(std::size_t rows, std::size_t optimizer_slots) {
         constexpr std::size_t trainable = network_type::trainable_count;
         constexpr std::size_t variables = trainable + network_type::non_trainable_count;
@@ -80,6 +84,7 @@ public:
         return e;
     }
 
+    /// A network initialised from `seed`, held to `budget` bytes.
     step_engine(std::uint64_t seed, std::size_t budget)
         : seed_(seed), budget_(budget), net_(std::make_unique<network_type>()) {
         Exec::prepare();
@@ -91,32 +96,74 @@ public:
 
     // ---- parts ----------------------------------------------------------------------------------
 
-    network_type& network() { return *net_; }
+    network_type& network() { return *net_; }  ///< The layers.
+    /// Keras's names of the layers ("dense", "dense_1", ...), in order.
     [[nodiscard]] const std::array<std::string, network_type::size>& layer_names() const { return layer_names_; }
-    [[nodiscard]] const variable_set& variables() const { return vars_; }
-    optimizer_state<Exec>& optimizer() { return opt_; }
+    [[nodiscard]] const variable_set& variables() const { return vars_; }  ///< Every variable, named.
+    optimizer_state<Exec>& optimizer() { return opt_; }  ///< The compiled optimizer and its state.
+    /// The compiled optimizer and its state.
     [[nodiscard]] const optimizer_state<Exec>& optimizer() const { return opt_; }
-    objective_type& objective() { return objective_; }
+    objective_type& objective() { return objective_; }  ///< The compiled loss and metrics.
+    /// The compiled loss and metrics.
     [[nodiscard]] const objective_type& objective() const { return objective_; }
-    window_type& window() { return window_; }
-    [[nodiscard]] const window_type& window() const { return window_; }
-    planner_type& planner() { return planner_; }
+    window_type& window() { return window_; }  ///< The open accumulation window.
+    [[nodiscard]] const window_type& window() const { return window_; }  ///< The open accumulation window.
+    planner_type& planner() { return planner_; }  ///< The micro-batch limit and its splits.
+    /// The micro-batch limit and its splits.
     [[nodiscard]] const planner_type& planner() const { return planner_; }
-    captured_type& captured() { return captured_; }
-    [[nodiscard]] const captured_type& captured() const { return captured_; }
+    captured_type& captured() { return captured_; }  ///< The captured step, if any.
+    [[nodiscard]] const captured_type& captured() const { return captured_; }  ///< The captured step, if any.
 
-    [[nodiscard]] std::uint64_t seed() const { return seed_; }
-    void set_seed(std::uint64_t s) { seed_ = s; }
-    [[nodiscard]] std::size_t budget() const { return budget_; }
-    void set_budget(std::size_t b) { budget_ = b; }
+    [[nodiscard]] std::uint64_t seed() const { return seed_; }  ///< What keys every random draw.
+    void set_seed(std::uint64_t s) { seed_ = s; }                ///< A checkpoint's seed.
+    [[nodiscard]] std::size_t budget() const { return budget_; }  ///< The memory budget in bytes.
+    void set_budget(std::size_t b) { budget_ = b; }              ///< Holds the model to b bytes from now on.
+    /// Samples the buffers hold (grows to the largest micro-batch seen).
     [[nodiscard]] std::size_t capacity() const { return capacity_; }
-    [[nodiscard]] std::uint64_t epoch() const { return epoch_; }
+    [[nodiscard]] std::uint64_t epoch() const { return epoch_; }  ///< The epoch random layers key on.
+    /// The position in the epoch of the next sample trained (dropout masks key on it).
     [[nodiscard]] std::uint64_t sample_cursor() const { return sample_cursor_; }
+    /// Where the next batch sits in training (Model::set_position).
     void set_position(std::uint64_t epoch, std::uint64_t first_sample) {
         epoch_ = epoch;
         sample_cursor_ = first_sample;
     }
+    /// Moves the position past n samples not trained here (fit's resume reads past them).
     void advance_cursor(std::size_t n) { sample_cursor_ += n; }
+
+    /// Model::compile after its static checks: the loss and metrics against the output, the
+    /// optimizer's state against the budget; then the old step's graphs and window go before
+    /// the new optimizer, loss and metrics are put in place.
+    template <class Optimizer, class Loss, class... Metrics>
+    void compile(Optimizer optimizer, Loss loss, Metrics... metrics) {
+        objective_type::template check_compile<output_shape, Loss, Metrics...>(loss);
+        if (optimizer.slot_count() > optimizer_state<Exec>::max_slots) {
+            throw usage_error("Model::compile: the optimizer keeps too many slots");
+        }
+        const memory_estimate e = estimate_memory(std::max<std::size_t>(capacity_, 1), optimizer.slot_count());
+        if (e.total_bytes() > budget_) {
+            throw out_of_memory("Model::compile: with " + std::string(Optimizer::name) + "'s state the model needs " +
+                                std::to_string(e.total_bytes()) + " bytes but the memory budget is " +
+                                std::to_string(budget_));
+        }
+        // The graphs hold the old optimizer's, loss's and metrics' calls, and the window the old
+        // loss's gradients: both go before anything new is allocated.
+        opt_.check_rules_for(optimizer);
+        window_.discard();
+        captured_.reset();
+        opt_.compile(std::move(optimizer), vars_);
+        objective_.compile(std::move(loss), std::move(metrics)...);
+    }
+
+    /// Keras's or PyTorch's definitions for the optimizer (this one and later ones) and the
+    /// layers; captured graphs, which hold the old update calls, are dropped.
+    void set_conventions(conventions c) {
+        captured_.reset();
+        opt_.set_conventions(c);
+        net_->set_conventions(c);
+    }
+    /// Whose definitions the step follows.
+    [[nodiscard]] conventions conventions_used() const { return opt_.conventions_used(); }
 
     /// Grows every buffer to hold `rows` samples: the only place a step may allocate, and the
     /// first thing a micro-batch does, so that running out of memory changes nothing.
@@ -247,7 +294,7 @@ public:
                 train_micro_batch(x + offset * in_features, y + offset * ty, rows, grad_scale, call, sums,
                                   whole_step && rows == n);
             },
-            [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); });
+            [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); }, budget_);
     }
 
     /// The optimizer step of the open window, executed eagerly (train_micro_batch may have
@@ -280,7 +327,41 @@ public:
         return static_cast<float>(sums.loss / static_cast<double>(n));
     }
 
+    /// Gradient sums over n rows in training mode, left in the variables' grad buffers: one
+    /// micro-batch of a step that the caller applies (Model::gradients). The sample cursor moves
+    /// on as a trained micro-batch's does, so dropout masks are those train_on_batch would draw;
+    /// no variable or optimizer state changes.
+    step_sums gradient_sums(const float* x, const float* y, std::size_t n, const char* call) {
+        objective_.validate(x, y, nullptr, n, call);
+        step_sums sums;
+        train_rows(x, y, n, 1.0f, call, sums);
+        if (!std::isfinite(sums.loss)) stop_on_non_finite_loss(sums.loss, call);
+        window_.write_back(vars_);
+        window_.discard();
+        return sums;
+    }
+    /// One optimizer step from gradient sums over `samples` samples already in the grad buffers
+    /// (Model::apply_gradients). Layers' step statistics are reset first: batch norm's moving
+    /// averages move with the forward passes of fit and train_on_batch, not with a gradient.
+    void apply_gradient_sums(std::size_t samples) {
+        net_->begin_step();
+        window_.add(vars_, opt_, samples);
+        window_.finish(*net_, opt_, vars_);
+    }
+
     // ---- inference ------------------------------------------------------------------------------
+
+    /// Outputs of n samples (checked finite first) into host memory `out`, computed in
+    /// inference mode in chunks of `chunk` samples.
+    void predict_rows(const float* x, std::size_t n, std::size_t chunk, float* out, const std::size_t* ids,
+                      const char* call) {
+        detail::check_finite(x, n, in_features, ids, call, "input");
+        for (std::size_t first = 0; first < n; first += chunk) {
+            infer(x + first * in_features, std::min(chunk, n - first), [&](std::size_t offset, const_matrix_view pred) {
+                Exec::to_host(pred.data, pred.rows * out_features, out + (first + offset) * out_features);
+            });
+        }
+    }
 
     /// Inference over n rows of host inputs in micro-batches; consume(offset, predictions).
     template <class F>
@@ -297,7 +378,7 @@ public:
                 const const_matrix_view out = net_->forward({src.x, rows, in_features}, ctx);
                 consume(offset, const_matrix_view{out.data, count, out_features});
             },
-            [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); });
+            [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); }, budget_);
     }
 
     /// Adds the loss and metric sums of n rows, in inference mode, into `sums`.
@@ -354,7 +435,7 @@ private:
         const const_matrix_view target{src.y, n, objective_.target_cols()};
         // Gradients are of the sum of the losses; the optimizer divides by the window's samples.
         const double loss_sum =
-            objective_.loss_sum(pred, target, Exec::data(grad_), grad_scale, Exec::data(row_scratch_));
+            objective_.training_loss_sum(pred, target, Exec::data(grad_), grad_scale, Exec::data(row_scratch_));
         if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         // Padding rows must not move any gradient.
         if (rows > n) Exec::fill(Exec::data(grad_) + n * out_features, (rows - n) * out_features, 0.0f);

@@ -16,8 +16,11 @@ namespace batchwise {
 
 /// Rows of host floats ready to be fed to a step.
 struct host_rows {
+    /// Inputs, `rows` samples, row-major.
     const float* x;
+    /// Targets, `rows` rows.
     const float* y;
+    /// The number of samples.
     std::size_t rows;
 };
 

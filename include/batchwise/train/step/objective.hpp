@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -20,12 +21,41 @@
 
 namespace batchwise {
 
+namespace detail {
+/// Scales each row's loss and loss gradient by its class's weight (Keras's class_weight). The
+/// class is, as Keras takes it, the rounded target of a one-column target (a class index or a
+/// binary label) and the argmax of a wider one (one-hot rows).
+struct class_weight_rows {
+    const float* target;
+    std::size_t target_cols;
+    const float* weights;
+    float* grad;  // null: the loss only
+    std::size_t grad_cols;
+    float* row_loss;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t r) const {
+        std::size_t c = 0;
+        if (target_cols == 1) {
+            c = static_cast<std::size_t>(target[r] + 0.5f);
+        } else {
+            for (std::size_t j = 1; j < target_cols; ++j) {
+                if (target[r * target_cols + j] > target[r * target_cols + c]) c = j;
+            }
+        }
+        const float w = weights[c];
+        row_loss[r] *= w;
+        if (grad != nullptr) {
+            for (std::size_t j = 0; j < grad_cols; ++j) grad[r * grad_cols + j] *= w;
+        }
+    }
+};
+}  // namespace detail
+
 /// Loss and metric sums over some samples; means are taken once, at the end (sums cross every
 /// boundary exactly).
 struct step_sums {
-    double loss = 0.0;
-    std::array<double, logs::max_metrics> metrics{};
-    std::size_t samples = 0;
+    double loss = 0.0;                                ///< The sum of the samples' losses.
+    std::array<double, logs::max_metrics> metrics{};  ///< Each compiled metric's sum, in order.
+    std::size_t samples = 0;                          ///< The samples summed.
 };
 
 /// The loss and metrics chosen by compile(), for a network with `InFeatures` inputs and
@@ -54,6 +84,7 @@ public:
         }
     }
 
+    /// Puts the loss and metrics in place (Model::compile, after its checks).
     template <class Loss, class... Metrics>
     void compile(Loss loss, Metrics... metrics) {
         loss_ = std::make_unique<detail::loss_holder<Loss, Exec>>(std::move(loss));
@@ -61,9 +92,13 @@ public:
         (metrics_.push_back(std::make_unique<detail::metric_holder<Metrics, Exec>>(metrics)), ...);
     }
 
+    /// Whether compile() has given a loss.
     [[nodiscard]] bool compiled() const { return loss_ != nullptr; }
+    /// The compiled loss.
     [[nodiscard]] const detail::loss_base<Exec>& loss() const { return *loss_; }
+    /// The number of compiled metrics.
     [[nodiscard]] std::size_t metric_count() const { return metrics_.size(); }
+    /// What the loss expects as targets (class indices, binary, from logits).
     [[nodiscard]] target_description describe() const { return loss_->describe(); }
     /// Target values per sample: one class index for a sparse loss, else one per output.
     [[nodiscard]] std::size_t target_cols() const {
@@ -76,6 +111,35 @@ public:
                     float* scratch) const {
         return loss_->sum(pred, target, grad, grad_scale, scratch);
     }
+    /// The training loss: loss_sum with each sample weighted by its class's weight when class
+    /// weights are set. The mean stays over samples (Keras's sum_over_batch_size), so weighted
+    /// micro-batches add up to the weighted effective batch exactly.
+    double training_loss_sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
+                             float* scratch) const {
+        const double sum = loss_->sum(pred, target, grad, grad_scale, scratch);
+        if (class_weights_.empty()) return sum;
+        Exec::for_each(pred.rows, detail::class_weight_rows{target.data, target.cols,
+                                                            Exec::data(class_weight_storage_), grad, pred.cols,
+                                                            scratch});
+        return Exec::sum(scratch, pred.rows);
+    }
+
+    /// Classes a class weight is given for: the labels of a sparse loss, the columns of a wider
+    /// target, or 0 and 1 for a single binary output.
+    [[nodiscard]] std::size_t class_count() const {
+        return loss_->describe().sparse_labels || OutFeatures > 1 ? OutFeatures : 2;
+    }
+    /// One weight per class (empty: none), for the training loss.
+    [[nodiscard]] const std::vector<float>& class_weights() const { return class_weights_; }
+    /// Sets the class weights (fit's class_weight scope), copying them where the step reads them.
+    void set_class_weights(std::vector<float> w) {
+        class_weights_ = std::move(w);
+        Exec::reserve(class_weight_storage_, class_weights_.size());
+        if (!class_weights_.empty()) {
+            Exec::from_host(class_weights_.data(), class_weights_.size(), Exec::data(class_weight_storage_));
+        }
+    }
+
     /// Adds every metric's sum over `pred` into `sums`.
     void add_metrics(const_matrix_view pred, const_matrix_view target, float* scratch, step_sums& sums) const {
         const target_description d = loss_->describe();
@@ -100,6 +164,7 @@ public:
         }
         return out;
     }
+    /// Means of `n` samples from step_sums.
     [[nodiscard]] logs make_logs(const step_sums& s, std::size_t n) const { return make_logs(s.loss, s.metrics, n); }
 
     /// Every input finite and every target valid, before any of the batch is trained: a bad
@@ -132,10 +197,14 @@ public:
             throw usage_error(std::string(call) + ": the dataset is not batched; call .batch(n) on it "
                               "(or pass a batch-size schedule)");
         }
-        if (ds.feature_size() != InFeatures) {
+        // The whole shape, as train_on_batch checks arrays: a (784,) sample fed to Input<28, 28>
+        // has the right size but is not the image the network was written for.
+        const auto& sh = ds.sample_shape();
+        if (!std::equal(sh.begin(), sh.end(), InputShape::dims.begin(), InputShape::dims.end())) {
             throw shape_error(std::string(call) + ": the dataset's samples have shape " +
-                              detail::runtime_shape_str(ds.sample_shape()) + " but the network's Input is " +
-                              InputShape::str());
+                              detail::runtime_shape_str(sh) + " but the network's Input is " +
+                              InputShape::str() + "; reshape the arrays the dataset is made from, or declare "
+                              "the Input with that shape (and Reshape inside the network)");
         }
         if (!targets) return;
         const std::size_t want = target_cols();
@@ -155,6 +224,10 @@ private:
 
     std::unique_ptr<detail::loss_base<Exec>> loss_;
     std::vector<std::unique_ptr<detail::metric_base<Exec>>> metrics_;
+    std::vector<float> class_weights_;
+    // The weights where the step's functors read them; mutable because Exec::data gives a
+    // writable pointer, which the weighting pass only reads.
+    mutable typename Exec::vector class_weight_storage_;
 };
 
 }  // namespace batchwise

@@ -21,13 +21,16 @@
 
 namespace batchwise {
 
+/// The contributions of this class are: 1. it owns the compiled optimizer, type-erased, and its
+/// slots in the policy's memory; 2. it counts steps and samples, which checkpoints save; 3. it
+/// fixes each step's hyper-parameters from the step rules (begin_step), which step_window::finish
+/// calls before apply() and count_step().
 template <ExecutionPolicy Exec>
 class optimizer_state {
 public:
+    /// The most state vectors per variable an optimizer may keep (Adam with AMSGrad keeps 3).
     static constexpr std::size_t max_slots = 4;
 
-    /// Replaces the optimizer, with fresh slots and the step counter at 0. The new slots are
-    /// allocated before anything is replaced: if that fails, the old optimizer stays.
     /// Throws when the step rules cannot apply to this optimizer; Model::compile asks before it
     /// changes anything.
     template <class Optimizer>
@@ -39,6 +42,8 @@ public:
         }
     }
 
+    /// Replaces the optimizer, with fresh slots and the step counter at 0. The new slots are
+    /// allocated before anything is replaced: if that fails, the old optimizer stays.
     template <class Optimizer>
     void compile(Optimizer optimizer, const variable_set& vars) {
         const std::size_t slots = optimizer.slot_count();
@@ -71,6 +76,7 @@ public:
         learning_rate_ = holder->learning_rate();
         compiled_moments_ = holder->moments();
         optimizer_ = std::move(holder);
+        optimizer_->set_conventions(conventions_);
         storage_ = std::move(storage);
         pointers_ = std::move(pointers);
         second_moments_ = std::move(moments);
@@ -80,8 +86,11 @@ public:
         ++moments_version_;
     }
 
+    /// Whether compile() has run.
     [[nodiscard]] bool compiled() const { return optimizer_ != nullptr; }
+    /// The compiled optimizer (call only once compiled()).
     [[nodiscard]] const detail::optimizer_base<Exec>& optimizer() const { return *optimizer_; }
+    /// State vectors per trainable variable; 0 before compile().
     [[nodiscard]] std::size_t slot_count() const { return optimizer_ ? optimizer_->slot_count() : 0; }
     /// The slots of variable i (nullptr entries for a variable that is not trainable).
     [[nodiscard]] float* const* slots(std::size_t i) const { return pointers_[i].data(); }
@@ -89,7 +98,15 @@ public:
     /// The base learning rate (what compile, set_learning_rate and schedulers set); a step
     /// uses it as the step rules say.
     [[nodiscard]] float learning_rate() const { return learning_rate_; }
+    /// Sets the base learning rate (Model::set_learning_rate, callbacks).
     void set_learning_rate(float lr) { learning_rate_ = lr; }
+    /// Keras's or PyTorch's update rule for the compiled optimizer and any compiled later.
+    void set_conventions(conventions c) {
+        conventions_ = c;
+        if (optimizer_) optimizer_->set_conventions(c);
+    }
+    /// The conventions last set (Keras's by default).
+    [[nodiscard]] conventions conventions_used() const { return conventions_; }
 
     /// Optimizer steps taken since compile(); the step being computed is iterations() + 1.
     [[nodiscard]] std::uint64_t iterations() const { return iterations_; }
@@ -117,6 +134,7 @@ public:
         rules_ = std::move(rules);
         ++moments_version_;  // captured updates hold the decays the old rules gave
     }
+    /// The rules in place; inactive ones leave every step at learning_rate().
     [[nodiscard]] const step_rules& rules() const { return rules_; }
     /// Puts back rules that were in place before (keeps the reference batch; never throws).
     void restore_rules(step_rules rules) noexcept {
@@ -196,6 +214,7 @@ public:
 
 private:
     std::unique_ptr<detail::optimizer_base<Exec>> optimizer_;
+    conventions conventions_ = conventions::keras;
     std::vector<typename Exec::vector> storage_;
     std::vector<std::array<float*, max_slots>> pointers_;
     std::vector<gradient_buffer> second_moments_;

@@ -20,6 +20,8 @@
 
 namespace batchwise::detail {
 
+/// The per-process answers of a model under accumulation policy `Accum`: those of data_parallel
+/// when it shares its batch among processes, the single-process ones otherwise.
 template <class Accum>
 struct processes {
     /// The rows of `rows` this process trains or scores: all of them unless the policy shares.

@@ -29,11 +29,13 @@ namespace batchwise {
 template <ExecutionPolicy Exec, std::size_t InFeatures, std::size_t OutFeatures, bool StaticBatch>
 class batch_staging {
 public:
+    /// Whether the policy's memory is the host's.
     static constexpr bool host_memory = HostMemoryPolicy<Exec>;
     /// Whether batches are ever copied into the model's own buffers: always on a policy with its
     /// own memory, and for a static batch's zero-padded tail; a dynamic batch on host memory is
     /// read where the caller keeps it.
     static constexpr bool copies_batches = !host_memory || StaticBatch;
+    /// Whether the device can count non-finite inputs (Note [deferred input check]).
     static constexpr bool device_checks_inputs = DeviceInputCheckPolicy<Exec>;
 
     /// Floats the staging holds per row of capacity (for memory estimates).
@@ -42,10 +44,14 @@ public:
 
     /// Where the network reads a micro-batch.
     struct source {
+        /// The inputs, row-major.
         const float* x;
+        /// The targets; null where none were given (inference).
         const float* y;
     };
 
+    /// Grows the buffers to `rows` rows: called by the engine's reserve(), only when its capacity
+    /// grows, before a micro-batch changes anything.
     void reserve(std::size_t rows) {
         if constexpr (device_checks_inputs) Exec::reserve_reduction(rows * InFeatures);
         if constexpr (copies_batches) {
@@ -62,6 +68,7 @@ public:
     /// check]); the returned guard ends it.
     class deferral {
     public:
+        /// Made by defer_check.
         explicit deferral(batch_staging& s) : s_(s) {}
         deferral(const deferral&) = delete;
         deferral& operator=(const deferral&) = delete;
@@ -85,6 +92,8 @@ public:
         batch_staging& s_;
         int unwinding_ = std::uncaught_exceptions();
     };
+    /// Starts a call, with its input check deferred to the staging copy when `active`; `ids` and
+    /// `call` name a bad sample in the error. Hold the returned guard for the whole call.
     [[nodiscard]] deferral defer_check(const std::size_t* ids, const char* call, bool active) {
         check_ = {ids, call, active};
         return deferral(*this);

@@ -16,8 +16,11 @@ namespace batchwise {
 
 /// A variable with the name it is saved under.
 struct variable_entry {
+    /// The saved name, "<layer name>/<variable>" ("dense_1/kernel").
     std::string name;
+    /// Its layer's index in the network.
     std::size_t layer = 0;
+    /// Its values and gradient.
     variable_ref ref;
     /// Whether its layer can update it inside the weight-gradient GEMM (GemmUpdateLayer).
     bool updatable_in_gemm = false;
@@ -46,8 +49,11 @@ public:
         }
     }
 
+    /// Every variable, in the network's order.
     [[nodiscard]] const std::vector<variable_entry>& entries() const { return entries_; }
+    /// The number of variables.
     [[nodiscard]] std::size_t size() const { return entries_.size(); }
+    /// Variable i of entries().
     [[nodiscard]] const variable_entry& operator[](std::size_t i) const { return entries_[i]; }
 
     /// The gradients still to be applied at the end of a window: all trainable variables, or

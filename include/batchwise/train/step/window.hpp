@@ -30,6 +30,9 @@ namespace batchwise {
 class step_observer {
 public:
     virtual ~step_observer() = default;
+    /// Called at every optimizer step with its gradient sums, after the policy's reduction and
+    /// before the optimizer reads them; it may rescale them (clipping). An exception abandons the
+    /// step: nothing of it is applied.
     virtual void observe(step_gradients& g) = 0;
     /// Whether it also wants each micro-batch's own gradient sum (observe_micro_batch). While
     /// such an observer is registered, a window sums its micro-batches' gradients in a buffer of
@@ -96,12 +99,16 @@ struct eager_update {};
 template <ExecutionPolicy Exec, AccumulationPolicy Accum>
 class step_window {
 public:
+    /// What micro-batch gradients are summed in: float, double or compensated_float (the policy's
+    /// choice).
     using accumulator_type = typename Accum::accumulator_type;
+    /// Whether the sums are the float gradients themselves, with no accumulator of their own.
     static constexpr bool float_sums = std::is_same_v<accumulator_type, float>;
     /// Extra floats the accumulators hold per trainable parameter (for memory estimates).
     static constexpr std::size_t accumulator_floats_per_parameter = float_sums ? 0 : 2;
 
     step_window() = default;
+    /// Reserves the accumulators for the trainable variables of `vars` (none for float sums).
     explicit step_window(const variable_set& vars) {
         if constexpr (std::is_same_v<accumulator_type, double>) {
             doubles_.resize(vars.size());
@@ -122,7 +129,9 @@ public:
 
     /// accumulate_runtime's window; the caller steps an open window first.
     void set_size(accumulation_window w) { size_ = w; }
+    /// Samples that make a window; 0 when it is counted in micro-batches.
     [[nodiscard]] std::size_t target_samples() const { return Accum::runtime ? size_.samples : Accum::samples; }
+    /// Micro-batches that make a window when it is not counted in samples.
     [[nodiscard]] std::size_t target_micro_batches() const {
         return Accum::runtime ? size_.micro_batches : Accum::micro_batches;
     }
@@ -136,6 +145,7 @@ public:
         const std::size_t t = target_samples();
         return samples_ == 0 && !has_grads_ && (t != 0 ? rows == t : batches_ + 1 >= target_micro_batches());
     }
+    /// Whether a window counted in samples has all of them.
     [[nodiscard]] bool full_by_samples() const { return target_samples() != 0 && samples_ == target_samples(); }
     /// One call's worth of rows (a dataset batch, a train_on_batch) has been fed; returns whether
     /// that completes a window counted in micro-batches.
@@ -146,7 +156,9 @@ public:
 
     // ---- state of the open window ---------------------------------------------------------------
 
+    /// Whether the window holds rows not yet stepped.
     [[nodiscard]] bool open() const { return samples_ > 0; }
+    /// Rows of the open window, on every process together.
     [[nodiscard]] std::size_t samples() const { return samples_; }
     /// No micro-batch has written gradients yet: the next one begins the step (and overwrites).
     [[nodiscard]] bool starts_step() const { return !has_grads_; }
@@ -308,6 +320,7 @@ public:
 
     /// The accumulation policy object, whose reduction hook runs in finish().
     [[nodiscard]] Accum& policy() { return policy_; }
+    /// The accumulation policy object.
     [[nodiscard]] const Accum& policy() const { return policy_; }
 
     /// Registers an observer; one that observes micro-batches gets float sums of their own
@@ -327,11 +340,13 @@ public:
         observers_.push_back(&o);
         update_separate_sums();
     }
+    /// Unregisters an observer; not while a window is open.
     void remove_observer(step_observer& o) {
         if (open()) throw usage_error("remove_step_observer: an accumulation window is open; remove observers between steps");
         std::erase(observers_, &o);
         update_separate_sums();
     }
+    /// The registered observers, in order.
     [[nodiscard]] std::span<step_observer* const> observers() const { return observers_; }
 
 private:
