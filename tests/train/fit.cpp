@@ -556,6 +556,66 @@ TEST_CASE("Normalization: adapt sets Keras's per-channel statistics, saved with 
                          doctest::Contains("adapt: inputs have shape (4, 5)"), bw::shape_error);
 }
 
+TEST_CASE("ProgressBar: lines that fit the terminal, a second's tenths, one line per epoch with verbose = 2") {
+    model_t m{bw::seed{9}};
+    compile(m);
+    // A 40-column terminal: every redraw (the text after each \r) fits in 39 columns, so it
+    // never wraps, and lines are padded to clear a longer previous one.
+    std::ostringstream tty_out;
+    bw::ProgressBar narrow({.out = &tty_out, .interactive = true, .min_interval_seconds = 0.0, .columns = 40});
+    (void)m.fit(two_blobs(40, 1).batch(10), {.epochs = 1}, narrow);
+    const std::string t = tty_out.str();
+    std::size_t redraws = 0;
+    for (std::size_t at = t.find('\r'); at != std::string::npos; at = t.find('\r', at + 1)) {
+        const std::size_t end = t.find_first_of("\r\n", at + 1);
+        const std::size_t length = (end == std::string::npos ? t.size() : end) - at - 1;
+        if (t.compare(at + 1, 4, "4/4 ") == 0 && t.find('\n', at) == end) continue;  // the final line may be long
+        CHECK(length == 39);
+        ++redraws;
+    }
+    CHECK(redraws >= 4);
+    // A short epoch reports its time in tenths of a second, not as "0s".
+    CHECK(t.find(" - 0s ") == std::string::npos);
+    CHECK(t.find("] - 0.") != std::string::npos);
+
+    // verbose = 2: exactly one line per epoch, nothing redrawn.
+    std::ostringstream one_line_out;
+    bw::ProgressBar per_epoch({.out = &one_line_out, .one_line = true});
+    (void)m.fit(two_blobs(40, 1).batch(10), {.epochs = 3}, per_epoch);
+    const std::string o = one_line_out.str();
+    CHECK(std::count(o.begin(), o.end(), '\n') == 3);
+    CHECK(o.find('\r') == std::string::npos);
+    CHECK(o.rfind("Epoch 1/3 - 4 steps - ", 0) == 0);
+    CHECK(o.find("Epoch 3/3 - 4 steps - ") != std::string::npos);
+}
+
+TEST_CASE("History: a missing series lists those there are") {
+    model_t m{bw::seed{9}};
+    compile(m);
+    const bw::History h = m.fit(two_blobs(20, 1).batch(10), {.epochs = 1, .verbose = 0});
+    CHECK_THROWS_WITH_AS((void)h["val_loss"],
+                         doctest::Contains("History has no series 'val_loss'; it has accuracy, learning_rate, loss "
+                                           "(val_ series need validation_data or validation_split in fit)"),
+                         bw::usage_error);
+}
+
+TEST_CASE("targets that do not fit the loss: the error names the usual fix") {
+    model_t m{bw::seed{1}};
+    compile(m);  // SparseCategoricalCrossentropy on Dense<2>
+    const xt::xtensor<float, 2> x = bw_test::random_matrix(4, 8, 1);
+    const xt::xtensor<float, 2> one_hot = {{1, 0}, {0, 1}, {1, 0}, {0, 1}};
+    CHECK_THROWS_WITH_AS(m.train_on_batch(x, one_hot), doctest::Contains("use CategoricalCrossentropy"), bw::shape_error);
+    CHECK_THROWS_WITH_AS(m.fit(Dataset(x, one_hot).batch(2), {.verbose = 0}),
+                         doctest::Contains("these look like one-hot rows"), bw::shape_error);
+    model_t binary{bw::seed{1}};
+    binary.compile(bw::Adam{}, bw::BinaryCrossentropy{{.from_logits = true}});
+    const xt::xtensor<int, 1> labels = {0, 1, 0, 1};
+    CHECK_THROWS_WITH_AS(binary.train_on_batch(x, labels), doctest::Contains("or a binary loss on Dense<1>"),
+                         bw::shape_error);
+    CHECK(m.iterations() == 0);
+    CHECK(binary.iterations() == 0);
+}
+
 TEST_CASE("get_weights and set_weights: shaped, named, checked before anything is copied") {
     model_t a{bw::seed{8}}, b{bw::seed{9}};
     compile(a);

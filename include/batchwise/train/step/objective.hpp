@@ -182,8 +182,14 @@ public:
     /// `y` holds one target per input sample (n of them), shaped as the loss expects.
     template <class OutputShape, class Y>
     void check_targets(const Y& y, std::size_t n, const char* call) const {
-        const std::size_t rows = loss_->describe().sparse_labels ? detail::checked_label_rows(y, call)
-                                                                 : detail::checked_rows<OutputShape>(y, "targets", call);
+        std::size_t rows = 0;
+        try {
+            rows = loss_->describe().sparse_labels ? detail::checked_label_rows(y, call)
+                                                   : detail::checked_rows<OutputShape>(y, "targets", call);
+        } catch (const shape_error& e) {
+            const auto& sh = y.shape();
+            throw shape_error(std::string(e.what()) + target_hint(sh.size() > 1 ? sh[sh.size() - 1] : 1));
+        }
         if (rows != n) {
             throw data_error(std::string(call) + ": " + std::to_string(n) + " input samples but " +
                              std::to_string(rows) + " targets");
@@ -211,8 +217,25 @@ public:
         if (ds.target_size() != want) {
             throw shape_error(std::string(call) + ": the dataset has " + std::to_string(ds.target_size()) +
                               " target values per sample but the loss " + std::string(loss_->name()) + " needs " +
-                              std::to_string(want) + (want == 1 ? " (one class index)" : " (one per network output)"));
+                              std::to_string(want) + (want == 1 ? " (one class index)" : " (one per network output)") +
+                              target_hint(ds.target_size()));
         }
+    }
+
+    /// The usual fix when targets of `given` values per sample do not fit the loss: the loss
+    /// that takes them, or the output the loss needs. Empty when there is no likely one.
+    [[nodiscard]] std::string target_hint(std::size_t given) const {
+        const target_description d = loss_->describe();
+        if (d.sparse_labels && given == OutFeatures && given > 1) {
+            return "; these look like one-hot rows: use CategoricalCrossentropy with them, or give each sample's "
+                   "class index (the argmax of its row)";
+        }
+        if (!d.sparse_labels && given == 1 && OutFeatures > 1) {
+            return d.binary ? "; for one class index per sample use SparseCategoricalCrossentropy with this output, "
+                              "or a binary loss on Dense<1>"
+                            : "; for one class index per sample use SparseCategoricalCrossentropy";
+        }
+        return "";
     }
 
 private:
