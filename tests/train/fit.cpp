@@ -616,6 +616,23 @@ TEST_CASE("targets that do not fit the loss: the error names the usual fix") {
     CHECK(binary.iterations() == 0);
 }
 
+TEST_CASE("callbacks that set the base learning rate refuse to run under a learning-rate schedule") {
+    model_t m{bw::seed{3}};
+    compile(m);
+    bw::ReduceLROnPlateau plateau({.monitor = "loss"});
+    bw::LearningRateScheduler scheduler([](std::uint64_t, float lr) { return lr; });
+    const bw::fit_options scheduled{.epochs = 1, .verbose = 0,
+                                    .learning_rate_schedule = [](std::uint64_t) { return 1e-3f; }};
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(16, 1).batch(8), scheduled, plateau),
+                         doctest::Contains("ReduceLROnPlateau: fit's learning_rate_schedule sets every step's"),
+                         bw::usage_error);
+    CHECK_THROWS_WITH_AS(m.fit(two_blobs(16, 1).batch(8), scheduled, scheduler),
+                         doctest::Contains("LearningRateScheduler: fit's learning_rate_schedule"), bw::usage_error);
+    CHECK(m.iterations() == 0);
+    // Without a schedule both run.
+    CHECK(m.fit(two_blobs(16, 1).batch(8), {.epochs = 1, .verbose = 0}, plateau, scheduler).size() == 1);
+}
+
 TEST_CASE("get_weights and set_weights: shaped, named, checked before anything is copied") {
     model_t a{bw::seed{8}}, b{bw::seed{9}};
     compile(a);

@@ -22,6 +22,11 @@ struct real_constant {
     /// From a float literal, through the double it converts to exactly.
     // A float converts exactly to double, so 0.2f and 0.2 give the same float() below.
     constexpr real_constant(float v) : real_constant(static_cast<double>(v)) {}  // NOLINT
+    /// From the bits themselves. nvcc writes a class template argument back into the host code
+    /// it generates as `{bits}` (copy-list-initialisation, so not explicit), which only this
+    /// constructor can take: the conversions of a large integer to double and float narrow.
+    /// An integer literal such as `Dropout<0>` is ambiguous, and so refused: write `0.0`.
+    constexpr real_constant(std::uint64_t raw_bits) : bits(raw_bits) {}  // NOLINT
 
     /// The value as a double.
     [[nodiscard]] constexpr double value() const { return std::bit_cast<double>(bits); }

@@ -51,6 +51,12 @@ public:
     /// Whether this process writes files and shows progress: rank 0 in data-parallel training
     /// (every rank holds the same state), the only process otherwise.
     [[nodiscard]] virtual bool is_chief() const { return true; }
+    /// Whether a learning-rate schedule by samples (fit's learning_rate_schedule, or the
+    /// model's step rules) sets every step's rate: then setting the base rate changes nothing,
+    /// and callbacks that do (ReduceLROnPlateau, LearningRateScheduler) refuse to run.
+    [[nodiscard]] bool learning_rate_scheduled() const { return learning_rate_scheduled_; }
+    /// Set by fit when its rules are in place.
+    void set_learning_rate_scheduled(bool scheduled) { learning_rate_scheduled_ = scheduled; }
     /// Epochs trained by earlier fit calls: this call's epoch e reads its data, draws its
     /// shuffle and dropout masks as epoch e + epoch_offset() of the model's training (0 after
     /// initial_epoch or a resume, whose epochs are counted over the whole training already).
@@ -72,6 +78,7 @@ private:
     bool stop_requested_ = false;
     std::string stop_reason_;
     std::uint64_t epoch_offset_ = 0;
+    bool learning_rate_scheduled_ = false;
 };
 
 /// Base of fit's callbacks (Keras's keras.callbacks.Callback): override the events needed; every
@@ -137,6 +144,19 @@ namespace detail {
 inline bool improves_upwards(const std::string& monitor, monitor_mode mode) {
     if (mode != monitor_mode::automatic) return mode == monitor_mode::max;
     return monitor.find("acc") != std::string::npos || monitor.find("auc") != std::string::npos;
+}
+/// Whether `v` improves on `reference` by more than min_delta in the monitored direction (Keras's
+/// rule, shared by EarlyStopping and ReduceLROnPlateau); anything improves on no reference.
+inline bool improves(double v, std::optional<double> reference, bool upwards, double min_delta) {
+    if (!reference) return true;
+    return upwards ? v - min_delta > *reference : v + min_delta < *reference;
+}
+/// Refuses a callback that sets the base learning rate while a schedule sets every step's.
+inline void require_unscheduled(const training_context& ctx, const char* who) {
+    if (ctx.learning_rate_scheduled()) {
+        throw usage_error(std::string(who) + ": fit's learning_rate_schedule sets every step's learning rate, so "
+                          "changing the base rate would do nothing; put the change into the schedule instead");
+    }
 }
 inline double monitored(const epoch_logs& logs, const std::string& monitor, const char* who) {
     if (!logs.contains(monitor)) {
@@ -222,9 +242,7 @@ public:
 
 private:
     [[nodiscard]] bool improves(double v, std::optional<double> reference) const {
-        if (!reference) return true;
-        return detail::improves_upwards(o_.monitor, o_.mode) ? v - o_.min_delta > *reference
-                                                             : v + o_.min_delta < *reference;
+        return detail::improves(v, reference, detail::improves_upwards(o_.monitor, o_.mode), o_.min_delta);
     }
 
     options o_;
@@ -272,7 +290,8 @@ public:
         }
     }
 
-    void on_train_begin(training_context&) override {
+    void on_train_begin(training_context& ctx) override {
+        detail::require_unscheduled(ctx, "ReduceLROnPlateau");
         best_.reset();
         wait_ = 0;
         cooldown_left_ = 0;
@@ -283,8 +302,7 @@ public:
             --cooldown_left_;
             wait_ = 0;
         }
-        const bool up = detail::improves_upwards(o_.monitor, o_.mode);
-        if (!best_ || (up ? v > *best_ + o_.min_delta : v < *best_ - o_.min_delta)) {
+        if (detail::improves(v, best_, detail::improves_upwards(o_.monitor, o_.mode), o_.min_delta)) {
             best_ = v;
             wait_ = 0;
             return;
@@ -428,6 +446,7 @@ public:
     /// `fn(epoch, rate)` gets fit's epoch and the current learning rate and returns the epoch's
     /// rate, which must be finite and >= 0 (else usage_error).
     explicit LearningRateScheduler(std::function<float(std::uint64_t, float)> fn) : fn_(std::move(fn)) {}
+    void on_train_begin(training_context& ctx) override { detail::require_unscheduled(ctx, "LearningRateScheduler"); }
     void on_epoch_begin(training_context& ctx, std::uint64_t epoch, std::size_t) override {
         const float lr = fn_(epoch, ctx.learning_rate());
         if (!(lr >= 0.0f) || !std::isfinite(lr)) {

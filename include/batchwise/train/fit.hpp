@@ -295,6 +295,7 @@ public:
         const detail::class_weight_scope<std::remove_reference_t<decltype(engine)>> weights(
             engine, detail::dense_class_weights(options.class_weight, engine.objective().class_count()));
         const bool log_steps = engine.optimizer().rules().active();
+        ctx.set_learning_rate_scheduled(engine.optimizer().rules().learning_rate != nullptr);
         std::optional<optimizer_step_record> last_step;
         engine.optimizer().on_step = [&](const optimizer_step_record& r) {
             if (log_steps) history.optimizer_step_log.push_back(r);
