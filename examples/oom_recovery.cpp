@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
                 static_cast<double>(limited.evaluate(test.batch(1000))["accuracy"]),
                 static_cast<double>(unlimited.evaluate(test.batch(1000))["accuracy"]));
 
-    // When not even one sample fits, the error says the numbers.
+    // When not even one sample fits, the model says so before training, with the numbers.
     try {
         M tiny{bw::seed{1}, bw::memory_budget{M::estimate_memory(0, adam_slots).total_bytes() + 1000}};
         tiny.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
