@@ -279,6 +279,33 @@ TEST_CASE("train_on_batch and evaluate: every process is given the whole batch a
     CHECK(dp.evaluate(ds).loss == doctest::Approx(single.evaluate(ds).loss).epsilon(1e-4));
 }
 
+TEST_CASE("sample weights: each process weights the rows of its share, and the update is one process's") {
+    const int p = world_size();
+    const samples d = make_samples(96 * 3, 12);
+    xt::xtensor<float, 1> w = xt::zeros<float>({d.y.size()});
+    for (std::size_t i = 0; i < w.size(); ++i) w(i) = 0.5f + static_cast<float>((i * 5) % 7) * 0.25f;
+    const Dataset data = Dataset(d.x, d.y, w).shuffle(w.size(), bw::seed{6});
+    Model<bw::no_accumulation, PlainNet> single{bw::seed{11}};
+    Model<shared, PlainNet> dp{bw::seed{11}};
+    dp.accumulation().set_shares(uneven_shares(p));
+    compile(single);
+    compile(dp);
+    const bw::History h1 = single.fit(data.batch(96), {.epochs = 2, .validation_data = data, .verbose = 0});
+    const bw::History h = dp.fit(data.batch(96), {.epochs = 2, .validation_data = data, .verbose = 0});
+    check_close(single, dp);
+    for (std::size_t e = 0; e < 2; ++e) {
+        CHECK(h.history.at("loss")[e] == doctest::Approx(h1.history.at("loss")[e]).epsilon(1e-5));
+        CHECK(h.history.at("val_loss")[e] == doctest::Approx(h1.history.at("val_loss")[e]).epsilon(1e-5));
+    }
+    // Unweighted training differs: the weights reached every process's share.
+    Model<shared, PlainNet> unweighted{bw::seed{11}};
+    unweighted.accumulation().set_shares(uneven_shares(p));
+    compile(unweighted);
+    (void)unweighted.fit(Dataset(d.x, d.y).shuffle(w.size(), bw::seed{6}).batch(96), {.epochs = 2, .verbose = 0});
+    const auto a = dp.get_weights(), b = unweighted.get_weights();
+    CHECK(xt::amax(xt::abs(a[0].value - b[0].value))() > 1e-4f);
+}
+
 TEST_CASE("a checkpoint written by 2 processes resumes at 2 bit-identically, and at 1 and at 3 with the weights of an "
           "uninterrupted run") {
     if (world_size() != 3) return;

@@ -485,6 +485,155 @@ TEST_CASE("class_weight: Keras's weighting, exact under accumulation and in a ca
                          doctest::Contains("finite and >= 0"), bw::usage_error);
 }
 
+TEST_CASE("sample_weight: each sample's weight, exact under accumulation, following its sample through shuffles") {
+    const blob_arrays a = blob_arrays_of(64, 32);
+    // Weights that vary from sample to sample, and the weights of class_weight {1, 3} per sample.
+    xt::xtensor<float, 1> varied = xt::zeros<float>({std::size_t{64}});
+    xt::xtensor<float, 1> by_class = xt::zeros<float>({std::size_t{64}});
+    for (std::size_t i = 0; i < 64; ++i) {
+        varied(i) = 0.25f + 0.5f * static_cast<float>(i % 5);
+        by_class(i) = a.y(i) == 1 ? 3.0f : 1.0f;
+    }
+    using mlp = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::ReLU, bw::Dense<2>>;
+    auto max_rel = [](const std::vector<float>& w, const std::vector<float>& v) {
+        double diff = 0.0, norm = 0.0;
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            diff = std::max(diff, std::fabs(double(w[i]) - v[i]));
+            norm = std::max(norm, std::fabs(double(w[i])));
+        }
+        return diff / norm;
+    };
+    {
+        // The weighted mean over the effective batch: whole, in accumulated quarters, and as a
+        // static batch (which runs weighted steps eagerly where it would replay graphs).
+        const Dataset d(a.x, a.y, varied);
+        bw_test::Model<mlp> whole{bw::seed{15}}, plain{bw::seed{15}};
+        bw_test::Model<mlp, bw::dynamic_batch, bw_test::exec, bw::accumulate<4>> split{bw::seed{15}};
+        bw_test::Model<mlp, bw::static_batch<64>> fixed{bw::seed{15}};
+        compile(whole);
+        compile(plain);
+        compile(split);
+        compile(fixed);
+        (void)whole.fit(d.batch(64), {.epochs = 3, .verbose = 0});
+        (void)split.fit(d.batch(16), {.epochs = 3, .verbose = 0});
+        (void)fixed.fit(d.batch(64), {.epochs = 3, .verbose = 0});
+        (void)plain.fit(Dataset(a.x, a.y).batch(64), {.epochs = 3, .verbose = 0});
+        const auto w = weights_of(whole);
+        CHECK(max_rel(w, weights_of(split)) <= 1e-6);
+        CHECK(max_rel(w, weights_of(fixed)) <= 1e-6);
+        CHECK(max_rel(w, weights_of(plain)) > 1e-3);  // the weights change training
+        CHECK_FALSE(fixed.step_captured());
+    }
+    {
+        // A sample's weight travels with it: per-sample weights equal to the class weights give
+        // class_weight's training bit for bit, through a dataset shuffled every epoch and through
+        // fit on arrays (shuffled, with validation_split taking the weights it holds out).
+        model_t by_weight{bw::seed{16}}, by_class_weight{bw::seed{16}};
+        compile(by_weight);
+        compile(by_class_weight);
+        (void)by_weight.fit(Dataset(a.x, a.y, by_class).shuffle(64, bw::seed{2}).batch(16), {.epochs = 3, .verbose = 0});
+        (void)by_class_weight.fit(Dataset(a.x, a.y).shuffle(64, bw::seed{2}).batch(16),
+                                  {.epochs = 3, .class_weight = {{0, 1.0f}, {1, 3.0f}}, .verbose = 0});
+        CHECK(weights_of(by_weight) == weights_of(by_class_weight));
+
+        model_t arrays{bw::seed{17}}, classes{bw::seed{17}};
+        compile(arrays);
+        compile(classes);
+        const bw::History h = arrays.fit(
+            a.x, a.y, {.epochs = 2, .batch_size = 8, .validation_split = 0.25, .sample_weight = by_class, .verbose = 0});
+        (void)classes.fit(a.x, a.y,
+                          {.epochs = 2, .batch_size = 8, .validation_split = 0.25,
+                           .class_weight = {{0, 1.0f}, {1, 3.0f}}, .verbose = 0});
+        CHECK(weights_of(arrays) == weights_of(classes));
+        // The held-out samples' loss is weighted by their weights, unlike class weights.
+        const xt::xtensor<float, 2> xv = xt::view(a.x, xt::range(48, 64), xt::all());
+        const xt::xtensor<int, 1> yv = xt::view(a.y, xt::range(48, 64));
+        const xt::xtensor<float, 1> wv = xt::view(by_class, xt::range(48, 64));
+        const bw::logs weighted = arrays.evaluate(xv, yv, wv);
+        CHECK(h["val_loss"].back() == doctest::Approx(weighted.loss).epsilon(1e-6));
+        CHECK(weighted.loss > arrays.evaluate(xv, yv).loss);
+    }
+    {
+        // evaluate: weights of 1 change nothing, weights of 2 double the loss and not the metric.
+        model_t m{bw::seed{18}};
+        compile(m);
+        const xt::xtensor<float, 1> ones = xt::ones<float>({std::size_t{64}});
+        const bw::logs plain = m.evaluate(a.x, a.y);
+        const bw::logs one = m.evaluate(a.x, a.y, ones);
+        const bw::logs two = m.evaluate(a.x, a.y, xt::xtensor<float, 1>(2.0f * ones), 16);
+        CHECK(one.loss == plain.loss);
+        CHECK(two.loss == doctest::Approx(2.0 * plain.loss).epsilon(1e-6));
+        CHECK(two.values[0] == plain.values[0]);
+    }
+    {
+        // Under SGD a weight of 0 on half the batch is the other half's step at half the rate
+        // (the mean stays over all 64 samples), and gradients() scales with the weights.
+        bw_test::Model<mlp> half{bw::seed{19}}, first_half{bw::seed{19}};
+        half.compile(bw::SGD{{.learning_rate = 0.1f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        first_half.compile(bw::SGD{{.learning_rate = 0.05f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+        xt::xtensor<float, 1> zeros_after = xt::ones<float>({std::size_t{64}});
+        xt::view(zeros_after, xt::range(32, 64)) = 0.0f;
+        const xt::xtensor<float, 2> x32 = xt::view(a.x, xt::range(0, 32), xt::all());
+        const xt::xtensor<int, 1> y32 = xt::view(a.y, xt::range(0, 32));
+        const bw::gradient_sums g1 = half.gradients(x32, y32);
+        const bw::gradient_sums g2 = half.gradients(x32, y32, xt::xtensor<float, 1>(2.0f * xt::ones<float>({std::size_t{32}})));
+        CHECK(g2.loss_sum == doctest::Approx(2.0 * g1.loss_sum).epsilon(1e-6));
+        for (std::size_t v = 0; v < g1.sums.size(); ++v) {
+            for (std::size_t i = 0; i < g1.sums[v].value.size(); ++i) {
+                CHECK(g2.sums[v].value.flat(i) == doctest::Approx(2.0f * g1.sums[v].value.flat(i)).epsilon(1e-6));
+            }
+        }
+        half.set_position(0, 0);
+        for (int step = 0; step < 3; ++step) {
+            (void)half.train_on_batch(a.x, a.y, zeros_after);
+            (void)first_half.train_on_batch(x32, y32);
+        }
+        const auto wa = weights_of(half), wb = weights_of(first_half);
+        for (std::size_t i = 0; i < wa.size(); ++i) CHECK(wa[i] == doctest::Approx(wb[i]).epsilon(1e-5));
+    }
+    {
+        // The weighted loss's gradient, against finite differences (through tanh: a ReLU's kink
+        // inside the difference's width would be measured instead).
+        using smooth = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::Tanh, bw::Dense<2>>;
+        bw_test::Model<smooth> m{bw::seed{20}};
+        m.compile(bw::SGD{}, bw::MeanSquaredError{});
+        const auto x = bw_test::random_matrix(12, 8, 21);
+        const auto y = bw_test::random_matrix(12, 2, 22);
+        const xt::xtensor<float, 1> w = xt::view(varied, xt::range(0, 12));
+        const bw::testing::gradient_check_report report = bw::testing::check_parameter_gradients(
+            m, x, y, {.step = 1e-2f, .tolerance = 2e-2, .max_elements = 24}, w);
+        for (const auto& e : report.entries) {
+            INFO(e.name << "[" << e.index << "]: analytic " << e.analytic << ", numeric " << e.numeric);
+            CHECK(e.error <= e.allowed);
+        }
+        CHECK(report.checked > 0);
+    }
+    {
+        // Bad weights are refused before anything trains, naming the sample.
+        model_t m{bw::seed{21}};
+        compile(m);
+        const auto before = weights_of(m);
+        xt::xtensor<float, 1> bad = varied;
+        bad(5) = -1.0f;
+        CHECK_THROWS_WITH_AS(Dataset(a.x, a.y, bad), doctest::Contains("sample weight of sample 5 is -1"), bw::data_error);
+        CHECK_THROWS_WITH_AS(m.train_on_batch(a.x, a.y, bad), doctest::Contains("finite and >= 0"), bw::data_error);
+        bad(5) = std::nanf("");
+        CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.sample_weight = bad, .verbose = 0}),
+                             doctest::Contains("sample weight of sample 5"), bw::data_error);
+        const xt::xtensor<float, 1> short_w = xt::view(varied, xt::range(0, 63));
+        CHECK_THROWS_WITH_AS(m.fit(a.x, a.y, {.sample_weight = short_w, .verbose = 0}),
+                             doctest::Contains("64 samples but 63 sample weights"), bw::data_error);
+        CHECK_THROWS_WITH_AS(m.gradients(a.x, a.y, xt::xtensor<float, 2>(xt::ones<float>({64, 1}))),
+                             doctest::Contains("shape (n,)"), bw::shape_error);
+        CHECK_THROWS_WITH_AS(m.fit(Dataset(a.x, a.y).batch(16), {.sample_weight = varied, .verbose = 0}),
+                             doctest::Contains("Dataset(x, y, sample_weight)"), bw::usage_error);
+        CHECK_THROWS_WITH_AS((void)Dataset(a.x, a.y, varied).concatenate(Dataset(a.x, a.y)),
+                             doctest::Contains("sample weights, or neither"), bw::usage_error);
+        CHECK(weights_of(m) == before);
+        CHECK(m.iterations() == 0);
+    }
+}
+
 TEST_CASE("Normalization: adapt sets Keras's per-channel statistics, saved with the weights; it trains badly scaled data") {
     // Three features on very different scales, as in a CSV of raw measurements.
     const std::size_t n = 400;

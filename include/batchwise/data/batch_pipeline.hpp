@@ -32,17 +32,23 @@ struct batch_data {
     std::vector<float> features;     ///< rows x feature_size, row-major
     std::vector<float> targets;      ///< rows x target_size
     std::vector<std::size_t> ids;    ///< each row's index in the arrays it came from
+    std::vector<float> weights;      ///< each row's sample weight, when `weighted`
+    bool weighted = false;           ///< Whether the dataset has sample weights.
 
-    /// Makes this a batch of n rows of fs feature and ts target floats, growing a buffer only
-    /// when it is too small.
-    void resize(std::size_t n, std::size_t fs, std::size_t ts) {
+    /// Makes this a batch of n rows of fs feature and ts target floats (and a weight each when
+    /// `w`), growing a buffer only when it is too small.
+    void resize(std::size_t n, std::size_t fs, std::size_t ts, bool w = false) {
         rows = n;
         feature_size = fs;
         target_size = ts;
+        weighted = w;
         if (features.size() < n * fs) features.resize(n * fs);
         if (targets.size() < n * ts) targets.resize(n * ts);
         if (ids.size() < n) ids.resize(n);
+        if (w && weights.size() < n) weights.resize(n);
     }
+    /// The rows' sample weights, or null when the dataset has none.
+    [[nodiscard]] const float* sample_weights() const { return weighted ? weights.data() : nullptr; }
 };
 
 namespace detail {
@@ -71,6 +77,7 @@ inline void gather(const element& e, batch_data& b, std::size_t r) {
     std::copy_n(s.features.data() + e.index * s.feature_size, s.feature_size, x);
     std::copy_n(s.targets.data() + e.index * s.target_size, s.target_size, y);
     b.ids[r] = e.index;
+    if (b.weighted) b.weights[r] = s.weights[e.index];
     for (std::size_t m = 0; m < e.map_count; ++m) {
         (*e.maps[m])(std::span<float>(x, b.feature_size), std::span<float>(y, b.target_size));
     }
@@ -81,9 +88,15 @@ struct batching_node final : batch_node {
     batch_schedule schedule;
     bool drop_remainder;
     std::size_t feature_size, target_size;
+    bool weighted;
     batching_node(std::shared_ptr<const sample_node> p, batch_schedule s, bool drop, std::size_t fs,
-                  std::size_t ts)
-        : parent(std::move(p)), schedule(std::move(s)), drop_remainder(drop), feature_size(fs), target_size(ts) {}
+                  std::size_t ts, bool w)
+        : parent(std::move(p)),
+          schedule(std::move(s)),
+          drop_remainder(drop),
+          feature_size(fs),
+          target_size(ts),
+          weighted(w) {}
 
     struct stream final : batch_stream {
         std::unique_ptr<sample_stream> upstream;
@@ -94,7 +107,7 @@ struct batching_node final : batch_node {
         std::size_t dropped_samples = 0;
         bool next(batch_data& b) override {
             const std::size_t want = node->schedule.size(epoch, step, node->samples_before(epoch) + read);
-            b.resize(want, node->feature_size, node->target_size);
+            b.resize(want, node->feature_size, node->target_size, node->weighted);
             std::size_t got = 0;
             element e;
             while (got < want && upstream->next(e)) gather(e, b, got++);

@@ -32,6 +32,13 @@ public:
     template <class X, class Y>
     Dataset(const X& features, const Y& targets)
         : Dataset(detail::make_source(features, targets)) {}
+    /// A dataset whose samples carry weights (Keras's sample_weight, shape (n,)): each sample's
+    /// training loss and gradient are multiplied by its weight, and so is its loss in evaluate.
+    /// Every weight must be finite and not negative. Weights follow their samples through
+    /// shuffle, take, skip and batch.
+    template <class X, class Y, class W>
+    Dataset(const X& features, const Y& targets, const W& sample_weights)
+        : Dataset(detail::make_source(features, targets, sample_weights)) {}
 
     /// Shuffles samples with a buffer of `buffer_size`; a buffer at least as large as the data
     /// gives a uniform permutation, deterministic per seed. Each epoch is shuffled anew unless
@@ -50,7 +57,7 @@ public:
         require_unbatched("batch", "a dataset is batched once");
         Dataset d = *this;
         d.batches_ = std::make_shared<detail::batching_node>(samples_, std::move(s), drop_remainder,
-                                                             feature_size_, target_size_);
+                                                             feature_size_, target_size_, weighted_);
         return d;
     }
 
@@ -65,6 +72,9 @@ public:
         }
         if (batched() != other.batched()) {
             throw usage_error("Dataset::concatenate: both datasets must be batched, or neither");
+        }
+        if (weighted() != other.weighted()) {
+            throw usage_error("Dataset::concatenate: both datasets must have sample weights, or neither");
         }
         Dataset d = *this;
         if (batched()) {
@@ -118,6 +128,8 @@ public:
     [[nodiscard]] std::size_t feature_size() const { return feature_size_; }
     /// Floats of one sample's target: 1 for a class index, k for a row of k.
     [[nodiscard]] std::size_t target_size() const { return target_size_; }
+    /// Whether each sample carries a weight (the three-array constructor).
+    [[nodiscard]] bool weighted() const { return weighted_; }
 
     /// The batches of one epoch, in order.
     class reader {
@@ -152,7 +164,8 @@ private:
         : samples_(std::make_shared<detail::source_node>(source)),
           sample_shape_(source->sample_shape),
           feature_size_(source->feature_size),
-          target_size_(source->target_size) {}
+          target_size_(source->target_size),
+          weighted_(!source->weights.empty()) {}
 
     [[nodiscard]] Dataset with(std::shared_ptr<const detail::sample_node> node) const {
         Dataset d = *this;
@@ -181,6 +194,7 @@ private:
     std::vector<std::size_t> sample_shape_;
     std::size_t feature_size_ = 0;
     std::size_t target_size_ = 0;
+    bool weighted_ = false;
 };
 
 /// Splits a dataset's samples once into two datasets (Keras's keras.utils.split_dataset): the

@@ -34,6 +34,8 @@ struct source_data {
     std::size_t count = 0;
     std::vector<float> features;
     std::vector<float> targets;
+    /// One weight per sample (Keras's sample_weight); empty when the dataset has none.
+    std::vector<float> weights;
 };
 
 inline constexpr std::size_t max_chained_maps = 8;
@@ -210,7 +212,7 @@ struct concat_sample_node final : sample_node {
 /// Features (n, dims...) and targets (n,) or (n, k) of any numeric types, as floats; every
 /// value is checked so that a NaN is reported with its sample before any training.
 template <class X, class Y>
-std::shared_ptr<const source_data> make_source(const X& features, const Y& targets) {
+std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
     auto s = std::make_shared<source_data>();
     const auto& fs = features.shape();
     const auto& ts = targets.shape();
@@ -255,6 +257,41 @@ std::shared_ptr<const source_data> make_source(const X& features, const Y& targe
         }
         s->targets[i] = v;
     }
+    return s;
+}
+
+/// Copies n per-sample weights (shape (n,)) into out, each checked finite and not negative:
+/// a weight scales its sample's loss and gradient, and a NaN or a negative one would train on
+/// without a word.
+template <class W>
+void copy_sample_weights(const W& w, std::size_t n, float* out, const char* call) {
+    const auto& sh = w.shape();
+    if (sh.size() != 1) {
+        throw shape_error(std::string(call) + ": sample weights must have shape (n,), one per sample; got rank " +
+                          std::to_string(sh.size()));
+    }
+    if (sh[0] != n) {
+        throw data_error(std::string(call) + ": " + std::to_string(n) + " samples but " + std::to_string(sh[0]) +
+                         " sample weights");
+    }
+    std::size_t i = 0;
+    for (auto it = w.begin(); it != w.end(); ++it, ++i) {
+        const auto v = static_cast<float>(*it);
+        if (!(v >= 0.0f) || !std::isfinite(v)) {
+            throw data_error(std::string(call) + ": the sample weight of sample " + std::to_string(i) + " is " +
+                                 std::to_string(v) + "; weights must be finite and >= 0",
+                             i);
+        }
+        out[i] = v;
+    }
+}
+
+/// make_source with one weight per sample.
+template <class X, class Y, class W>
+std::shared_ptr<const source_data> make_source(const X& features, const Y& targets, const W& weights) {
+    auto s = make_source(features, targets);
+    s->weights.resize(s->count);
+    copy_sample_weights(weights, s->count, s->weights.data(), "Dataset");
     return s;
 }
 

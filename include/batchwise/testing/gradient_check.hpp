@@ -12,6 +12,7 @@
 
 #include "batchwise/core/rng.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/train/step/host_batch.hpp"
 
 /// Tools for testing layers and models built on batchwise: a finite-difference gradient check,
 /// and reproducible random data for it.
@@ -93,15 +94,17 @@ struct gradient_check_report {
 /// Checks the parameter gradients of `model` (any batchwise::Model) on the batch (x, y): the
 /// gradients of loss_and_gradients(x, y) against central differences of that same loss, for up to
 /// options.max_elements elements of each trainable variable. Each probed element is put back after
-/// its probe, so the weights are unchanged on return; the gradient buffers are overwritten.
-template <class M, class X, class Y>
-    requires requires(M& m, const X& x, const Y& y) {
+/// its probe, so the weights are unchanged on return; the gradient buffers are overwritten. With
+/// `sample_weight`, the loss is the weighted one that fit trains on.
+template <class M, class X, class Y, class W = no_sample_weights>
+    requires requires(M& m, const X& x, const Y& y, const W& w) {
         typename M::execution_policy;
         m.variables();
-        m.loss_and_gradients(x, y);
+        m.loss_and_gradients(x, y, w);
     }
 gradient_check_report check_parameter_gradients(M& model, const X& x, const Y& y,
-                                                const gradient_check_options& options = {}) {
+                                                const gradient_check_options& options = {},
+                                                const W& sample_weight = {}) {
     using Exec = typename M::execution_policy;
     const auto read = [](const float* p, std::size_t i) {
         float v = 0.0f;
@@ -110,7 +113,7 @@ gradient_check_report check_parameter_gradients(M& model, const X& x, const Y& y
     };
     const auto write = [](float* p, std::size_t i, float v) { Exec::from_host(&v, 1, p + i); };
 
-    model.loss_and_gradients(x, y);
+    model.loss_and_gradients(x, y, sample_weight);
     // Every later call overwrites the gradients, so all of them are kept before any probe.
     std::vector<std::vector<float>> analytic_all;
     for (const auto& v : model.variables()) {
@@ -129,9 +132,9 @@ gradient_check_report check_parameter_gradients(M& model, const X& x, const Y& y
         for (std::size_t i = 0; i < v.ref.size(); i += stride) {
             const float saved = read(v.ref.value, i);
             write(v.ref.value, i, saved + options.step);
-            const double up = model.loss_and_gradients(x, y);
+            const double up = model.loss_and_gradients(x, y, sample_weight);
             write(v.ref.value, i, saved - options.step);
-            const double down = model.loss_and_gradients(x, y);
+            const double down = model.loss_and_gradients(x, y, sample_weight);
             write(v.ref.value, i, saved);
             gradient_check_entry e;
             e.name = std::string(v.name);

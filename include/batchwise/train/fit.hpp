@@ -52,6 +52,12 @@ struct fit_options {
     /// entry per class (the classes of a sparse loss, the columns of one-hot targets, or 0 and 1
     /// for a single binary output). Validation loss and metrics are not weighted.
     std::map<std::size_t, float> class_weight{};
+    /// Arrays only: Keras's sample_weight, one weight per sample (shape (n,), each finite and
+    /// >= 0) that multiplies its training loss and gradient, together with its class weight;
+    /// the mean stays over samples, so it is exact under accumulation. validation_split takes
+    /// the weights of the samples it holds out, and the validation loss is weighted by them.
+    /// Empty: every sample weighs 1. A dataset carries its own: Dataset(x, y, w).
+    xt::xtensor<float, 1> sample_weight{};
     /// Arrays only: the training samples are shuffled anew every epoch (keyed by the model's
     /// seed and the epoch). A dataset decides its own order (Dataset::shuffle).
     bool shuffle = true;
@@ -142,6 +148,10 @@ inline fit_data prepare_fit_data(const data::Dataset& all, const fit_options& o,
         throw usage_error("fit: validation_split must be in [0, 1), got " + std::to_string(o.validation_split));
     }
     if (!from_arrays) {
+        if (o.sample_weight.size() != 0) {
+            throw usage_error("fit: sample_weight is for arrays; a dataset carries its samples' weights: "
+                              "Dataset(x, y, sample_weight)");
+        }
         if (o.validation_split != 0.0) {
             throw usage_error("fit: validation_split splits arrays; split a dataset once with data::split "
                               "and pass the second part as validation_data");
@@ -352,7 +362,8 @@ public:
                 for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
                 logs l;
                 try {
-                    l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.ids.data(), batch_.rows, "fit");
+                    l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.sample_weights(),
+                                    batch_.ids.data(), batch_.rows, "fit");
                 } catch (const numeric_error& e) {
                     // Across processes the others are already waiting for this step's
                     // all-reduce: the error ends every process (data_parallel announces it).

@@ -35,6 +35,7 @@
 #include "batchwise/train/gradients.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/logs.hpp"
+#include "batchwise/train/model_state.hpp"
 #include "batchwise/train/step/engine.hpp"
 #include "batchwise/train/step/host_batch.hpp"
 #include "batchwise/train/step/processes.hpp"
@@ -47,7 +48,7 @@ namespace batchwise {
 /// policy, accumulation policy>`, with Keras's verbs (docs/concepts.md explains the policies).
 template <class Net, BatchPolicy Batch = dynamic_batch, ExecutionPolicy Exec = cpu_blas,
           AccumulationPolicy Accum = no_accumulation>
-class Model {
+class Model : public model_state<step_engine<Net, Batch, Exec, Accum>> {
     static_assert(!std::is_same_v<typename Accum::accumulator_type, double> || DoubleStoragePolicy<Exec>,
                   "batchwise::Model: accumulate<..., double> needs an execution policy with a "
                   "double_vector; use compensated_float with this one");
@@ -55,8 +56,15 @@ class Model {
                   "batchwise::Model<Net, ...>: Net must be a batchwise::Sequential<Input<...>, "
                   "layers...>.");
     using engine_type = step_engine<Net, Batch, Exec, Accum>;
+    using state_type = model_state<engine_type>;
+    using state_type::fit_;
+    using state_type::require_compiled;
+    using state_type::step_;
 
 public:
+    using state_type::is_chief;
+    using state_type::window_open;
+    using state_type::window_samples;
     using sequential_type = Net;                              ///< The Sequential<Input<...>, layers...>.
     using network_type = typename engine_type::network_type;  ///< The layers instantiated on Exec.
     using input_shape = typename Net::input_shape;            ///< One sample's input, a shape<...>.
@@ -65,7 +73,6 @@ public:
     using execution_policy = Exec;                            ///< Where the arithmetic runs.
     using accumulation_policy = Accum;                        ///< How micro-batches make a step.
     using accumulator_type = typename Accum::accumulator_type;  ///< What gradients are summed in.
-    using variable_entry = batchwise::variable_entry;         ///< A named variable (variables()).
     static constexpr std::size_t in_features = input_shape::size;    ///< Floats per input sample.
     static constexpr std::size_t out_features = output_shape::size;  ///< Floats per output sample.
     /// A batch of inputs or outputs: xtensor_fixed for a static batch, xtensor for a dynamic one.
@@ -79,7 +86,7 @@ public:
     explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}  ///< Weights initialised from the seed.
 
     /// A model held to a memory budget: a step that would exceed it runs as smaller micro-batches.
-    Model(seed s, memory_budget budget) : step_(s.value, budget.bytes) {
+    Model(seed s, memory_budget budget) : state_type(s.value, budget.bytes) {
         if constexpr (Batch::is_static) {
             const memory_estimate e = estimate_memory(Batch::extent, 0);
             if (e.total_bytes() > budget.bytes) {
@@ -91,6 +98,7 @@ public:
             step_.reserve(Batch::extent);
             // Class indices of other types are converted here: sized now, so no step allocates.
             host_.reserve_targets(Batch::extent * out_features);
+            host_.reserve_weights(Batch::extent);
         } else if (const std::size_t one = estimate_memory(1, 0).total_bytes(); one > budget.bytes) {
             throw out_of_memory("Model: one sample needs " + std::to_string(one) + " bytes (" +
                                 std::to_string(estimate_memory(0, 0).total_bytes()) +
@@ -126,14 +134,16 @@ public:
                                                                              learning_rate, step_.seed());
     }
 
-    /// Trains on one micro-batch (x: (n, input dims...), y: targets). The optimizer steps when
-    /// the accumulation window is complete (at once with no_accumulation). Returns the loss and
+    /// Trains on one micro-batch (x: (n, input dims...), y: targets, and optionally one weight
+    /// per sample that multiplies its loss and gradient). The optimizer steps when the
+    /// accumulation window is complete (at once with no_accumulation). Returns the loss and
     /// metrics of this micro-batch, computed before any update it triggers.
-    template <class X, class Y>
-    logs train_on_batch(const X& x, const Y& y) {
+    template <class X, class Y, class W = no_sample_weights>
+    logs train_on_batch(const X& x, const Y& y, const W& sample_weight = {}) {
         return guarded([&] {
             const auto b = host_batch(x, y, "train_on_batch");
-            return step_.feed(b.x, b.y, nullptr, b.rows, "train_on_batch");
+            const float* w = host_.sample_weights(sample_weight, b.rows, "train_on_batch");
+            return step_.feed(b.x, b.y, w, nullptr, b.rows, "train_on_batch");
         });
     }
 
@@ -142,11 +152,6 @@ public:
     bool apply_accumulated() {
         return guarded([&] { return step_.finish_step(); });
     }
-    /// Whether gradients are waiting in an accumulation window for their optimizer step.
-    [[nodiscard]] bool window_open() const { return step_.window().open(); }
-    /// Samples accumulated in the open window.
-    [[nodiscard]] std::size_t window_samples() const { return step_.window().samples(); }
-
     /// Sets the window of an accumulate_runtime policy; an open window is stepped first.
     void set_accumulation(accumulation_window w)
         requires(Accum::runtime)
@@ -179,9 +184,10 @@ public:
     History fit(const data::Dataset& train, const fit_options& options = {}, Callbacks&... callbacks) {
         return fit_prepared(train, false, options, callbacks...);
     }
-    /// Keras's fit(x, y, batch_size=..., validation_split=..., shuffle=...): x is (n, input
-    /// dims...), y class indices or target rows; options.batch_size (32 by default) samples per
-    /// batch, shuffled every epoch, validation_split taken from the end first.
+    /// Keras's fit(x, y, batch_size=..., validation_split=..., shuffle=..., sample_weight=...):
+    /// x is (n, input dims...), y class indices or target rows; options.batch_size (32 by
+    /// default) samples per batch, shuffled every epoch, validation_split taken from the end
+    /// first (with its samples' weights).
     template <class X, class Y, class... Callbacks>
         requires(!std::is_same_v<X, data::Dataset>)
     History fit(const X& x, const Y& y, const fit_options& options = {}, Callbacks&... callbacks) {
@@ -189,27 +195,31 @@ public:
         const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "fit");
         check_targets(y, n, "fit");
         if (n == 0) throw data_error("fit: no samples to train on");
-        return fit_prepared(data::Dataset(x, y), true, options, callbacks...);
+        if (options.sample_weight.size() == 0) return fit_prepared(data::Dataset(x, y), true, options, callbacks...);
+        return fit_prepared(data::Dataset(x, y, options.sample_weight), true, options, callbacks...);
     }
 
     /// Loss of the batch in training mode (mean over its samples) and the gradients of that mean
     /// (left in variables()'s grad buffers), without updating anything. For gradient checks and
     /// custom loops; not while an accumulation window is open.
-    template <class X, class Y>
-    float loss_and_gradients(const X& x, const Y& y) {
+    template <class X, class Y, class W = no_sample_weights>
+    float loss_and_gradients(const X& x, const Y& y, const W& sample_weight = {}) {
         require_closed_window("loss_and_gradients");
         const auto b = host_batch(x, y, "loss_and_gradients");
-        return step_.loss_and_gradients(b.x, b.y, b.rows, "loss_and_gradients");
+        const float* w = host_.sample_weights(sample_weight, b.rows, "loss_and_gradients");
+        return step_.loss_and_gradients(b.x, b.y, w, b.rows, "loss_and_gradients");
     }
 
     /// The gradient of the batch's loss in training mode as sums over its samples with their
     /// count, per trainable variable (TensorFlow's tape.gradient, without dividing by the
-    /// batch). Changes no variable; the sample position moves on as train_on_batch's does.
-    template <class X, class Y>
-    gradient_sums gradients(const X& x, const Y& y) {
+    /// batch), each sample's loss multiplied by its weight when sample weights are given.
+    /// Changes no variable; the sample position moves on as train_on_batch's does.
+    template <class X, class Y, class W = no_sample_weights>
+    gradient_sums gradients(const X& x, const Y& y, const W& sample_weight = {}) {
         require_closed_window("gradients");
         const auto b = host_batch(x, y, "gradients");
-        const step_sums s = guarded([&] { return step_.gradient_sums(b.x, b.y, b.rows, "gradients"); });
+        const float* w = host_.sample_weights(sample_weight, b.rows, "gradients");
+        const step_sums s = guarded([&] { return step_.gradient_sums(b.x, b.y, w, b.rows, "gradients"); });
         return {detail::host_gradients<Exec>(step_.variables()), b.rows, s.loss};
     }
     /// One optimizer step from gradient sums (of one batch or several added together): the
@@ -244,6 +254,18 @@ public:
         if (n == 0) throw data_error("evaluate: no samples to evaluate");
         return evaluate(data::Dataset(x, y).batch(batch_size));
     }
+    /// evaluate with one weight per sample: the loss is the weighted sum over the samples'
+    /// count (Keras's sum_over_batch_size); metrics are not weighted.
+    template <class X, class Y, class W>
+        requires(!std::is_arithmetic_v<W>)
+    logs evaluate(const X& x, const Y& y, const W& sample_weight, std::size_t batch_size = default_batch_size) {
+        require_compiled("evaluate");
+        const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "evaluate");
+        check_targets(y, n, "evaluate");
+        check_chunk(batch_size, "evaluate");
+        if (n == 0) throw data_error("evaluate: no samples to evaluate");
+        return evaluate(data::Dataset(x, y, sample_weight).batch(batch_size));
+    }
 
     /// Loss and metrics over every batch of a dataset, in inference mode.
     logs evaluate(const data::Dataset& ds) {
@@ -258,8 +280,10 @@ public:
                 step_.objective().validate(eval_batch_.features.data(), eval_batch_.targets.data(),
                                            eval_batch_.ids.data(), eval_batch_.rows, "evaluate");
                 const row_range mine = shard_of(eval_batch_.rows);
+                const float* w = eval_batch_.sample_weights();
                 step_.evaluate_rows(eval_batch_.features.data() + mine.begin * in_features,
-                                    eval_batch_.targets.data() + mine.begin * ty, mine.size(), sums);
+                                    eval_batch_.targets.data() + mine.begin * ty, w ? w + mine.begin : nullptr,
+                                    mine.size(), sums);
                 n += eval_batch_.rows;
             }
             if (n == 0) throw data_error("evaluate: the dataset yielded no samples");
@@ -330,68 +354,7 @@ public:
     /// and in History::capture_refusals.
     [[nodiscard]] const std::string& step_capture_refused() const { return step_.captured().refused(); }
 
-    // ---- variables and files ------------------------------------------------------------------
-
-    /// The model's variables in order, with their saved names.
-    [[nodiscard]] const std::vector<variable_entry>& variables() const { return step_.variables().entries(); }
-
-    /// Every variable, in order, as a shaped host array with its saved name: Keras's
-    /// get_weights, with names (PyTorch's state_dict).
-    [[nodiscard]] std::vector<named_weight> get_weights() const { return host_weights<Exec>(step_.variables()); }
-    /// Sets the variables from arrays of their shapes, by name (get_weights's names) or, when
-    /// none is named, in order. All are checked before any is copied.
-    void set_weights(const std::vector<named_weight>& w) { set_host_weights<Exec>(step_.variables(), w); }
-
-    /// Writes every variable to a NumPy .npz archive, one array per variable named
-    /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it).
-    void save_weights(const std::filesystem::path& path) const {
-        if (!is_chief()) return;  // every process holds the same weights: rank 0 writes them
-        data::write_npz(path, weight_arrays<Exec>(step_.variables()));
-    }
-
-    /// Reads weights written by save_weights or save_checkpoint (or by numpy with the same names
-    /// and shapes). All arrays are checked before any is copied, so a bad file leaves the model
-    /// untouched.
-    void load_weights(const std::filesystem::path& path) {
-        load_weight_arrays<Exec>(step_.variables(), data::read_npz(path), path);
-    }
-
-    /// Writes the whole training state: every variable (as save_weights), the optimizer's slots
-    /// and step count, the learning rate, the seed, the micro-batch limit and the position in
-    /// training (epoch, step, sample). fit() after load_checkpoint() continues exactly where this
-    /// left off. Only between optimizer steps: an open accumulation window is a usage_error.
-    void save_checkpoint(const std::filesystem::path& path) const {
-        require_compiled("save_checkpoint");
-        if (window_open()) {
-            throw usage_error("save_checkpoint: an accumulation window is open (" + std::to_string(window_samples()) +
-                              " samples); checkpoint between optimizer steps");
-        }
-        if (!is_chief()) return;  // every process holds the same state: rank 0 writes it
-        named_arrays arrays = step_.checkpoint(fit_.epoch(), fit_.step());
-        extras_.append_to(arrays);
-        data::write_npz(path, arrays);
-    }
-
-    /// State outside the model that checkpoints carry (an adaptive batch schedule, the noise
-    /// scale's averages): saved by save_checkpoint, restored by load_checkpoint, which then
-    /// requires it. It must outlive the model or be removed first.
-    void add_checkpoint_state(checkpoint_state& s) { extras_.add(s); }
-    void remove_checkpoint_state(checkpoint_state& s) { extras_.remove(s); }  ///< Forgets s.
-
-    /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
-    /// optimizer (the slots must match); everything is checked before anything is changed. With
-    /// `resume` false, the next fit() does not start where the checkpoint was taken (a state put
-    /// back after a detour, as measure_step_times does).
-    void load_checkpoint(const std::filesystem::path& path, bool resume = true) {
-        require_compiled("load_checkpoint");
-        const named_arrays arrays = data::read_npz(path);
-        const auto extra = extras_.read(arrays, path);
-        const training_position at = step_.restore(arrays, path);
-        extras_.restore(extra);
-        resume ? fit_.resume_at(at.epoch, at.step) : fit_.set_position(at.epoch, at.step);
-    }
-    /// Whether the next fit() (without initial_epoch) resumes where a loaded checkpoint left off.
-    [[nodiscard]] bool resume_pending() const { return fit_.resume_pending(); }
+    // ---- description and hyper-parameters -------------------------------------------------------
 
     /// Layers, output shapes (the batch dimension is None for a dynamic batch) and parameter
     /// counts, laid out as Keras prints them.
@@ -419,11 +382,6 @@ public:
     [[nodiscard]] std::uint64_t epoch() const { return step_.epoch(); }  ///< The epoch random layers key on.
     /// The position in the epoch of the next sample trained.
     [[nodiscard]] std::uint64_t sample_cursor() const { return step_.sample_cursor(); }
-    /// Whether this process writes files (save_weights, save_checkpoint, CsvLogger) and shows
-    /// the progress bar: rank 0 under data_parallel, where every process holds the same state;
-    /// always otherwise.
-    [[nodiscard]] bool is_chief() const { return processes::is_chief(step_.window().policy()); }
-
     /// Number of samples the buffers currently hold; grows, never shrinks.
     [[nodiscard]] std::size_t capacity() const { return step_.capacity(); }
 
@@ -451,12 +409,6 @@ private:
     [[nodiscard]] row_range shard_of(std::size_t rows) const { return processes::shard(step_.window().policy(), rows); }
     void reduce_sums(step_sums& sums) { processes::reduce_sums(accumulation(), sums); }
 
-    void require_compiled(const char* call) const {
-        if (!step_.objective().compiled()) {
-            throw usage_error(std::string(call) +
-                              ": the model is not compiled; call compile(optimizer, loss, metrics...) first");
-        }
-    }
     void require_closed_window(const char* call) const {
         if (window_open()) {
             throw usage_error(std::string(call) + ": an accumulation window is open; call apply_accumulated() first");
@@ -495,11 +447,8 @@ private:
         return out_shape;
     }
 
-    engine_type step_;
-    fit_loop fit_;
     host_batch_buffers<in_features> host_;
     data::batch_data eval_batch_;
-    checkpoint_extras extras_;
 };
 
 }  // namespace batchwise

@@ -203,7 +203,7 @@ private:
             const const_matrix_view o = e.net_->forward({Exec::data(inputs_[parity]), rows, in}, ctx);
             const const_matrix_view pred{o.data, rows, out};
             const const_matrix_view target{Exec::data(targets_[parity]), rows, ty};
-            (void)e.objective_.training_loss_sum(pred, target, grad, 1.0f, scratch);
+            (void)e.objective_.training_loss_sum(pred, target, nullptr, grad, 1.0f, scratch);
             e.objective_.record_metrics(pred, target, scratch);
             if constexpr (DeviceInputCheckPolicy<Exec>) (void)Exec::count_non_finite(Exec::data(inputs_[parity]), rows * in);
             typename Exec::graph forward = Exec::end_capture();

@@ -46,6 +46,8 @@ template <class Net, BatchPolicy Batch, ExecutionPolicy Exec, AccumulationPolicy
 class step_engine {
 public:
     using network_type = typename Net::template network<Exec>;  ///< The layers on Exec.
+    using execution_policy = Exec;                              ///< Where the arithmetic runs.
+    using accumulation_policy = Accum;                          ///< How micro-batches make a step.
     using input_shape = typename Net::input_shape;              ///< One sample's input shape.
     using output_shape = typename Net::output_shape;            ///< One sample's output shape.
     static constexpr std::size_t in_features = input_shape::size;    ///< Floats per input sample.
@@ -62,9 +64,11 @@ public:
     using captured_type = captured_step<Exec, can_capture>;  ///< The captured step graphs.
 
     /// Floats per row of the engine's own buffers: the loss gradient, a row scratch, the staging,
-    /// and the two pairs of input and target buffers that replayed steps alternate between.
+    /// the device copy of sample weights, and the two pairs of input and target buffers that
+    /// replayed steps alternate between.
     static constexpr std::size_t batch_floats(std::size_t rows) {
         return rows * (2 * out_features + 1) + rows * staging_type::floats_per_row +
+               (staging_type::host_memory ? 0 : rows) +
                (can_capture ? 2 * rows * (in_features + out_features) : 0);
     }
 
@@ -181,6 +185,7 @@ public:
         staging_.reserve(rows);
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
+        if constexpr (!staging_type::host_memory) Exec::reserve(weights_, rows);
         capacity_ = rows;
     }
 
@@ -210,8 +215,10 @@ public:
 
     /// Trains on n rows as one call's worth of micro-batches: splits them at window boundaries,
     /// steps the optimizer whenever a window is complete, and returns the rows' loss and metrics.
-    logs feed(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
-        if constexpr (ShardingAccumulation<Accum>) return feed_shard(x, y, ids, n, call);
+    /// `w`: the rows' sample weights in host memory, already checked, or null.
+    logs feed(const float* x, const float* y, const float* w, const std::size_t* ids, std::size_t n,
+              const char* call) {
+        if constexpr (ShardingAccumulation<Accum>) return feed_shard(x, y, w, ids, n, call);
         // Note [deferred input check] in staging.hpp.
         bool defer = false;
         if constexpr (!staging_type::host_memory) {
@@ -224,7 +231,8 @@ public:
         std::size_t done = 0;
         while (done < n) {
             const std::size_t part = std::min(n - done, window_.room());
-            train_rows(x + done * in_features, y + done * ty, part, 1.0f, call, sums, window_.whole_step(part));
+            train_rows(x + done * in_features, y + done * ty, w ? w + done : nullptr, part, 1.0f, call, sums,
+                       window_.whole_step(part));
             done += part;
             if (window_.full_by_samples()) finish_step();
         }
@@ -237,7 +245,8 @@ public:
     /// trains the rows the policy's shard() gives it, at their positions in the whole piece (so
     /// dropout draws the same masks), and counts the rest as trained elsewhere. The returned
     /// logs are of this process's rows (`samples` of them).
-    logs feed_shard(const float* x, const float* y, const std::size_t* ids, std::size_t n, const char* call) {
+    logs feed_shard(const float* x, const float* y, const float* w, const std::size_t* ids, std::size_t n,
+                    const char* call) {
         // Every process checks all n rows, so a bad sample stops every process alike.
         objective_.validate(x, y, ids, n, call);
         step_sums sums;
@@ -250,10 +259,11 @@ public:
             sample_cursor_ = cursor + mine.begin;
             const float* xs = x + (done + mine.begin) * in_features;
             const float* ys = y + (done + mine.begin) * ty;
+            const float* ws = w ? w + done + mine.begin : nullptr;
             if constexpr (network_type::synchronizes_statistics) {
-                train_synchronized(xs, ys, mine.size(), call, sums);
+                train_synchronized(xs, ys, ws, mine.size(), call, sums);
             } else {
-                train_rows(xs, ys, mine.size(), 1.0f, call, sums);
+                train_rows(xs, ys, ws, mine.size(), 1.0f, call, sums);
             }
             sample_cursor_ = cursor + part;
             window_.add_remote(part - mine.size());
@@ -269,14 +279,15 @@ public:
     /// A process's share of a piece as one micro-batch, even an empty one: layers with
     /// synchronized statistics sum them across processes in every pass, so every process runs
     /// the same passes, and none may split its share alone.
-    void train_synchronized(const float* x, const float* y, std::size_t n, const char* call, step_sums& sums) {
+    void train_synchronized(const float* x, const float* y, const float* w, std::size_t n, const char* call,
+                            step_sums& sums) {
         const char* why =
             "; with synchronized batch norm every process trains its share of a batch as one micro-batch, "
             "since the processes normalise it together: lower the global batch, or accumulate it in "
             "smaller batches (data_parallel<accumulate<K>>)";
         try {
             reserve(std::max<std::size_t>(n, 1));  // an empty share still computes its statistics
-            train_micro_batch(x, y, n, 1.0f, call, sums, false);
+            train_micro_batch(x, y, w, n, 1.0f, call, sums, false);
         } catch (const out_of_memory& e) {
             throw out_of_memory(e.what() + std::string(why));
         } catch (const std::bad_alloc&) {
@@ -285,14 +296,14 @@ public:
     }
 
     /// Forward and backward over n rows into the open window, in micro-batches.
-    void train_rows(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
-                    step_sums& sums, bool whole_step = false) {
+    void train_rows(const float* x, const float* y, const float* w, std::size_t n, float grad_scale,
+                    const char* call, step_sums& sums, bool whole_step = false) {
         const std::size_t ty = objective_.target_cols();
         planner_.run(
             n, epoch_, opt_.iterations() + 1,
             [&](std::size_t offset, std::size_t rows) {
-                train_micro_batch(x + offset * in_features, y + offset * ty, rows, grad_scale, call, sums,
-                                  whole_step && rows == n);
+                train_micro_batch(x + offset * in_features, y + offset * ty, w ? w + offset : nullptr, rows,
+                                  grad_scale, call, sums, whole_step && rows == n);
             },
             [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); }, budget_);
     }
@@ -316,11 +327,11 @@ public:
 
     /// Loss of n rows in training mode (mean) and the gradients of that mean, left in the
     /// variables' gradient buffers; nothing is updated and the position does not move.
-    float loss_and_gradients(const float* x, const float* y, std::size_t n, const char* call) {
+    float loss_and_gradients(const float* x, const float* y, const float* w, std::size_t n, const char* call) {
         objective_.validate(x, y, nullptr, n, call);
         const std::uint64_t cursor = sample_cursor_;
         step_sums sums;
-        train_rows(x, y, n, 1.0f / static_cast<float>(n), call, sums);
+        train_rows(x, y, w, n, 1.0f / static_cast<float>(n), call, sums);
         window_.write_back(vars_);
         window_.discard();  // the gradients stay for inspection
         sample_cursor_ = cursor;
@@ -331,10 +342,10 @@ public:
     /// micro-batch of a step that the caller applies (Model::gradients). The sample cursor moves
     /// on as a trained micro-batch's does, so dropout masks are those train_on_batch would draw;
     /// no variable or optimizer state changes.
-    step_sums gradient_sums(const float* x, const float* y, std::size_t n, const char* call) {
+    step_sums gradient_sums(const float* x, const float* y, const float* w, std::size_t n, const char* call) {
         objective_.validate(x, y, nullptr, n, call);
         step_sums sums;
-        train_rows(x, y, n, 1.0f, call, sums);
+        train_rows(x, y, w, n, 1.0f, call, sums);
         if (!std::isfinite(sums.loss)) stop_on_non_finite_loss(sums.loss, call);
         window_.write_back(vars_);
         window_.discard();
@@ -381,13 +392,15 @@ public:
             [&](std::size_t rows) { return estimate_memory(rows, opt_.slot_count()).total_bytes(); }, budget_);
     }
 
-    /// Adds the loss and metric sums of n rows, in inference mode, into `sums`.
-    void evaluate_rows(const float* x, const float* y, std::size_t n, step_sums& sums) {
+    /// Adds the loss and metric sums of n rows, in inference mode, into `sums`; the loss weighted
+    /// by the rows' sample weights `w` (host memory) unless null.
+    void evaluate_rows(const float* x, const float* y, const float* w, std::size_t n, step_sums& sums) {
         const std::size_t ty = objective_.target_cols();
         infer(x, n, [&](std::size_t offset, const_matrix_view pred) {
             const std::size_t count = pred.rows;
             const const_matrix_view target{staging_.targets(y + offset * ty, count, ty), count, ty};
-            sums.loss += objective_.loss_sum(pred, target, nullptr, 0.0f, Exec::data(row_scratch_));
+            const float* weights = stage_weights(w ? w + offset : nullptr, count);
+            sums.loss += objective_.evaluation_loss_sum(pred, target, weights, Exec::data(row_scratch_));
             objective_.add_metrics(pred, target, Exec::data(row_scratch_), sums);
         });
     }
@@ -416,11 +429,25 @@ private:
         }
     }
 
-    void train_micro_batch(const float* x, const float* y, std::size_t n, float grad_scale, const char* call,
-                           step_sums& sums, bool whole_step) {
+    /// Where the step's functors read n sample weights from host memory `w`: in place on a
+    /// policy that computes in host memory, else a copy on the device. Null stays null.
+    const float* stage_weights(const float* w, std::size_t n) {
+        if (w == nullptr) return nullptr;
+        if constexpr (staging_type::host_memory) {
+            return w;
+        } else {
+            Exec::from_host(w, n, Exec::data(weights_));
+            return Exec::data(weights_);
+        }
+    }
+
+    void train_micro_batch(const float* x, const float* y, const float* w, std::size_t n, float grad_scale,
+                           const char* call, step_sums& sums, bool whole_step) {
         if constexpr (can_capture) {
-            // A full batch that is a whole optimizer step replays the captured graphs.
-            if (whole_step && n == Batch::extent && captured_.ready(opt_) && captured_.train(*this, x, y, n, call, sums)) {
+            // A full batch that is a whole optimizer step replays the captured graphs; the graphs
+            // hold no weighting pass, so a step with sample weights runs eagerly.
+            if (whole_step && w == nullptr && n == Batch::extent && captured_.ready(opt_) &&
+                captured_.train(*this, x, y, n, call, sums)) {
                 return;
             }
         }
@@ -434,8 +461,8 @@ private:
         const const_matrix_view pred{out.data, n, out_features};
         const const_matrix_view target{src.y, n, objective_.target_cols()};
         // Gradients are of the sum of the losses; the optimizer divides by the window's samples.
-        const double loss_sum =
-            objective_.training_loss_sum(pred, target, Exec::data(grad_), grad_scale, Exec::data(row_scratch_));
+        const double loss_sum = objective_.training_loss_sum(pred, target, stage_weights(w, n), Exec::data(grad_),
+                                                             grad_scale, Exec::data(row_scratch_));
         if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         // Padding rows must not move any gradient.
         if (rows > n) Exec::fill(Exec::data(grad_) + n * out_features, (rows - n) * out_features, 0.0f);
@@ -471,6 +498,7 @@ private:
     captured_type captured_;
     statistics_reducer reducer_;
     typename Exec::vector grad_, row_scratch_;
+    typename Exec::vector weights_;  // sample weights on a policy with its own memory
     std::size_t capacity_ = 0;
     std::uint64_t epoch_ = 0;
     std::uint64_t sample_cursor_ = 0;

@@ -10,6 +10,7 @@
 #include "batchwise/batch/batch_policy.hpp"
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/data/sample_pipeline.hpp"
 #include "batchwise/train/tensor_io.hpp"
 
 namespace batchwise {
@@ -23,6 +24,10 @@ struct host_rows {
     /// The number of samples.
     std::size_t rows;
 };
+
+/// The default of the sample_weight arguments (Model::train_on_batch, gradients,
+/// loss_and_gradients): every sample weighs 1.
+struct no_sample_weights {};
 
 namespace detail {
 /// Calls f(pointer to row-major float samples of shape InputShape), converting x only if it is
@@ -69,6 +74,22 @@ public:
     /// Sizes the target buffer now, so that converting class indices of other types does not
     /// allocate in a step.
     void reserve_targets(std::size_t n) { y_.resize(n); }
+    /// Sizes the weight buffer now, so that a weighted batch of up to n samples does not
+    /// allocate in a step.
+    void reserve_weights(std::size_t n) { w_.resize(n); }
+
+    /// `rows` sample weights (shape (rows,), each finite and >= 0) as host floats, or null for
+    /// no_sample_weights.
+    template <class W>
+    const float* sample_weights(const W& w, std::size_t rows, const char* call) {
+        if constexpr (std::is_same_v<W, no_sample_weights>) {
+            return nullptr;
+        } else {
+            if (w_.size() < rows) w_.resize(rows);
+            data::detail::copy_sample_weights(w, rows, w_.data(), call);
+            return w_.data();
+        }
+    }
 
     /// x and y (already checked: `rows` rows, `target_cols` targets each) as host floats.
     template <class X, class Y>
@@ -93,7 +114,7 @@ public:
     }
 
 private:
-    std::vector<float> x_, y_;
+    std::vector<float> x_, y_, w_;
 };
 
 }  // namespace batchwise

@@ -22,26 +22,31 @@
 namespace batchwise {
 
 namespace detail {
-/// Scales each row's loss and loss gradient by its class's weight (Keras's class_weight). The
-/// class is, as Keras takes it, the rounded target of a one-column target (a class index or a
-/// binary label) and the argmax of a wider one (one-hot rows).
-struct class_weight_rows {
+/// Scales each row's loss and loss gradient by its weight: its class's weight (Keras's
+/// class_weight) times its own sample weight, either of which may be absent (null). The class
+/// is, as Keras takes it, the rounded target of a one-column target (a class index or a binary
+/// label) and the argmax of a wider one (one-hot rows).
+struct weight_rows {
     const float* target;
     std::size_t target_cols;
-    const float* weights;
-    float* grad;  // null: the loss only
+    const float* class_weights;   // null: none
+    const float* sample_weights;  // null: none
+    float* grad;                  // null: the loss only
     std::size_t grad_cols;
     float* row_loss;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t r) const {
-        std::size_t c = 0;
-        if (target_cols == 1) {
-            c = static_cast<std::size_t>(target[r] + 0.5f);
-        } else {
-            for (std::size_t j = 1; j < target_cols; ++j) {
-                if (target[r * target_cols + j] > target[r * target_cols + c]) c = j;
+        float w = sample_weights != nullptr ? sample_weights[r] : 1.0f;
+        if (class_weights != nullptr) {
+            std::size_t c = 0;
+            if (target_cols == 1) {
+                c = static_cast<std::size_t>(target[r] + 0.5f);
+            } else {
+                for (std::size_t j = 1; j < target_cols; ++j) {
+                    if (target[r * target_cols + j] > target[r * target_cols + c]) c = j;
+                }
             }
+            w *= class_weights[c];
         }
-        const float w = weights[c];
         row_loss[r] *= w;
         if (grad != nullptr) {
             for (std::size_t j = 0; j < grad_cols; ++j) grad[r * grad_cols + j] *= w;
@@ -112,16 +117,20 @@ public:
         return loss_->sum(pred, target, grad, grad_scale, scratch);
     }
     /// The training loss: loss_sum with each sample weighted by its class's weight when class
-    /// weights are set. The mean stays over samples (Keras's sum_over_batch_size), so weighted
-    /// micro-batches add up to the weighted effective batch exactly.
-    double training_loss_sum(const_matrix_view pred, const_matrix_view target, float* grad, float grad_scale,
-                             float* scratch) const {
-        const double sum = loss_->sum(pred, target, grad, grad_scale, scratch);
-        if (class_weights_.empty()) return sum;
-        Exec::for_each(pred.rows, detail::class_weight_rows{target.data, target.cols,
-                                                            Exec::data(class_weight_storage_), grad, pred.cols,
-                                                            scratch});
-        return Exec::sum(scratch, pred.rows);
+    /// weights are set, and by its own weight when `sample_weights` (n floats where the step's
+    /// functors read them) is not null. The mean stays over samples (Keras's
+    /// sum_over_batch_size), so weighted micro-batches add up to the weighted effective batch
+    /// exactly.
+    double training_loss_sum(const_matrix_view pred, const_matrix_view target, const float* sample_weights,
+                             float* grad, float grad_scale, float* scratch) const {
+        const float* classes = class_weights_.empty() ? nullptr : Exec::data(class_weight_storage_);
+        return weighted_sum(pred, target, classes, sample_weights, grad, grad_scale, scratch);
+    }
+    /// The loss sum of evaluation: each sample weighted by its own weight when `sample_weights`
+    /// is not null; class weights are for training only, as in Keras.
+    double evaluation_loss_sum(const_matrix_view pred, const_matrix_view target, const float* sample_weights,
+                               float* scratch) const {
+        return weighted_sum(pred, target, nullptr, sample_weights, nullptr, 0.0f, scratch);
     }
 
     /// Classes a class weight is given for: the labels of a sparse loss, the columns of a wider
@@ -239,6 +248,15 @@ public:
     }
 
 private:
+    double weighted_sum(const_matrix_view pred, const_matrix_view target, const float* classes,
+                        const float* samples, float* grad, float grad_scale, float* scratch) const {
+        const double sum = loss_->sum(pred, target, grad, grad_scale, scratch);
+        if (classes == nullptr && samples == nullptr) return sum;
+        Exec::for_each(pred.rows,
+                       detail::weight_rows{target.data, target.cols, classes, samples, grad, pred.cols, scratch});
+        return Exec::sum(scratch, pred.rows);
+    }
+
     template <class Metric>
     static constexpr bool needs_dense_targets = [] {
         if constexpr (requires { Metric::needs_dense_targets; }) return bool{Metric::needs_dense_targets};
