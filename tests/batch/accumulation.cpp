@@ -340,8 +340,9 @@ TEST_CASE("memory estimates are constant expressions that grow with the batch") 
                                                (2 * 10 + 1) +
                                                // A dynamic batch in host memory is read where the
                                                // caller keeps it; other policies copy it into their
-                                               // own buffers, through host staging.
-                                               (bw_test::exec::host_memory ? 0 : 2 * (784 + 10))));
+                                               // own buffers, through host staging, with a sample
+                                               // weight per row.
+                                               (bw_test::exec::host_memory ? 0 : 2 * (784 + 10) + 1)));
     CHECK(e.total_bytes() > M::estimate_memory(1024, 0).total_bytes());
 }
 

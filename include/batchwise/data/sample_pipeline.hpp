@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <ranges>
 #include <span>
 #include <string>
 #include <utility>
@@ -263,19 +264,26 @@ std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
 /// Copies n per-sample weights (shape (n,)) into out, each checked finite and not negative:
 /// a weight scales its sample's loss and gradient, and a NaN or a negative one would train on
 /// without a word.
+/// An array with a shape (xtensor) or any sized range of numbers (std::vector<float>).
 template <class W>
 void copy_sample_weights(const W& w, std::size_t n, float* out, const char* call) {
-    const auto& sh = w.shape();
-    if (sh.size() != 1) {
-        throw shape_error(std::string(call) + ": sample weights must have shape (n,), one per sample; got rank " +
-                          std::to_string(sh.size()));
+    std::size_t count = 0;
+    if constexpr (requires { w.shape(); }) {
+        const auto& sh = w.shape();
+        if (sh.size() != 1) {
+            throw shape_error(std::string(call) + ": sample weights must have shape (n,), one per sample; got rank " +
+                              std::to_string(sh.size()));
+        }
+        count = sh[0];
+    } else {
+        count = static_cast<std::size_t>(std::ranges::size(w));
     }
-    if (sh[0] != n) {
-        throw data_error(std::string(call) + ": " + std::to_string(n) + " samples but " + std::to_string(sh[0]) +
+    if (count != n) {
+        throw data_error(std::string(call) + ": " + std::to_string(n) + " samples but " + std::to_string(count) +
                          " sample weights");
     }
     std::size_t i = 0;
-    for (auto it = w.begin(); it != w.end(); ++it, ++i) {
+    for (auto it = std::ranges::begin(w); it != std::ranges::end(w); ++it, ++i) {
         const auto v = static_cast<float>(*it);
         if (!(v >= 0.0f) || !std::isfinite(v)) {
             throw data_error(std::string(call) + ": the sample weight of sample " + std::to_string(i) + " is " +

@@ -70,7 +70,11 @@ inline constexpr std::size_t count_pair_options = (std::size_t{is_pair_option_v<
 template <template <std::size_t, std::size_t> class Kind, class... Options>
 constexpr std::array<std::size_t, 2> pair_option_value(std::array<std::size_t, 2> fallback) {
     std::array<std::size_t, 2> r = fallback;
-    ((is_pair_option_v<Kind, Options> ? (r = pair_option<Options>::value, 0) : 0), ...);
+    // if constexpr rather than a ternary fold: nvcc warns that the fold's discarded 0s have no effect.
+    ([&] {
+        if constexpr (is_pair_option_v<Kind, Options>) r = pair_option<Options>::value;
+    }(),
+     ...);
     return r;
 }
 
