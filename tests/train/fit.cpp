@@ -1352,7 +1352,7 @@ TEST_CASE("batch-size science errors: a schedule's bad rate, bad ramps, and save
     CHECK(!m.window_open());
     CHECK(weights_of(m) == before);
     CHECK_THROWS_AS((void)bw::schedule::ramp{.from = 0}(0), bw::usage_error);
-    CHECK_THROWS_AS(two_blobs(8, 1).batch(bw::schedule::ramp{.multiple_of = 0}), bw::usage_error);
+    CHECK_THROWS_AS((void)two_blobs(8, 1).batch(bw::schedule::ramp{.multiple_of = 0}), bw::usage_error);
     CHECK_THROWS_AS((void)bw::lr::exponential_decay{}(10), bw::usage_error);
 
     // Two states under one name, and a state whose saved values it could not have written.
