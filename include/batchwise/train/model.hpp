@@ -199,8 +199,9 @@ public:
         return fit_prepared(data::Dataset(x, y, options.sample_weight), true, options, callbacks...);
     }
 
-    /// Loss of the batch in training mode (mean over its samples) and the gradients of that mean
-    /// (left in variables()'s grad buffers), without updating anything. For gradient checks and
+    /// Loss of the batch in training mode (mean over its samples, each sample's loss multiplied
+    /// by its weight when sample weights are given) and the gradients of that mean (left in
+    /// variables()'s grad buffers), without updating anything. For gradient checks and
     /// custom loops; not while an accumulation window is open.
     template <class X, class Y, class W = no_sample_weights>
     float loss_and_gradients(const X& x, const Y& y, const W& sample_weight = {}) {

@@ -98,8 +98,10 @@ public:
     [[nodiscard]] bool is_chief() const { return detail::processes<Accum>::is_chief(step_.window().policy()); }
 
 protected:
+    /// A network initialised from `seed`, held to `budget` bytes (Model's constructors).
     model_state(std::uint64_t seed, std::size_t budget) : step_(seed, budget) {}
 
+    /// A usage_error naming `call` unless compile() has been called.
     void require_compiled(const char* call) const {
         if (!step_.objective().compiled()) {
             throw usage_error(std::string(call) +
@@ -107,9 +109,9 @@ protected:
         }
     }
 
-    Engine step_;
-    fit_loop fit_;
-    checkpoint_extras extras_;
+    Engine step_;               ///< The training step and everything it owns.
+    fit_loop fit_;              ///< Where fit stands, for checkpoints and the next fit.
+    checkpoint_extras extras_;  ///< Outside state that checkpoints carry.
 };
 
 }  // namespace batchwise
