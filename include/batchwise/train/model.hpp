@@ -248,11 +248,7 @@ public:
     /// Loss and metrics over all samples in inference mode, exactly averaged over samples.
     template <class X, class Y>
     logs evaluate(const X& x, const Y& y, std::size_t batch_size = default_batch_size) {
-        require_compiled("evaluate");
-        const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "evaluate");
-        check_targets(y, n, "evaluate");
-        check_chunk(batch_size, "evaluate");
-        if (n == 0) throw data_error("evaluate: no samples to evaluate");
+        check_evaluate_arrays(x, y, batch_size);
         return evaluate(data::Dataset(x, y).batch(batch_size));
     }
     /// evaluate with one weight per sample: the loss is the weighted sum over the samples'
@@ -260,11 +256,7 @@ public:
     template <class X, class Y, class W>
         requires(!std::is_arithmetic_v<W>)
     logs evaluate(const X& x, const Y& y, const W& sample_weight, std::size_t batch_size = default_batch_size) {
-        require_compiled("evaluate");
-        const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "evaluate");
-        check_targets(y, n, "evaluate");
-        check_chunk(batch_size, "evaluate");
-        if (n == 0) throw data_error("evaluate: no samples to evaluate");
+        check_evaluate_arrays(x, y, batch_size);
         return evaluate(data::Dataset(x, y, sample_weight).batch(batch_size));
     }
 
@@ -414,6 +406,15 @@ private:
         if (window_open()) {
             throw usage_error(std::string(call) + ": an accumulation window is open; call apply_accumulated() first");
         }
+    }
+    /// evaluate's arrays: compiled, samples of the input's shape, targets for each, a chunk size.
+    template <class X, class Y>
+    void check_evaluate_arrays(const X& x, const Y& y, std::size_t batch_size) const {
+        require_compiled("evaluate");
+        const std::size_t n = detail::checked_rows<input_shape>(x, "inputs", "evaluate");
+        check_targets(y, n, "evaluate");
+        check_chunk(batch_size, "evaluate");
+        if (n == 0) throw data_error("evaluate: no samples to evaluate");
     }
     static void check_chunk(std::size_t batch_size, const char* call) {
         if (batch_size == 0) throw shape_error(std::string(call) + ": batch_size must be positive");

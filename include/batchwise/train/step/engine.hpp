@@ -64,11 +64,9 @@ public:
     using captured_type = captured_step<Exec, can_capture>;  ///< The captured step graphs.
 
     /// Floats per row of the engine's own buffers: the loss gradient, a row scratch, the staging,
-    /// the device copy of sample weights, and the two pairs of input and target buffers that
-    /// replayed steps alternate between.
+    /// and the two pairs of input and target buffers that replayed steps alternate between.
     static constexpr std::size_t batch_floats(std::size_t rows) {
         return rows * (2 * out_features + 1) + rows * staging_type::floats_per_row +
-               (staging_type::host_memory ? 0 : rows) +
                (can_capture ? 2 * rows * (in_features + out_features) : 0);
     }
 
@@ -185,7 +183,6 @@ public:
         staging_.reserve(rows);
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
-        if constexpr (!staging_type::host_memory) Exec::reserve(weights_, rows);
         capacity_ = rows;
     }
 
@@ -399,7 +396,7 @@ public:
         infer(x, n, [&](std::size_t offset, const_matrix_view pred) {
             const std::size_t count = pred.rows;
             const const_matrix_view target{staging_.targets(y + offset * ty, count, ty), count, ty};
-            const float* weights = stage_weights(w ? w + offset : nullptr, count);
+            const float* weights = staging_.weights(w ? w + offset : nullptr, count);
             sums.loss += objective_.evaluation_loss_sum(pred, target, weights, Exec::data(row_scratch_));
             objective_.add_metrics(pred, target, Exec::data(row_scratch_), sums);
         });
@@ -429,18 +426,6 @@ private:
         }
     }
 
-    /// Where the step's functors read n sample weights from host memory `w`: in place on a
-    /// policy that computes in host memory, else a copy on the device. Null stays null.
-    const float* stage_weights(const float* w, std::size_t n) {
-        if (w == nullptr) return nullptr;
-        if constexpr (staging_type::host_memory) {
-            return w;
-        } else {
-            Exec::from_host(w, n, Exec::data(weights_));
-            return Exec::data(weights_);
-        }
-    }
-
     void train_micro_batch(const float* x, const float* y, const float* w, std::size_t n, float grad_scale,
                            const char* call, step_sums& sums, bool whole_step) {
         if constexpr (can_capture) {
@@ -461,7 +446,7 @@ private:
         const const_matrix_view pred{out.data, n, out_features};
         const const_matrix_view target{src.y, n, objective_.target_cols()};
         // Gradients are of the sum of the losses; the optimizer divides by the window's samples.
-        const double loss_sum = objective_.training_loss_sum(pred, target, stage_weights(w, n), Exec::data(grad_),
+        const double loss_sum = objective_.training_loss_sum(pred, target, staging_.weights(w, n), Exec::data(grad_),
                                                              grad_scale, Exec::data(row_scratch_));
         if (!std::isfinite(loss_sum)) stop_on_non_finite_loss(loss_sum, call);
         // Padding rows must not move any gradient.
@@ -498,7 +483,6 @@ private:
     captured_type captured_;
     statistics_reducer reducer_;
     typename Exec::vector grad_, row_scratch_;
-    typename Exec::vector weights_;  // sample weights on a policy with its own memory
     std::size_t capacity_ = 0;
     std::uint64_t epoch_ = 0;
     std::uint64_t sample_cursor_ = 0;

@@ -38,9 +38,10 @@ public:
     /// Whether the device can count non-finite inputs (Note [deferred input check]).
     static constexpr bool device_checks_inputs = DeviceInputCheckPolicy<Exec>;
 
-    /// Floats the staging holds per row of capacity (for memory estimates).
+    /// Floats the staging holds per row of capacity (for memory estimates): inputs and targets,
+    /// and off the host their host side and a sample weight.
     static constexpr std::size_t floats_per_row =
-        (copies_batches ? InFeatures + OutFeatures : 0) + (host_memory ? 0 : InFeatures + OutFeatures);
+        (copies_batches ? InFeatures + OutFeatures : 0) + (host_memory ? 0 : InFeatures + OutFeatures + 1);
 
     /// Where the network reads a micro-batch.
     struct source {
@@ -61,6 +62,7 @@ public:
         if constexpr (!host_memory) {
             host_x_.resize(rows * InFeatures);
             host_y_.resize(rows * OutFeatures);
+            Exec::reserve(w_, rows);
         }
     }
 
@@ -169,6 +171,18 @@ public:
         }
     }
 
+    /// Where the step's functors read n sample weights from host memory `w`: in place on host
+    /// memory, else a copy in the policy's memory. Null (no weights) stays null.
+    const float* weights(const float* w, std::size_t n) {
+        if constexpr (host_memory) {
+            return w;
+        } else {
+            if (w == nullptr) return nullptr;
+            Exec::from_host(w, n, Exec::data(w_));
+            return Exec::data(w_);
+        }
+    }
+
     /// The host staging of targets, which a captured step copies from.
     [[nodiscard]] const float* staged_targets() {
         return host_y();
@@ -204,6 +218,7 @@ private:
     };
 
     typename Exec::vector x_, y_;
+    typename Exec::vector w_;  // sample weights, off the host
     // Host side of the staging when the policy's memory is not the host's, in the memory the
     // policy copies from fastest (page-locked for CUDA).
     host_staging_t<Exec> host_x_, host_y_;
