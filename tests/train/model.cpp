@@ -3,9 +3,11 @@
 // summary, and every error path with its type and message.
 #include "../gradient_check.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <vector>
@@ -283,6 +285,269 @@ TEST_CASE("weights: a wrong or damaged file is a typed error and changes nothing
     CHECK_THROWS_AS(model.load_weights(temp_file("does_not_exist.npz")), bw::io_error);
     CHECK(bw_test::all_weights(model) == before);
     for (const auto& p : {other_path, fewer_path, path}) std::filesystem::remove(p);
+}
+
+namespace {
+
+using checkpoint_net = bw::Sequential<bw::Input<5>, bw::Dense<7>, bw::ReLU, bw::Dense<2>>;
+using checkpoint_model = bw_test::Model<checkpoint_net>;
+
+/// Compiles `m` with `opt` and trains it `steps` steps on fixed data, so its optimizer state is
+/// not zero.
+template <class Opt>
+void train_steps(checkpoint_model& m, const Opt& opt, int steps) {
+    m.compile(opt, bw::MeanSquaredError{});
+    const auto x = bw_test::random_matrix(16, 5, 3);
+    const auto y = bw_test::random_matrix(16, 2, 4);
+    for (int i = 0; i < steps; ++i) m.train_on_batch(x, y);
+}
+
+/// Copies the .npz file `from` to `to` with one array changed (or, with `remove`, left out).
+template <class Change>
+void rewrite_array(const std::filesystem::path& from, const std::filesystem::path& to, const std::string& name,
+                   Change change, bool remove = false) {
+    const auto arrays = bw::data::read_npz(from);
+    std::vector<std::pair<std::string, bw::data::npz_array>> out;
+    bool found = false;
+    for (const auto& entry : arrays) {
+        if (entry.first != name) {
+            out.push_back(entry);
+            continue;
+        }
+        found = true;
+        if (remove) continue;
+        out.push_back(entry);
+        change(out.back().second);
+    }
+    REQUIRE(found);
+    bw::data::write_npz(to, out);
+}
+
+}  // namespace
+
+TEST_CASE("weights: a NaN or an infinity in a weights file, a checkpoint or set_weights is refused and changes "
+          "nothing") {
+    checkpoint_model model{bw::seed{1}};
+    train_steps(model, bw::Adam{}, 2);
+    const auto weights = temp_file("finite_weights.npz"), checkpoint = temp_file("finite_checkpoint.npz"),
+               bad = temp_file("non_finite.npz");
+    model.save_weights(weights);
+    model.save_checkpoint(checkpoint);
+    const auto before = bw_test::all_weights(model);
+    const std::uint64_t iterations = model.iterations();
+    for (const float value : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity()}) {
+        INFO("value " << value);
+        const auto poison = [value](bw::data::npz_array& a) { a.values[1] = value; };
+        rewrite_array(weights, bad, "dense_1/bias", poison);
+        CHECK_THROWS_WITH_AS(model.load_weights(bad),
+                             doctest::Contains(("load_weights: array 'dense_1/bias' in " + bad.string() + " holds " +
+                                                std::to_string(value) + " at flat index 1; expected finite values")
+                                                   .c_str()),
+                             bw::io_error);
+        CHECK(bw_test::all_weights(model) == before);
+
+        rewrite_array(checkpoint, bad, "dense/kernel", poison);
+        CHECK_THROWS_WITH_AS(model.load_checkpoint(bad), doctest::Contains("load_checkpoint: array 'dense/kernel'"),
+                             bw::io_error);
+        CHECK_THROWS_WITH_AS(model.load_weights(bad), doctest::Contains("array 'dense/kernel'"), bw::io_error);
+        rewrite_array(checkpoint, bad, "optimizer/dense_1/kernel/slot0", poison);
+        CHECK_THROWS_WITH_AS(model.load_checkpoint(bad), doctest::Contains("'optimizer/dense_1/kernel/slot0'"),
+                             bw::io_error);
+        CHECK(bw_test::all_weights(model) == before);
+        CHECK(model.iterations() == iterations);
+        CHECK(!model.resume_pending());
+
+        auto given = model.get_weights();
+        given[2].value(1, 0) = value;
+        CHECK_THROWS_WITH_AS(model.set_weights(given),
+                             doctest::Contains("set_weights: array 'dense_1/kernel' in the arrays given holds"),
+                             bw::data_error);
+        for (auto& w : given) w.name.clear();  // in order, unnamed: the same check
+        CHECK_THROWS_AS(model.set_weights(given), bw::data_error);
+        CHECK(bw_test::all_weights(model) == before);
+    }
+    // The untouched files still load.
+    model.load_weights(weights);
+    model.load_checkpoint(checkpoint);
+    CHECK(bw_test::all_weights(model) == before);
+    for (const auto& p : {weights, checkpoint, bad}) std::filesystem::remove(p);
+}
+
+TEST_CASE("weights: a non-finite weight or optimizer slot is never written") {
+    checkpoint_model model{bw::seed{2}};
+    train_steps(model, bw::Adam{}, 1);
+    const auto path = temp_file("never_written.npz");
+    std::filesystem::remove(path);
+
+    // A finite gradient whose square overflows: Adam's v turns infinite, the weights stay finite.
+    const auto x = bw_test::random_matrix(16, 5, 3);
+    const auto y = bw_test::random_matrix(16, 2, 4);
+    bw::gradient_sums g = model.gradients(x, y);
+    g.sums[0].value(0, 0) = 1e30f;
+    model.apply_gradients(g);
+    for (const float w : bw_test::all_weights(model)) REQUIRE(std::isfinite(w));
+    model.save_weights(path);  // the weights are finite: they are written
+    std::filesystem::remove(path);
+    CHECK_THROWS_WITH_AS(model.save_checkpoint(path),
+                         doctest::Contains("save_checkpoint: 'optimizer/dense/kernel/slot1' holds inf at flat index 0; "
+                                           "nothing was written"),
+                         bw::numeric_error);
+    CHECK(!std::filesystem::exists(path));
+
+    bw_test::set_element(model.variables()[1].ref.value, 3, std::numeric_limits<float>::quiet_NaN());
+    CHECK_THROWS_WITH_AS(model.save_weights(path), doctest::Contains("save_weights: 'dense/bias' holds nan"),
+                         bw::numeric_error);
+    CHECK_THROWS_WITH_AS(model.save_checkpoint(path), doctest::Contains("'dense/bias'"), bw::numeric_error);
+    CHECK(!std::filesystem::exists(path));
+
+    // A learning rate load_checkpoint would refuse is not written either.
+    checkpoint_model frozen{bw::seed{3}};
+    train_steps(frozen, bw::SGD{}, 1);
+    frozen.set_learning_rate(-0.5f);
+    CHECK_THROWS_WITH_AS(frozen.save_checkpoint(path), doctest::Contains("save_checkpoint: the learning rate is -0.5"),
+                         bw::usage_error);
+    CHECK(!std::filesystem::exists(path));
+    // A rate of 0 (a frozen phase, a warmup's start; LearningRateScheduler allows it) is saved
+    // and loaded.
+    frozen.set_learning_rate(0.0f);
+    frozen.save_checkpoint(path);
+    frozen.load_checkpoint(path);
+    CHECK(frozen.learning_rate() == 0.0f);
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoints: slots load only into an optimizer whose state means the same") {
+    const auto adam_path = temp_file("adam.npz"), rmsprop_path = temp_file("rmsprop.npz"),
+               momentum_path = temp_file("momentum.npz");
+    checkpoint_model adam{bw::seed{1}}, rmsprop{bw::seed{1}}, momentum{bw::seed{1}};
+    train_steps(adam, bw::Adam{}, 2);
+    train_steps(rmsprop, bw::RMSprop{}, 2);
+    train_steps(momentum, bw::SGD{{.momentum = 0.9f}}, 2);
+    adam.save_checkpoint(adam_path);
+    rmsprop.save_checkpoint(rmsprop_path);
+    momentum.save_checkpoint(momentum_path);
+
+    // Each pair keeps as many slots of the same shapes, or the checkpoint fewer.
+    const auto refused = [](const auto& compile, const std::filesystem::path& path, const std::string& written,
+                            const std::string& compiled) {
+        checkpoint_model target{bw::seed{5}};
+        compile(target);
+        const auto before = bw_test::all_weights(target);
+        CHECK_THROWS_WITH_AS(target.load_checkpoint(path),
+                             doctest::Contains(("load_checkpoint: " + path.string() + " holds the optimizer state of '" +
+                                                written + "' but the model is compiled with '" + compiled + "'")
+                                                   .c_str()),
+                             bw::io_error);
+        CHECK(bw_test::all_weights(target) == before);
+        CHECK(target.iterations() == 1);
+        CHECK(!target.resume_pending());
+    };
+    refused([](checkpoint_model& m) { train_steps(m, bw::RMSprop{{.centered = true}}, 1); }, adam_path, "Adam: m, v",
+            "RMSprop(centered): mean_square, mean_grad");
+    refused([](checkpoint_model& m) { train_steps(m, bw::SGD{{.momentum = 0.9f}}, 1); }, rmsprop_path,
+            "RMSprop: mean_square", "SGD(momentum): velocity");
+    refused([](checkpoint_model& m) { train_steps(m, bw::Adam{{.amsgrad = true}}, 1); }, adam_path, "Adam: m, v",
+            "Adam(amsgrad): m, v, v_hat");
+    refused([](checkpoint_model& m) { train_steps(m, bw::AdamW{}, 1); }, adam_path, "Adam: m, v", "AdamW: m, v");
+    refused([](checkpoint_model& m) { train_steps(m, bw::RMSprop{{.momentum = 0.5f}}, 1); }, adam_path, "Adam: m, v",
+            "RMSprop(momentum): mean_square, momentum");
+    // PyTorch's momentum buffer holds the gradients without the learning rate: another state.
+    refused(
+        [](checkpoint_model& m) {
+            m.set_conventions(bw::conventions::pytorch);
+            train_steps(m, bw::SGD{{.momentum = 0.9f}}, 1);
+        },
+        momentum_path, "SGD(momentum): velocity", "SGD(momentum, pytorch): momentum_buffer");
+
+    // The same optimizer loads, options that keep the state's meaning (nesterov, the rates) aside.
+    checkpoint_model same{bw::seed{6}};
+    train_steps(same, bw::SGD{{.learning_rate = 0.1f, .momentum = 0.5f, .nesterov = true}}, 1);
+    same.load_checkpoint(momentum_path);
+    CHECK(bw_test::all_weights(same) == bw_test::all_weights(momentum));
+    CHECK(same.iterations() == 2);
+
+    // A checkpoint from before the record: refused where the compiled optimizer keeps state,
+    // loaded where it keeps none.
+    const auto legacy = temp_file("legacy.npz");
+    rewrite_array(adam_path, legacy, "optimizer/state_layout", [](bw::data::npz_array&) {}, true);
+    checkpoint_model old_adam{bw::seed{7}};
+    train_steps(old_adam, bw::Adam{}, 1);
+    CHECK_THROWS_WITH_AS(old_adam.load_checkpoint(legacy),
+                         doctest::Contains("does not say which optimizer wrote its state"), bw::io_error);
+    CHECK(old_adam.iterations() == 1);
+    checkpoint_model plain{bw::seed{1}}, plain_target{bw::seed{8}};
+    train_steps(plain, bw::SGD{}, 2);
+    plain.save_checkpoint(legacy);
+    rewrite_array(legacy, legacy, "optimizer/state_layout", [](bw::data::npz_array&) {}, true);
+    train_steps(plain_target, bw::SGD{}, 1);
+    plain_target.load_checkpoint(legacy);
+    CHECK(bw_test::all_weights(plain_target) == bw_test::all_weights(plain));
+    for (const auto& p : {adam_path, rmsprop_path, momentum_path, legacy}) std::filesystem::remove(p);
+}
+
+TEST_CASE("checkpoints: a value no training can leave is refused, and the state stays as it was") {
+    checkpoint_model model{bw::seed{1}}, twin{bw::seed{1}};
+    train_steps(model, bw::Adam{}, 3);
+    train_steps(twin, bw::Adam{}, 3);
+    const auto good = temp_file("good_checkpoint.npz"), bad = temp_file("bad_checkpoint.npz");
+    model.save_checkpoint(good);
+    model.set_learning_rate(0.002f);  // differs from the checkpoint's, so a partial restore shows
+    twin.set_learning_rate(0.002f);
+
+    struct bad_value {
+        std::string array;
+        std::function<void(bw::data::npz_array&)> change;
+        std::string message;
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<bad_value> cases{
+        {"optimizer/iterations", [](auto& a) { a.integers[0] = -1; },
+         "array 'optimizer/iterations' in " + bad.string() + " is -1; expected an optimizer step count >= 0"},
+        {"optimizer/learning_rate", [nan](auto& a) { a.values[0] = nan; },
+         "array 'optimizer/learning_rate' in " + bad.string() + " is nan; expected a finite learning rate >= 0"},
+        {"optimizer/learning_rate", [](auto& a) { a.values[0] = -0.001f; }, "is -0.001000; expected a finite"},
+        {"optimizer/learning_rate", [](auto& a) { a.values[0] = std::numeric_limits<float>::infinity(); },
+         "is inf; expected a finite"},
+        {"optimizer/dense/kernel/slot1", [](auto& a) { a.values[4] = -1.0f; },
+         "array 'optimizer/dense/kernel/slot1' in " + bad.string() +
+             " holds -1.000000 at flat index 4, but slot 1 of 'Adam: m, v' is a mean of squares; expected values >= 0"},
+        {"optimizer/dense/kernel/slot0", [](auto& a) { a.values[2] = std::numeric_limits<float>::infinity(); },
+         "'optimizer/dense/kernel/slot0' in " + bad.string() + " holds inf at flat index 2"},
+        {"optimizer/dense/kernel/slot0", [](auto& a) { a.shape = {7, 5}; }, "has shape (7, 5) but the variable"},
+        {"training/position", [](auto& a) { a.integers[0] = -1; },
+         "array 'training/position' in " + bad.string() +
+             " holds epoch -1; expected epoch, step, sample and micro-batch limit >= 0"},
+        {"training/position", [](auto& a) { a.integers[1] = -2; }, "holds step -2"},
+        {"training/position", [](auto& a) { a.integers[2] = -3; }, "holds sample -3"},
+        {"optimizer/samples_seen", [](auto& a) { a.integers[0] = -5; },
+         "holds -5; expected the samples seen and the reference batch, both >= 0"},
+    };
+    const auto before = bw_test::all_weights(model);
+    for (const bad_value& c : cases) {
+        INFO(c.array << ": " << c.message);
+        rewrite_array(good, bad, c.array, c.change);
+        const bool structure = c.message.find("has shape") != std::string::npos;
+        if (structure) {
+            CHECK_THROWS_WITH_AS(model.load_checkpoint(bad), doctest::Contains(c.message.c_str()), bw::shape_error);
+        } else {
+            CHECK_THROWS_WITH_AS(model.load_checkpoint(bad), doctest::Contains(c.message.c_str()), bw::io_error);
+        }
+        CHECK(bw_test::all_weights(model) == before);
+        CHECK(model.iterations() == 3);
+        CHECK(model.learning_rate() == 0.002f);
+        CHECK(!model.resume_pending());
+    }
+    // The optimizer's slots are untouched too: the next step is the twin's.
+    const auto x = bw_test::random_matrix(16, 5, 3);
+    const auto y = bw_test::random_matrix(16, 2, 4);
+    model.train_on_batch(x, y);
+    twin.train_on_batch(x, y);
+    CHECK(bw_test::all_weights(model) == bw_test::all_weights(twin));
+    // The good file still loads.
+    model.load_checkpoint(good);
+    CHECK(model.iterations() == 3);
+    for (const auto& p : {good, bad}) std::filesystem::remove(p);
 }
 
 TEST_CASE("summary prints layers, output shapes and parameter counts as Keras does") {

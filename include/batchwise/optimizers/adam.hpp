@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "batchwise/core/conventions.hpp"
@@ -91,6 +92,15 @@ step_scalars adam_scalars(const Options& o, std::uint64_t step, float lr, float 
             .epsilon_scale = c == conventions::pytorch ? static_cast<float>(root) : 1.0f};
 }
 
+/// Adam's and AdamW's slots: m and v, and v_hat (AMSGrad's largest v); v and v_hat are never
+/// negative.
+template <class Options>
+optimizer_state_layout adam_layout(std::string_view name, const Options& o) {
+    std::string d(name);
+    if (o.amsgrad) return {d + "(amsgrad): m, v, v_hat", 0b110u};
+    return {d + ": m, v", 0b10u};
+}
+
 template <class Exec, class Options, class Scalars>
 void adam_apply(const Options& o, const variable_ref& v, float* const* slots, Scalars s) {
     if (o.amsgrad) {
@@ -112,6 +122,8 @@ struct Adam {
 
     /// First and second moments, and the largest second moment with amsgrad.
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    /// What the slots hold, for checkpoints: "Adam: m, v" or "Adam(amsgrad): m, v, v_hat".
+    [[nodiscard]] optimizer_state_layout state_layout() const { return detail::adam_layout(name, options); }
     /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 
@@ -147,6 +159,8 @@ struct AdamW {
 
     /// First and second moments, and the largest second moment with amsgrad.
     [[nodiscard]] std::size_t slot_count() const { return options.amsgrad ? 3 : 2; }
+    /// What the slots hold, for checkpoints: "AdamW: m, v" or "AdamW(amsgrad): m, v, v_hat".
+    [[nodiscard]] optimizer_state_layout state_layout() const { return detail::adam_layout(name, options); }
     /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 

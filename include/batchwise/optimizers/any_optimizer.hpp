@@ -2,6 +2,8 @@
 // and step is the price, and it keeps the model's type independent of the optimizer's.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -30,6 +32,8 @@ struct optimizer_base {
     virtual ~optimizer_base() = default;
     [[nodiscard]] virtual std::string_view name() const = 0;
     [[nodiscard]] virtual std::size_t slot_count() const = 0;
+    /// What the slots hold (checkpoints record it; OptimizerFor).
+    [[nodiscard]] virtual optimizer_state_layout state_layout() const = 0;
     [[nodiscard]] virtual float learning_rate() const = 0;
     virtual void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                        float grad_scale) const = 0;
@@ -56,6 +60,13 @@ struct optimizer_holder final : optimizer_base<Exec> {
     explicit optimizer_holder(O o) : opt(std::move(o)) {}
     [[nodiscard]] std::string_view name() const override { return O::name; }
     [[nodiscard]] std::size_t slot_count() const override { return opt.slot_count(); }
+    [[nodiscard]] optimizer_state_layout state_layout() const override {
+        if constexpr (requires { { opt.state_layout() } -> std::convertible_to<optimizer_state_layout>; }) {
+            return opt.state_layout();
+        } else {
+            return default_state_layout(O::name, opt.slot_count());
+        }
+    }
     [[nodiscard]] float learning_rate() const override { return opt.learning_rate(); }
     void apply(const variable_ref& v, float* const* slots, std::uint64_t step, float lr,
                float grad_scale) const override {

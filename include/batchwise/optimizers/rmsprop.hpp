@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "batchwise/optimizers/optimizer.hpp"
@@ -71,6 +72,19 @@ struct RMSprop {
     /// buffer with momentum.
     [[nodiscard]] std::size_t slot_count() const {
         return 1 + (options.centered ? 1 : 0) + (options.momentum != 0.0f ? 1 : 0);
+    }
+    /// What the slots hold, for checkpoints: "RMSprop(centered, momentum): mean_square, mean_grad,
+    /// momentum" with what the options add; the mean square is never negative.
+    [[nodiscard]] optimizer_state_layout state_layout() const {
+        const bool momentum = options.momentum != 0.0f;
+        std::string d(name);
+        if (options.centered || momentum) {
+            d += options.centered && momentum ? "(centered, momentum)" : options.centered ? "(centered)" : "(momentum)";
+        }
+        d += ": mean_square";
+        if (options.centered) d += ", mean_grad";
+        if (momentum) d += ", momentum";
+        return {d, 0b1u};
     }
     /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }

@@ -66,6 +66,14 @@ struct SGD {
 
     /// One velocity per variable with momentum, none without.
     [[nodiscard]] std::size_t slot_count() const { return options.momentum != 0.0f ? 1 : 0; }
+    /// What the slot holds, for checkpoints: Keras's velocity (with the learning rate in it) or,
+    /// under PyTorch's conventions, PyTorch's momentum buffer (without), which differ in sign and
+    /// scale.
+    [[nodiscard]] optimizer_state_layout state_layout() const {
+        if (options.momentum == 0.0f) return {"SGD: no state", 0};
+        if (convention == conventions::pytorch) return {"SGD(momentum, pytorch): momentum_buffer", 0};
+        return {"SGD(momentum): velocity", 0};
+    }
     /// The learning rate the model starts with at compile().
     [[nodiscard]] float learning_rate() const { return options.learning_rate; }
 

@@ -2,6 +2,7 @@
 // memory (get_weights, set_weights), weight files and checkpoints. Model derives from it.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -38,10 +39,13 @@ public:
     void set_weights(const std::vector<named_weight>& w) { set_host_weights<Exec>(step_.variables(), w); }
 
     /// Writes every variable to a NumPy .npz archive, one array per variable named
-    /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it).
+    /// "layer/variable" (e.g. "dense_1/kernel", shape (in, out) as Keras stores it). A non-finite
+    /// weight is a numeric_error and writes nothing: every file written is one load_weights reads.
     void save_weights(const std::filesystem::path& path) const {
+        const named_arrays arrays = weight_arrays<Exec>(step_.variables());
+        detail::refuse_non_finite(arrays, "save_weights");  // on every process, which all hold the same
         if (!is_chief()) return;  // every process holds the same weights: rank 0 writes them
-        data::write_npz(path, weight_arrays<Exec>(step_.variables()));
+        data::write_npz(path, arrays);
     }
 
     /// Reads weights written by save_weights or save_checkpoint (or by numpy with the same names
@@ -54,15 +58,23 @@ public:
     /// Writes the whole training state: every variable (as save_weights), the optimizer's slots
     /// and step count, the learning rate, the seed, the micro-batch limit and the position in
     /// training (epoch, step, sample). fit() after load_checkpoint() continues exactly where this
-    /// left off. Only between optimizer steps: an open accumulation window is a usage_error.
+    /// left off. Only between optimizer steps: an open accumulation window is a usage_error. What
+    /// load_checkpoint would refuse is not written: a non-finite weight or optimizer slot is a
+    /// numeric_error, a learning rate that is negative or not finite a usage_error.
     void save_checkpoint(const std::filesystem::path& path) const {
         require_compiled("save_checkpoint");
         if (window_open()) {
             throw usage_error("save_checkpoint: an accumulation window is open (" + std::to_string(window_samples()) +
                               " samples); checkpoint between optimizer steps");
         }
-        if (!is_chief()) return;  // every process holds the same state: rank 0 writes it
+        // Checked on every process, which all hold the same state, so that all of them refuse.
         named_arrays arrays = step_.checkpoint(fit_.epoch(), fit_.step());
+        detail::refuse_non_finite(arrays, "save_checkpoint");
+        if (const float lr = step_.optimizer().learning_rate(); !(lr >= 0.0f) || !std::isfinite(lr)) {
+            throw usage_error("save_checkpoint: the learning rate is " + std::to_string(lr) +
+                              "; a checkpoint holds a finite learning rate >= 0, which load_checkpoint checks");
+        }
+        if (!is_chief()) return;  // rank 0 writes it
         extras_.append_to(arrays);
         data::write_npz(path, arrays);
     }
@@ -73,8 +85,10 @@ public:
     void add_checkpoint_state(checkpoint_state& s) { extras_.add(s); }
     void remove_checkpoint_state(checkpoint_state& s) { extras_.remove(s); }  ///< Forgets s.
 
-    /// Restores what save_checkpoint wrote. The model must be compiled with the same kind of
-    /// optimizer (the slots must match); everything is checked before anything is changed. With
+    /// Restores what save_checkpoint wrote. The model must be compiled with an optimizer whose
+    /// state means what the writer's did (the checkpoint records it: "Adam(amsgrad): m, v, v_hat"),
+    /// and every value must be one training can leave; everything is checked before anything is
+    /// changed (docs/errors.md lists what is refused). With
     /// `resume` false, the next fit() does not start where the checkpoint was taken (a state put
     /// back after a detour, as measure_step_times does).
     void load_checkpoint(const std::filesystem::path& path, bool resume = true) {

@@ -3,7 +3,9 @@
 // class labels, each reported with the offending sample.
 #pragma once
 
+#include <array>
 #include <bit>
+#include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -95,6 +97,17 @@ constexpr std::uint32_t non_finite_bit(float v) {
     return static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(v) & 0x7f800000u) == 0x7f800000u);
 }
 
+/// The index of the first non-finite value among n, or n when all are finite. The first pass only
+/// ORs exponent bits, which vectorises; the second runs only on a hit.
+inline std::size_t first_non_finite(const float* v, std::size_t n) {
+    std::uint32_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) bad |= non_finite_bit(v[i]);
+    if (bad == 0) return n;
+    std::size_t i = 0;
+    while (std::isfinite(v[i])) ++i;
+    return i;
+}
+
 /// Copies `rows` samples of `row_size` values from src to dst, rejecting non-finite values.
 /// Messages name a sample by ids[row] when ids are given (its index in a dataset), else by
 /// first_sample + row (its index in the caller's array).
@@ -148,14 +161,19 @@ inline void check_finite(const float* src, std::size_t rows, std::size_t row_siz
 }
 
 /// Rejects anything among `rows` labels that is not an integer class index in [0, classes),
-/// naming the sample as check_finite does.
+/// naming the sample as check_finite does. A label must be an integer exactly (as a float):
+/// 0.9999 or 2.5 is refused rather than truncated as Keras casts it, since such a label is
+/// almost always a regression target or a probability given to a classification loss. The
+/// value is printed in full (to_chars), so 2.9999998 is not shown as "3.000000".
 inline void check_labels(const float* y, std::size_t rows, std::size_t classes, const std::size_t* ids,
                          const char* call) {
     for (std::size_t r = 0; r < rows; ++r) {
         const float v = y[r];
         if (!(v >= 0.0f && v < static_cast<float>(classes)) || v != std::floor(v)) {
             const std::size_t sample = ids ? ids[r] : r;
-            throw data_error(std::string(call) + ": label " + std::to_string(v) + " of sample " +
+            std::array<char, 32> text{};
+            const auto printed = std::to_chars(text.data(), text.data() + text.size(), v);
+            throw data_error(std::string(call) + ": label " + std::string(text.data(), printed.ptr) + " of sample " +
                                  std::to_string(sample) + " is not a class index in [0, " +
                                  std::to_string(classes) + ")",
                              sample);
