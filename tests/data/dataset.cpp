@@ -293,3 +293,53 @@ TEST_CASE("split: disjoint, complete and the same every epoch; a fixed shuffle s
     CHECK_THROWS_WITH_AS(bw::data::split(indexed(3), 0.1), doctest::Contains("leaves no samples"), bw::data_error);
     CHECK_THROWS_AS(bw::data::split(all.batch(5), 0.5), bw::usage_error);
 }
+
+TEST_CASE("batch sizes from the user: served as min(size, samples left), or refused up front") {
+    const Dataset four = indexed(4);
+    // A size past max_batch_size is an unsigned wrap, not a batch: refused where it is given,
+    // naming the call and the size, instead of zero batches and then std::length_error.
+    CHECK_THROWS_WITH_AS((void)four.batch(SIZE_MAX), doctest::Contains("batch: a batch size of 18446744073709551615"),
+                         bw::usage_error);
+    CHECK_THROWS_AS((void)four.batch(bw::schedule::cyclic{{2, bw::max_batch_size + 1}}), bw::usage_error);
+    CHECK_THROWS_AS((void)four.batch(bw::schedule::ramp{.from = 2, .to = SIZE_MAX / 2, .over_samples = 8}), bw::usage_error);
+
+    // Buffers hold what a batch can get: batch(1 << 24) on 4 samples is 4 rows, not 16M, and
+    // batch(1 << 40) (max_batch_for's answer for a huge budget) is not std::bad_alloc.
+    for (const std::size_t size : {std::size_t{1} << 24, std::size_t{1} << 40, bw::max_batch_size}) {
+        CAPTURE(size);
+        const Dataset one = four.batch(size);
+        CHECK(one.cardinality() == 1);
+        CHECK(one.samples() == 4);
+        bw::data::batch_data b;
+        auto reader = one.read(0);
+        REQUIRE(reader.next(b));
+        CHECK(b.rows == 4);
+        CHECK(b.features.size() == 4);
+        CHECK_FALSE(reader.next(b));
+        CHECK(four.batch(size, true).cardinality() == 0);
+    }
+
+    // A schedule whose sizes would sum past size_t: counted and read by what is left, so
+    // neither cardinality nor reading loops or over-allocates.
+    const Dataset ten = indexed(10);
+    const bw::batch_schedule huge = [](std::uint64_t, std::uint64_t step) -> std::size_t {
+        return step == 0 ? 3 : bw::max_batch_size;
+    };
+    CHECK(ten.batch(huge).cardinality() == 2);
+    CHECK(read_all(ten.batch(huge)).sizes == std::vector<std::size_t>{3, 7});
+    CHECK(read_all(ten.batch(huge)).values == iota_values(10));
+    CHECK(ten.batch(huge, true).cardinality() == 1);
+    const bw::batch_schedule wraps = [](std::uint64_t, std::uint64_t step) -> std::size_t {
+        return step == 0 ? 3 : SIZE_MAX - 1;
+    };
+    CHECK_THROWS_WITH_AS((void)ten.batch(wraps).cardinality(), doctest::Contains("(epoch 0, step 1)"),
+                         bw::usage_error);
+
+    // The samples read before a late epoch saturate instead of wrapping to a small count:
+    // 2^63 epochs of 10 samples are past 2^63 samples, not 0.
+    const bw::schedule::by_samples late{[](std::uint64_t read) -> std::size_t {
+        return read >= (std::uint64_t{1} << 63) ? 5 : 2;
+    }};
+    CHECK(ten.batch(late).cardinality(std::uint64_t{1} << 63) == 2);
+    CHECK(ten.batch(late).cardinality(0) == 5);
+}

@@ -1015,7 +1015,7 @@ TEST_CASE("ModelCheckpoint writes atomically, per epoch or only when the monitor
     CHECK(std::filesystem::exists(dir / "best.npz"));
     CHECK(best.saved().size() >= 1);
     for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-        CHECK(entry.path().extension() != ".tmp");  // no temporary file is left behind
+        CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);  // no temporary is left behind
     }
     model_t loaded{bw::seed{7}};
     loaded.load_weights(dir / "w_3.npz");
@@ -1377,4 +1377,138 @@ TEST_CASE("batch-size science errors: a schedule's bad rate, bad ramps, and save
     CHECK(weights_of(fresh) == fresh_weights);
     CHECK(fresh.iterations() == 0);
     std::filesystem::remove(path);
+}
+
+TEST_CASE("fit refuses data that yields no samples before anything changes, as evaluate does") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    const Dataset data = two_blobs(16, 1);
+    const std::vector<float> before = weights_of(m);
+    // evaluate's answer to the same data, which fit now shares: a data_error.
+    CHECK_THROWS_WITH_AS((void)m.evaluate(data.take(0).batch(4)), doctest::Contains("yielded no samples"),
+                         bw::data_error);
+    CHECK_THROWS_WITH_AS(m.fit(data.take(0).batch(4), {.verbose = 0}),
+                         doctest::Contains("fit: epoch 0 of the training data yields no samples"), bw::data_error);
+    CHECK_THROWS_AS(m.fit(data.batch(4).skip(100), {.verbose = 0}), bw::data_error);
+    CHECK_THROWS_AS(m.fit(data.skip(16), {.batch_size = 4, .verbose = 0}), bw::data_error);
+    CHECK_THROWS_AS(m.fit(data.batch(32, true), {.epochs = 2, .verbose = 0}), bw::data_error);
+    // Empty validation data is refused up front, not after an epoch has trained.
+    CHECK_THROWS_WITH_AS(m.fit(data.batch(4), {.validation_data = data.take(0).batch(4), .verbose = 0}),
+                         doctest::Contains("fit: the validation data yields no samples"), bw::data_error);
+    CHECK(m.iterations() == 0);
+    CHECK(weights_of(m) == before);
+    // Arrays of no samples.
+    const xt::xtensor<float, 2> no_x = xt::zeros<float>({std::size_t{0}, std::size_t{8}});
+    const xt::xtensor<int, 1> no_y = xt::zeros<int>({std::size_t{0}});
+    CHECK_THROWS_WITH_AS(m.fit(no_x, no_y, {.verbose = 0}), doctest::Contains("no samples"), bw::data_error);
+    CHECK(m.iterations() == 0);
+
+    // A static batch that drops its ragged tail can leave out every sample of an epoch.
+    bw_test::Model<net, bw::static_batch<32, bw::ragged_tail::drop>> dropping{bw::seed{1}};
+    compile(dropping);
+    CHECK_THROWS_WITH_AS(dropping.fit(data.batch(10), {.verbose = 0}),
+                         doctest::Contains("ragged_tail::drop left out all 16 samples of epoch 0"), bw::data_error);
+
+    // A later epoch that a schedule leaves empty stops fit there; what was trained stays.
+    const bw::schedule::phased grows{{0, 4}, {1, 32}};
+    CHECK_THROWS_WITH_AS(m.fit(data.batch(grows, true), {.epochs = 3, .verbose = 0}),
+                         doctest::Contains("epoch 1 of the training data"), bw::data_error);
+    CHECK(m.iterations() == 4);
+}
+
+TEST_CASE("fit accepts the batch size max_batch_for gives, even for a budget no data fills") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    const std::size_t most = m.max_batch_for(SIZE_MAX);
+    CHECK(most <= bw::max_batch_size);
+    const bw::History h = m.fit(two_blobs(16, 1).batch(most), {.verbose = 0});
+    CHECK(h.batch_sizes[0] == std::vector<std::pair<std::size_t, std::size_t>>{{16, 1}});
+}
+
+namespace {
+/// Sets one value of a variable to `value` after the first batch of epoch `epoch`, as a weight
+/// overflowing in training would, where the loss does not see it.
+template <class M>
+struct poison final : bw::Callback {
+    M& model;
+    std::string variable;
+    std::size_t index;
+    float value;
+    std::uint64_t epoch, current = 0, epochs_ended = 0;
+    poison(M& m, std::string v, std::size_t i, float x, std::uint64_t e)
+        : model(m), variable(std::move(v)), index(i), value(x), epoch(e) {}
+    void on_epoch_begin(bw::training_context&, std::uint64_t e, std::size_t) override { current = e; }
+    void on_epoch_end(bw::training_context&, std::uint64_t, const bw::epoch_logs&) override { ++epochs_ended; }
+    void on_batch_end(bw::training_context&, std::uint64_t s, const bw::logs& l, const bw::logs&) override {
+        REQUIRE(std::isfinite(l.loss));
+        if (current != epoch || s != 0) return;
+        for (const auto& v : model.variables()) {
+            if (v.name == variable) bw_test::set_element(v.ref.value, index, value);
+        }
+    }
+};
+}  // namespace
+
+TEST_CASE("fit stops at the end of an epoch in which a variable became non-finite, naming it") {
+    SUBCASE("a kernel or bias behind a ReLU: -inf silences the unit, the loss stays finite") {
+        using relu_net = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::ReLU, bw::Dense<2>>;
+        bw_test::Model<relu_net> m{bw::seed{2}};
+        compile(m);
+        poison<decltype(m)> p(m, "dense/bias", 3, -std::numeric_limits<float>::infinity(), 1);
+        // The optimizer's step may turn -inf into NaN by the end of the epoch: either is named.
+        try {
+            (void)m.fit(two_blobs(64, 1).batch(8), {.epochs = 3, .verbose = 0}, p);
+            FAIL("fit must refuse a non-finite weight");
+        } catch (const bw::numeric_error& e) {
+            const std::string what = e.what();
+            CHECK(what.find("fit: after epoch 1, variable dense/bias holds a non-finite value (") == 0);
+            CHECK(what.find(") at index 3;") != std::string::npos);
+        }
+        CHECK(p.epochs_ended == 1);  // epoch 1's callbacks (a checkpoint) never saw the weight
+    }
+    SUBCASE("a non-trainable variable: batch norm's moving statistics") {
+        model_t m{bw::seed{2}};
+        compile(m);
+        poison<model_t> p(m, "batch_normalization/moving_mean", 5, std::numeric_limits<float>::quiet_NaN(), 0);
+        CHECK_THROWS_WITH_AS(m.fit(two_blobs(64, 1).batch(8), {.epochs = 2, .verbose = 0}, p),
+                             doctest::Contains("after epoch 0, variable batch_normalization/moving_mean holds a "
+                                               "non-finite value (nan) at index 5"),
+                             bw::numeric_error);
+        CHECK(p.epochs_ended == 0);
+    }
+}
+
+TEST_CASE("a float label must be an integer exactly: no truncation as Keras casts, and the value in full") {
+    model_t m{bw::seed{1}};
+    compile(m);
+    auto x = bw_test::random_matrix(4, 8, 1);
+    auto refused = [&](float label, const std::string& shown) {
+        xt::xtensor<float, 1> y = {0.0f, 1.0f, label, 0.0f};
+        const std::string expected = "fit: label " + shown + " of sample 2 is not a class index in [0, 2)";
+        CHECK_THROWS_WITH_AS(m.fit(x, y, {.batch_size = 4, .shuffle = false, .verbose = 0}),
+                             doctest::Contains(expected.c_str()), bw::data_error);
+    };
+    refused(0.9999f, "0.9999");
+    refused(0.5f, "0.5");
+    // The float just below 1 was printed "1.000000", a message that contradicted itself.
+    refused(std::nextafter(1.0f, 0.0f), "0.99999994");
+    refused(2.0f, "2");
+    CHECK(m.iterations() == 0);
+    // 0.99999999 is 1.0f once it is a float: class 1, trained.
+    const xt::xtensor<double, 1> close = {0.0, 1.0, 0.99999999, 0.0};
+    (void)m.fit(x, close, {.batch_size = 4, .verbose = 0});
+    CHECK(m.iterations() == 1);
+}
+
+TEST_CASE("adaptive batch sizes from the user cannot overflow") {
+    const bw::step_time_table t({{10, 1.0}, {20, 2.0}});
+    // max_batch = SIZE_MAX made the candidates' doubling wrap to 0 and loop for ever.
+    CHECK_THROWS_WITH_AS(bw::adaptive_batch(t, {.min_batch = 8, .max_batch = SIZE_MAX}),
+                         doctest::Contains("adaptive_batch: a batch size of 18446744073709551615"), bw::usage_error);
+    model_t m{bw::seed{1}};
+    compile(m);
+    const Dataset pool = two_blobs(64, 1);
+    // 16 x (2 + steps) wrapped to a small count, and measuring went ahead.
+    CHECK_THROWS_AS(bw::measure_step_times(m, pool, {8, 16}, temp_path("timing.npz"), SIZE_MAX / 8), bw::shape_error);
+    CHECK_THROWS_AS(bw::measure_step_times(m, pool, {8, SIZE_MAX}, temp_path("timing.npz")), bw::usage_error);
 }

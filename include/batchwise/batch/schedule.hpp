@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -17,6 +18,37 @@
 #include "batchwise/core/errors.hpp"
 
 namespace batchwise {
+
+/// The largest batch size any schedule may give: 2^48 samples (a batch of one float per sample
+/// would be a petabyte). A larger size is no batch a machine can hold but almost always a
+/// negative number converted to size_t, so it is refused where it is given (usage_error)
+/// instead of surfacing as std::bad_alloc or a count that wrapped around. A size up to it is
+/// served as min(size, samples left): batch(max_batch_size) is one batch of the whole dataset.
+inline constexpr std::size_t max_batch_size = std::size_t{1} << 48;
+
+namespace detail {
+/// Refuses a batch size no machine can serve, naming the call and the size.
+inline std::size_t checked_batch_size(std::size_t size, const std::string& call) {
+    if (size > max_batch_size) {
+        throw usage_error(call + ": a batch size of " + std::to_string(size) +
+                          " samples is more than any machine can hold (at most 2^48 = " +
+                          std::to_string(max_batch_size) + "); was a negative number converted to size_t?");
+    }
+    return size;
+}
+/// a + b, or the largest value when it would wrap: sample counts keyed by epoch (epoch x
+/// samples per epoch) stay defined for any epoch a user starts at.
+constexpr std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) {
+    constexpr std::uint64_t top = std::numeric_limits<std::uint64_t>::max();
+    return b > top - a ? top : a + b;
+}
+/// a x b, or the largest value when it would wrap.
+constexpr std::uint64_t saturating_mul(std::uint64_t a, std::uint64_t b) {
+    constexpr std::uint64_t top = std::numeric_limits<std::uint64_t>::max();
+    return a != 0 && b > top / a ? top : a * b;
+}
+}  // namespace detail
+
 /// Batch-size schedules for Dataset::batch(): by epoch, by step, or by samples read.
 namespace schedule {
 
@@ -47,6 +79,7 @@ public:
         }
         for (std::size_t i = 0; i < phases_.size(); ++i) {
             if (phases_[i].size == 0) throw usage_error("schedule::phased: a batch size must be positive");
+            (void)detail::checked_batch_size(phases_[i].size, "schedule::phased");
             if (i > 0 && phases_[i].from_epoch <= phases_[i - 1].from_epoch) {
                 throw usage_error("schedule::phased: phases must start at increasing epochs");
             }
@@ -74,6 +107,7 @@ public:
         if (sizes_.empty()) throw usage_error("schedule::cyclic: needs at least one batch size");
         for (auto s : sizes_) {
             if (s == 0) throw usage_error("schedule::cyclic: a batch size must be positive");
+            (void)detail::checked_batch_size(s, "schedule::cyclic");
         }
     }
     /// The size for `epoch`: sizes[epoch % number of sizes].
@@ -113,6 +147,8 @@ struct ramp {
         if (from == 0 || to == 0 || multiple_of == 0) {
             throw usage_error("schedule::ramp: sizes and multiple_of must be positive");
         }
+        // Bounded here, the double below converts back to size_t exactly.
+        (void)detail::checked_batch_size(std::max({from, to, multiple_of}), "schedule::ramp");
         const double t = over_samples == 0 ? 1.0
                                            : std::min(1.0, static_cast<double>(samples) / static_cast<double>(over_samples));
         const double a = static_cast<double>(from), b = static_cast<double>(to);
@@ -164,6 +200,7 @@ private:
         if (initial_batch == 0 || max_batch < initial_batch) {
             throw usage_error("schedule::from_lr_decay: needs 0 < initial_batch <= max_batch");
         }
+        (void)detail::checked_batch_size(max_batch, "schedule::from_lr_decay");
     }
 };
 
@@ -193,6 +230,7 @@ public:
     /// The same size for every batch; usage_error for 0.
     batch_schedule(schedule::constant s) : fn_(by_epoch(s)), per_step_(false) {    // NOLINT
         if (s.size == 0) throw usage_error("batch: the batch size must be positive");
+        (void)detail::checked_batch_size(s.size, "batch");
     }
     /// Sizes by epoch, in phases.
     batch_schedule(schedule::phased s) : fn_(by_epoch(std::move(s))), per_step_(false) {}  // NOLINT
@@ -220,14 +258,16 @@ public:
           per_step_(true) {}
 
     /// Size of batch `step` of `epoch`, which starts after `samples` samples have been read
-    /// since training began; a zero from a user function is a usage_error.
+    /// since training began; a zero or a size past max_batch_size from a user function is a
+    /// usage_error.
     [[nodiscard]] std::size_t size(std::uint64_t epoch, std::uint64_t step, std::uint64_t samples = 0) const {
         const std::size_t s = fn_(epoch, step, samples);
         if (s == 0) {
             throw usage_error("batch schedule returned size 0 for epoch " + std::to_string(epoch) +
                               ", step " + std::to_string(step));
         }
-        return s;
+        return detail::checked_batch_size(
+            s, "batch schedule (epoch " + std::to_string(epoch) + ", step " + std::to_string(step) + ")");
     }
     /// Whether the size may change between batches of one epoch; if not, an epoch's batches
     /// are counted from its one size, without walking the epoch.

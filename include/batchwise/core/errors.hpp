@@ -58,8 +58,9 @@ public:
     using error::error;
 };
 
-/// Training produced a non-finite loss. The update of that step was not applied, so the
-/// weights are still those after the last good step.
+/// Training produced a non-finite loss (the update of that step was not applied, so the weights
+/// are still those after the last good step), a weight became non-finite during an epoch (fit
+/// checks every variable at each epoch's end), or a save would have written a non-finite value.
 class numeric_error : public error {
 public:
     using error::error;

@@ -11,11 +11,13 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "batchwise/batch/schedule.hpp"
+#include "batchwise/core/errors.hpp"
 #include "batchwise/data/sample_pipeline.hpp"
 
 namespace batchwise::data {
@@ -38,6 +40,10 @@ struct batch_data {
     /// Makes this a batch of n rows of fs feature and ts target floats (and a weight each when
     /// `w`), growing a buffer only when it is too small.
     void resize(std::size_t n, std::size_t fs, std::size_t ts, bool w = false) {
+        if ((fs != 0 && n > features.max_size() / fs) || (ts != 0 && n > targets.max_size() / ts)) {
+            throw usage_error("batch_data::resize: " + std::to_string(n) + " rows of " + std::to_string(fs) +
+                              " features and " + std::to_string(ts) + " targets overflow the size of a buffer");
+        }
         rows = n;
         feature_size = fs;
         target_size = ts;
@@ -104,13 +110,24 @@ struct batching_node final : batch_node {
         std::uint64_t epoch;
         std::uint64_t step = 0;
         std::uint64_t read = 0;  // samples read this epoch
+        std::size_t total = 0;   // samples the parent yields this epoch
         std::size_t dropped_samples = 0;
         bool next(batch_data& b) override {
-            const std::size_t want = node->schedule.size(epoch, step, node->samples_before(epoch) + read);
-            b.resize(want, node->feature_size, node->target_size, node->weighted);
+            const std::size_t want =
+                node->schedule.size(epoch, step, batchwise::detail::saturating_add(node->samples_before(epoch), read));
+            // Buffers hold what the batch can get, not what was asked: batch(1 << 24) on 4
+            // samples allocates 4 rows. Should a count fall short, the buffer grows as rows come.
+            std::size_t room = std::min<std::size_t>(want, total > read ? total - read : 0);
+            b.resize(room, node->feature_size, node->target_size, node->weighted);
             std::size_t got = 0;
             element e;
-            while (got < want && upstream->next(e)) gather(e, b, got++);
+            while (got < want && upstream->next(e)) {
+                if (got == room) {
+                    room = std::min(want, 2 * room + 1);
+                    b.resize(room, node->feature_size, node->target_size, node->weighted);
+                }
+                gather(e, b, got++);
+            }
             b.rows = got;
             if (got == 0) return false;
             if (got < want && node->drop_remainder) {
@@ -129,27 +146,32 @@ struct batching_node final : batch_node {
         s->upstream = parent->open(epoch);
         s->node = this;
         s->epoch = epoch;
+        s->total = parent->count();
         return s;
     }
-    /// (batches, samples) of an epoch, by walking the schedule; no data is touched.
+    /// (batches, samples) of an epoch, by walking the schedule; no data is touched. Sizes are
+    /// taken as min(size, samples left), so no sum of them wraps around.
     [[nodiscard]] std::pair<std::size_t, std::size_t> plan(std::uint64_t epoch) const {
         const std::size_t n = parent->count();
         if (!schedule.changes_within_epoch()) {
             const std::size_t size = schedule.size(epoch, 0);
             if (drop_remainder) return {n / size, (n / size) * size};
-            return {(n + size - 1) / size, n};
+            return {n / size + (n % size != 0 ? 1 : 0), n};
         }
         std::size_t batches = 0, used = 0;
         while (used < n) {
-            const std::size_t size = schedule.size(epoch, batches, samples_before(epoch) + used);
-            if (used + size > n && drop_remainder) break;
-            used = std::min(n, used + size);
+            const std::size_t size = schedule.size(epoch, batches, batchwise::detail::saturating_add(samples_before(epoch), used));
+            if (size > n - used && drop_remainder) break;
+            used += std::min(size, n - used);
             ++batches;
         }
         return {batches, used};
     }
-    /// Samples read before `epoch` began: what a schedule keyed by samples counts from.
-    [[nodiscard]] std::uint64_t samples_before(std::uint64_t epoch) const { return epoch * parent->count(); }
+    /// Samples read before `epoch` began: what a schedule keyed by samples counts from (the
+    /// largest count for an epoch so late that it would wrap).
+    [[nodiscard]] std::uint64_t samples_before(std::uint64_t epoch) const {
+        return batchwise::detail::saturating_mul(epoch, parent->count());
+    }
     [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return plan(epoch).first; }
     [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return plan(epoch).second; }
 };

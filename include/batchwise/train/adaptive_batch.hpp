@@ -81,10 +81,14 @@ step_time_table measure_step_times(M& model, const data::Dataset& samples, const
     if (sizes.size() < 2) throw usage_error("measure_step_times: needs at least two batch sizes");
     if (steps == 0) throw usage_error("measure_step_times: steps must be positive");
     if (samples.batched()) throw usage_error("measure_step_times: give the dataset before batch(); it batches it");
-    const std::size_t largest = *std::max_element(sizes.begin(), sizes.end());
-    if (samples.cardinality() < largest * (steps + 2)) {
-        throw shape_error("measure_step_times: " + std::to_string(steps + 2) + " batches of " + std::to_string(largest) +
-                          " need " + std::to_string(largest * (steps + 2)) + " samples; the dataset has " +
+    const std::size_t largest = detail::checked_batch_size(*std::max_element(sizes.begin(), sizes.end()),
+                                                           "measure_step_times");
+    // Saturated, so that a huge `steps` reads as more samples than any dataset has, not as few.
+    const std::uint64_t batches = detail::saturating_add(steps, 2);
+    const std::uint64_t needed = detail::saturating_mul(largest, batches);
+    if (samples.cardinality() < needed) {
+        throw shape_error("measure_step_times: " + std::to_string(batches) + " batches of " + std::to_string(largest) +
+                          " need " + std::to_string(needed) + " samples; the dataset has " +
                           std::to_string(samples.cardinality()));
     }
     const std::vector<step_observer*> observers(model.step_observers().begin(), model.step_observers().end());
@@ -177,6 +181,8 @@ public:
         if (o_.initial_batch == 0 || o_.min_batch == 0 || o_.min_batch > o_.max_batch) {
             throw usage_error("adaptive_batch: needs 0 < min_batch <= max_batch and initial_batch > 0");
         }
+        // Bounded, the candidates' doubling up to max_batch cannot wrap around.
+        (void)detail::checked_batch_size(std::max(o_.max_batch, o_.initial_batch), "adaptive_batch");
         if (!(o_.hysteresis >= 0.0)) throw usage_error("adaptive_batch: hysteresis must be >= 0");
         if (times.empty()) throw usage_error("adaptive_batch: the step time table is empty");
         state_->times = std::move(times);

@@ -22,6 +22,7 @@
 #include "batchwise/data/dataset.hpp"
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
+#include "batchwise/train/finite_weights.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/progress_bar.hpp"
@@ -268,7 +269,9 @@ public:
     }
 
     /// Trains `model` (through its step engine, `model.step_`) on every batch of `train` for
-    /// each epoch. See Model::fit.
+    /// each epoch. See Model::fit. An epoch that yields no sample is a data_error, as evaluate
+    /// makes it (the first epoch's and empty validation data before anything changes); at the
+    /// end of every epoch each variable is checked finite (numeric_error, finite_weights.hpp).
     template <class M, class... Callbacks>
     History run(M& model, const data::Dataset& train, const std::optional<data::Dataset>& validation,
                 const fit_options& options, Callbacks&... callbacks) {
@@ -296,6 +299,23 @@ public:
         const detail::hook_reset<decltype(engine.planner().on_split)> reset_split{engine.planner().on_split};
         const detail::hook_reset<decltype(engine.captured().on_refused)> reset_refused{engine.captured().on_refused};
 
+        // Data that yields nothing is refused before anything changes, as evaluate refuses it.
+        const bool resuming = !options.initial_epoch && resume_.has_value();
+        std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->first : 0);
+        // Without initial_epoch or a resume, this call's epochs continue the model's training:
+        // the data and random layers are keyed by the epoch counted over all fit calls, so a
+        // second fit draws new shuffles and masks, as one longer fit would.
+        const std::uint64_t offset = options.initial_epoch || resuming ? 0 : trained_epochs();
+        if (epoch < options.epochs) require_samples(train, epoch, epoch + offset);
+        if (validation && validation->cardinality(0) == 0) {
+            throw data_error("fit: the validation data yields no samples; evaluate would refuse it after the "
+                             "first epoch");
+        }
+        using exec = typename M::execution_policy;
+        const auto check_weights = [&](std::uint64_t e) {
+            detail::check_finite_variables<exec>(model.variables(), host_weights_, "fit", e);
+        };
+
         engine.finish_step();  // a window left open by train_on_batch calls is not mixed into this run
 
         // Each step's hyper-parameters follow the options' rules while fit runs (the model's own
@@ -312,14 +332,8 @@ public:
             last_step = r;
         };
         const detail::hook_reset<decltype(engine.optimizer().on_step)> reset_step{engine.optimizer().on_step};
-        const bool resuming = !options.initial_epoch && resume_.has_value();
-        std::uint64_t epoch = options.initial_epoch.value_or(resuming ? resume_->first : 0);
         std::size_t skip_steps = resuming ? resume_->second : 0;
         resume_.reset();
-        // Without initial_epoch or a resume, this call's epochs continue the model's training:
-        // the data and random layers are keyed by the epoch counted over all fit calls, so a
-        // second fit draws new shuffles and masks, as one longer fit would.
-        const std::uint64_t offset = options.initial_epoch || resuming ? 0 : trained_epochs();
         ctx.set_epoch_offset(offset);
 
         for (Callback* cb : cbs) cb->on_train_begin(ctx);
@@ -328,6 +342,7 @@ public:
             const std::uint64_t key = epoch + offset;
             auto reader = train.read(key);
             const std::size_t available = train.cardinality(key);
+            if (available == 0) require_samples(train, epoch, key);  // a schedule may empty a later epoch
             const std::size_t steps =
                 options.steps_per_epoch == 0 ? available : std::min(available, options.steps_per_epoch);
             engine.set_position(key, 0);
@@ -387,12 +402,20 @@ public:
                 if (ctx.stop_requested()) break;
             }
             model.reduce_sums(sums);  // over all processes in data-parallel training
-            if (sums.samples == 0 && non_finite) break;  // nothing of this epoch was trained
+            if (sums.samples == 0 && non_finite) {  // nothing of this epoch was trained
+                check_weights(epoch);
+                break;
+            }
+            if (sums.samples == 0 && dropped > 0) {
+                throw data_error("fit: the static batch's ragged_tail::drop left out all " + std::to_string(dropped) +
+                                 " samples of epoch " + std::to_string(epoch) + "; nothing was trained");
+            }
             // At the natural end of the data one more read registers a tail that
             // drop_remainder left out, so that History reports it.
             if (!exhausted && step == available && !ctx.stop_requested()) exhausted = !reader.next(batch_);
             const bool complete = exhausted || step == steps;
             if (complete && !non_finite) engine.finish_step();  // a partial window counts by its real size
+            check_weights(epoch);  // before validation, callbacks and checkpoints see the weights
 
             epoch_logs el;
             const logs mean = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
@@ -433,10 +456,18 @@ public:
     }
 
 private:
+    /// An epoch without a sample would return as if it had trained (History with a loss of 0).
+    static void require_samples(const data::Dataset& train, std::uint64_t epoch, std::uint64_t key) {
+        if (train.cardinality(key) != 0) return;
+        throw data_error("fit: epoch " + std::to_string(epoch) + " of the training data yields no samples (an "
+                         "empty take, a skip past the end, or drop_remainder with fewer samples than a batch)");
+    }
+
     std::uint64_t epoch_ = 0;
     std::size_t step_ = 0;
     std::optional<std::pair<std::uint64_t, std::size_t>> resume_;
     data::batch_data batch_;
+    std::vector<float> host_weights_;  // device variables copied for the finite check
 };
 
 }  // namespace batchwise
