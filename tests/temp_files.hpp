@@ -1,5 +1,6 @@
 // Scratch files for tests that read and write real files: unique paths under the system temp
-// directory, removed (with the .tmp sibling an atomic write may leave) when the test is done.
+// directory, removed (with the temporaries PATH.tmp.<pid>.<n> an atomic write may leave) when the
+// test is done.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -31,13 +32,22 @@ public:
     ~temp_path() {
         std::error_code ec;
         std::filesystem::remove_all(path_, ec);
-        std::filesystem::remove(tmp(), ec);
+        for (const auto& t : temporaries()) std::filesystem::remove(t, ec);
     }
     temp_path(const temp_path&) = delete;
     temp_path& operator=(const temp_path&) = delete;
 
     [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-    [[nodiscard]] std::filesystem::path tmp() const { return std::filesystem::path(path_) += ".tmp"; }
+    /// The temporaries of an atomic write to this path still beside it (PATH.tmp.<pid>.<n>).
+    [[nodiscard]] std::vector<std::filesystem::path> temporaries() const {
+        std::vector<std::filesystem::path> out;
+        std::error_code ec;
+        const std::string prefix = path_.filename().string() + ".tmp";
+        for (const auto& entry : std::filesystem::directory_iterator(path_.parent_path(), ec)) {
+            if (entry.path().filename().string().starts_with(prefix)) out.push_back(entry.path());
+        }
+        return out;
+    }
     /// The path as error messages quote it.
     [[nodiscard]] std::string quoted() const { return "\"" + path_.string() + "\""; }
 

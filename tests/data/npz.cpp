@@ -4,9 +4,11 @@
 
 #include <doctest/doctest.h>
 
+#include "../crash/faults.hpp"
 #include "../temp_files.hpp"
 #include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -19,6 +21,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 namespace {
 
@@ -229,7 +235,7 @@ TEST_CASE("npz: round trip keeps names, order, shapes and bit-identical values")
     arrays.push_back({"gr\xc3\xb6\xc3\x9f" "e", {{1}, {std::numeric_limits<float>::lowest()}}});
     const temp_path file;
     write_npz(file.path(), arrays);
-    CHECK_FALSE(fs::exists(file.tmp()));
+    CHECK(file.temporaries().empty());
     check_same(read_npz(file.path()), arrays);
 }
 
@@ -289,7 +295,7 @@ TEST_CASE("npz: write_npz replaces an existing file and refuses bad arguments wi
         CHECK_THROWS_WITH_AS(write_npz(file.path(), bad), doctest::Contains("empty name"), io_error);
     }
     check_same(read_npz(file.path()), new_arrays);
-    CHECK_FALSE(fs::exists(file.tmp()));
+    CHECK(file.temporaries().empty());
 }
 
 TEST_CASE("npz: write_npz into a missing directory is an io_error naming the file") {
@@ -573,6 +579,147 @@ TEST_CASE("npz: read_npz refuses bad .npy entries, naming entry, offset and expe
         CHECK_THROWS_WITH_AS((void)read_npz(file.path()), doctest::Contains(where.c_str()), io_error);
         CHECK_THROWS_WITH_AS((void)read_npz(file.path()), doctest::Contains(file.path().string().c_str()), io_error);
     }
+}
+
+namespace {
+
+/// A directory of its own for one test, so everything a write leaves beside its file shows.
+struct temp_dir : temp_path {
+    temp_dir() : temp_path("") { fs::create_directory(path()); }
+};
+
+/// Arrays of a few KB, `salt` telling two versions apart in every value.
+named_arrays versioned_arrays(float salt) {
+    std::vector<float> kernel(16 * 40);
+    for (std::size_t i = 0; i < kernel.size(); ++i) kernel[i] = salt + static_cast<float>(i) / 64.0f;
+    return {{"dense/kernel", {{16, 40}, kernel}},
+            {"dense/bias", {{40}, std::vector<float>(40, salt)}},
+            {"step", batchwise::data::int64_array({}, {static_cast<std::int64_t>(salt)})}};
+}
+
+/// Writes with the file size limited to every byte count from 0 to the file's full size: each
+/// short write must fail with an io_error naming the file and saying why, leaving the previous
+/// file byte for byte and nothing beside it; the full size must succeed. Returns the tries.
+template <class Write>
+std::size_t fail_at_every_byte(const fs::path& file, const std::string& who, Write&& write_new) {
+    const bytes previous = read_file(file);
+    const temp_dir probe;  // the size of the new file, written once without a limit
+    write_new(probe.path() / "probe");
+    const bytes written = read_file(probe.path() / "probe");
+    const std::size_t size = written.size();
+    REQUIRE(size > 1000);
+    std::size_t tries = 0;
+    for (std::size_t limit = 0; limit <= size; ++limit) {
+        INFO("file size limited to " << limit << " of " << size << " bytes");
+        std::string error;
+        bool limited = false;
+        {
+            const bw_test::file_size_limit guard(limit);
+            limited = guard.ok();
+            try {
+                write_new(file);
+            } catch (const io_error& e) {
+                error = e.what();
+            }
+        }
+        REQUIRE(limited);
+        ++tries;
+        REQUIRE(bw_test::other_files(file.parent_path(), file.filename().string()).empty());
+        if (limit == size) {
+            CHECK(error.empty());
+            CHECK(read_file(file) == written);
+            break;
+        }
+        REQUIRE_MESSAGE(!error.empty(), "a write cut short at byte " << limit << " did not throw");
+        REQUIRE(error.starts_with(who + ": \"" + file.string() + "\": writing \""));
+        REQUIRE(error.ends_with("failed: File too large"));
+        REQUIRE(read_file(file) == previous);
+    }
+    return tries;
+}
+
+}  // namespace
+
+TEST_CASE("npz: a write cut short at any byte (file size limit) is an io_error and keeps the previous file") {
+    const temp_dir dir;
+    SUBCASE("write_npz") {
+        const fs::path file = dir.path() / "w.npz";
+        write_npz(file, versioned_arrays(1.0f));
+        const std::size_t tries =
+            fail_at_every_byte(file, "write_npz", [](const fs::path& to) { write_npz(to, versioned_arrays(2.0f)); });
+        MESSAGE("write_npz: " << tries << " fault points tried (every byte offset)");
+        check_same(read_npz(file), versioned_arrays(2.0f));
+    }
+    SUBCASE("write_npy") {
+        const fs::path file = dir.path() / "w.npy";
+        batchwise::data::write_npy(file, versioned_arrays(1.0f)[0].second);
+        const std::size_t tries = fail_at_every_byte(file, "write_npy", [](const fs::path& to) {
+            batchwise::data::write_npy(to, versioned_arrays(2.0f)[0].second);
+        });
+        MESSAGE("write_npy: " << tries << " fault points tried (every byte offset)");
+        CHECK(batchwise::data::read_npy(file).values == versioned_arrays(2.0f)[0].second.values);
+    }
+}
+
+TEST_CASE("npz: a write that cannot rename or create its temporary keeps the previous file") {
+    const temp_dir dir;
+    SUBCASE("the target is a non-empty directory: the rename fails") {
+        const fs::path file = dir.path() / "w.npz";
+        fs::create_directory(file);
+        write_file(file / "inside", {1, 2, 3});
+        CHECK_THROWS_WITH_AS(write_npz(file, versioned_arrays(1.0f)),
+                             doctest::Contains(("write_npz: \"" + file.string() + "\": cannot rename \"").c_str()),
+                             io_error);
+        CHECK(read_file(file / "inside") == bytes{1, 2, 3});
+        CHECK(bw_test::other_files(dir.path(), "w.npz").empty());
+    }
+    SUBCASE("a read-only directory") {
+        const fs::path file = dir.path() / "w.npz";
+        write_npz(file, versioned_arrays(1.0f));
+        const bytes previous = read_file(file);
+        fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                                        fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+        if (::geteuid() == 0) {
+            MESSAGE("skipped the read-only directory: running as root, which permission bits do not stop");
+        } else {
+            CHECK_THROWS_WITH_AS(write_npz(file, versioned_arrays(2.0f)), doctest::Contains("Permission denied"),
+                                 io_error);
+            CHECK(read_file(file) == previous);
+            CHECK(bw_test::other_files(dir.path(), "w.npz").empty());
+        }
+        fs::permissions(dir.path(), fs::perms::owner_all);
+    }
+}
+
+TEST_CASE("npz: a successful write removes the temporaries of dead writers, and only those") {
+    const temp_dir dir;
+    const fs::path file = dir.path() / "w.npz";
+    write_npz(file, versioned_arrays(1.0f));
+    const auto make = [&](const std::string& name) { write_file(dir.path() / name, {'P', 'K'}); };
+    // Left by killed writers: no process holds their lock. The second carries this process's own
+    // pid, as when a dead writer's pid has been reused: the lock, not the pid, says it is dead.
+    make("w.npz.tmp.4000000000.0");
+    make("w.npz.tmp." + std::to_string(::getpid()) + ".999999");
+    // A writer still at work holds the lock on its temporary: it must survive.
+    make("w.npz.tmp.1.3");
+    const int live = ::open((dir.path() / "w.npz.tmp.1.3").c_str(), O_RDONLY);
+    REQUIRE(live >= 0);
+    REQUIRE(::flock(live, LOCK_EX) == 0);
+    // Not temporaries of w.npz: never touched.
+    for (const char* name : {"w.npz.tmp", "w.npz.tmp.backup", "w.npz.tmp.1.x", "w.npz.tmpx.1.2", "v.npz.tmp.1.2"})
+        make(name);
+
+    write_npz(file, versioned_arrays(2.0f));
+    ::close(live);
+    std::vector<std::string> left = bw_test::other_files(dir.path(), "w.npz");
+    std::sort(left.begin(), left.end());
+    CHECK(left == std::vector<std::string>{"v.npz.tmp.1.2", "w.npz.tmp", "w.npz.tmp.1.3", "w.npz.tmp.1.x",
+                                           "w.npz.tmp.backup", "w.npz.tmpx.1.2"});
+    check_same(read_npz(file), versioned_arrays(2.0f));
+
+    // Its writer gone (the lock released), the next successful write removes it.
+    write_npz(file, versioned_arrays(3.0f));
+    CHECK_FALSE(fs::exists(dir.path() / "w.npz.tmp.1.3"));
 }
 
 // Runs only when BATCHWISE_NPZ_INTEROP_SCRIPT names tests/data/npz_numpy_interop.py, as that script

@@ -467,7 +467,7 @@ TEST_CASE("npz: int64 arrays round trip exactly beside float arrays") {
     };
     const temp_path file(".npz");
     bd::write_npz(file.path(), arrays);
-    CHECK_FALSE(fs::exists(file.tmp()));
+    CHECK(file.temporaries().empty());
     const bytes written = read_file(file.path());
     CHECK(std::string(written.begin(), written.end()).find("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3), }") !=
           std::string::npos);
@@ -503,7 +503,7 @@ TEST_CASE("npy: standalone files round trip, laid out as np.save writes them") {
     SUBCASE("float32") {
         const bd::npz_array array{{2, 2}, {1.0f, -2.0f, 0.25f, std::numeric_limits<float>::infinity()}};
         bd::write_npy(file.path(), array);
-        CHECK_FALSE(fs::exists(file.tmp()));
+        CHECK(file.temporaries().empty());
         const bytes data = read_file(file.path());
         REQUIRE(data.size() == 128 + 16);  // the data starts on a 64-byte boundary
         CHECK(std::string(data.begin(), data.begin() + 6) == "\x93NUMPY");
@@ -606,7 +606,7 @@ TEST_CASE("npy: read_npy and write_npy refuse bad files and arrays, naming file 
         check_io_error([&] { bd::write_npy(file.path(), {{2, 2}, {1.0f}}); },
                        {"write_npy: " + file.quoted(), "has 1 values; expected the product of its shape (4)"});
         CHECK_FALSE(fs::exists(file.path()));
-        CHECK_FALSE(fs::exists(file.tmp()));
+        CHECK(file.temporaries().empty());
     }
     SUBCASE("write_npy into a missing directory") {
         const fs::path target = file.path() / "no" / "x.npy";

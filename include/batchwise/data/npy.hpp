@@ -412,7 +412,7 @@ inline void validate_array(std::string_view who, const std::filesystem::path& pa
 inline void write_npy(const std::filesystem::path& path, const npz_array& array) {
     npz_detail::validate_array("write_npy", path, "the array", array);
     const npz_detail::bytes npy = npz_detail::npy_bytes(array);
-    npz_detail::write_atomically("write_npy", path, [&](std::ofstream& out) {
+    npz_detail::write_atomically("write_npy", path, [&](std::ostream& out) {
         out.write(reinterpret_cast<const char*>(npy.data()), static_cast<std::streamsize>(npy.size()));
     });
 }

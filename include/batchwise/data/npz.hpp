@@ -49,12 +49,13 @@ inline std::pair<std::string, npz_array> read_entry(input_file& in, const centra
 
 /// Writes all arrays (names without ".npy"; names may contain '/') as little-endian C-order .npy
 /// entries, float32 ('<f4') or int64 ('<i8') by each array's dtype, ZIP "stored" (method 0, like
-/// np.savez). Writes to PATH.tmp then renames, so a crash never leaves a half-written file at
-/// PATH. Throws batchwise::io_error on any failure.
+/// np.savez). Writes a temporary beside PATH, syncs it, renames it over PATH and syncs the
+/// directory (data/atomic_file.hpp), so a crash or power loss leaves the old file or the new one,
+/// never a half-written one. Throws batchwise::io_error on any failure.
 inline void write_npz(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, npz_array>>& arrays) {
     npz_detail::validate_for_write(path, arrays);
-    npz_detail::write_atomically("write_npz", path, [&](std::ofstream& out) {
+    npz_detail::write_atomically("write_npz", path, [&](std::ostream& out) {
         npz_detail::write_archive(out, path, arrays, npz_detail::npy_bytes);
     });
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <ostream>
 #include <set>
 #include <string>
 #include <string_view>
@@ -18,6 +19,8 @@
 #include <zlib.h>
 
 #include "batchwise/core/errors.hpp"
+// write_atomically, which npy.hpp and npz.hpp write through.
+#include "batchwise/data/atomic_file.hpp"
 
 // The helpers are shared with npy.hpp and npz.hpp, so all three keep the one detail namespace.
 namespace batchwise::data::npz_detail {
@@ -360,7 +363,7 @@ inline entry_contents read_entry_contents(input_file& in, const central_entry& e
 /// array type: `serialise` turns one array into its entry's bytes, called as each entry is
 /// written so only one serialised array is held at a time.
 template <class Array, class Serialise>
-void write_archive(std::ofstream& out, const std::filesystem::path& path,
+void write_archive(std::ostream& out, const std::filesystem::path& path,
                    const std::vector<std::pair<std::string, Array>>& arrays, Serialise&& serialise) {
     // A fixed timestamp (1980-01-01 00:00, the DOS epoch) makes saving the same arrays produce
     // the same bytes, so weight files can be compared and cached by content.
@@ -432,27 +435,6 @@ void write_archive(std::ofstream& out, const std::filesystem::path& path,
     put_u16(end, 0);  // comment
     out.write(reinterpret_cast<const char*>(directory.data()), static_cast<std::streamsize>(directory.size()));
     out.write(reinterpret_cast<const char*>(end.data()), static_cast<std::streamsize>(end.size()));
-}
-
-/// Writes through PATH.tmp and renames, so a crash never leaves a half-written file at PATH.
-template <class Write>
-void write_atomically(std::string_view who, const std::filesystem::path& path, Write&& write) {
-    std::filesystem::path temporary = path;
-    temporary += ".tmp";
-    std::error_code ec;
-    try {
-        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        if (!out) fail_file(who, path, "cannot open " + in_quotes(temporary.string()) + " for writing");
-        write(out);
-        out.close();
-        if (!out) fail_file(who, path, "writing " + in_quotes(temporary.string()) + " failed (disk full?)");
-        std::filesystem::rename(temporary, path, ec);
-        if (ec)
-            fail_file(who, path, "cannot rename " + in_quotes(temporary.string()) + " into place: " + ec.message());
-    } catch (...) {
-        std::filesystem::remove(temporary, ec);
-        throw;
-    }
 }
 
 }  // namespace batchwise::data::npz_detail
