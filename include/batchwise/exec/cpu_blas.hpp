@@ -2,13 +2,17 @@
 // onto OpenBLAS, element-wise work as plain loops the compiler vectorises.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string_view>
+#include <vector>
 
 #include "batchwise/core/xtensor.hpp"
 #include "batchwise/exec/matrix_view.hpp"
@@ -28,6 +32,7 @@
 // OpenBLAS reports the kernel it picked. Declared weak so that a program linked against another
 // BLAS still links; the pointer is then null and no check is made.
 extern "C" char* openblas_get_corename(void) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 
 namespace batchwise {
 
@@ -93,6 +98,28 @@ inline void keep_freed_memory_for_reuse() {
 #endif
 }
 
+/// OpenBLAS maps a work buffer for each of its threads the first time that thread computes a
+/// GEMM, and when the mapping fails it retries for ever: under an address-space limit
+/// (`ulimit -v`, a container's) a process that ran out of memory hung inside cblas_sgemm, and
+/// out-of-memory recovery never ran. One GEMM large enough to engage every thread, before the
+/// model allocates anything, maps those buffers while memory is there; OpenBLAS keeps and reuses
+/// them. With keep_freed_memory_for_reuse, which keeps the job array that each threaded GEMM
+/// mallocs, the allocation that fails first is then the model's own, a std::bad_alloc that
+/// splits the step. Costs one GEMM of 4 MFLOP per thread, once per process.
+inline void map_blas_buffers() {
+    static const bool once = [] {
+        const int threads = openblas_get_num_threads != nullptr ? std::max(openblas_get_num_threads(), 1) : 1;
+        // OpenBLAS divides a GEMM's rows among its threads once there are enough of them.
+        const int m = 256 * threads, n = 256, k = 32;
+        std::vector<float> a(static_cast<std::size_t>(m) * k, 0.0f), b(static_cast<std::size_t>(k) * n, 0.0f),
+            c(static_cast<std::size_t>(m) * n);
+        cxxblas::gemm(cxxblas::RowMajor, cxxblas::NoTrans, cxxblas::NoTrans, m, n, k, 1.0f, a.data(), k, b.data(), n,
+                      0.0f, c.data(), n);
+        return true;
+    }();
+    (void)once;
+}
+
 }  // namespace detail
 
 /// Execution policy running on the host CPU with OpenBLAS.
@@ -109,6 +136,34 @@ struct cpu_blas {
     static void prepare() {
         detail::warn_if_slow_blas_kernel();
         detail::keep_freed_memory_for_reuse();
+        detail::map_blas_buffers();
+    }
+
+    /// Memory the model keeps free beside its buffers when they grow: each threaded OpenBLAS GEMM
+    /// mallocs a job array (512 KiB in Debian's build) and exits the process when it cannot.
+    /// With keep_freed_memory_for_reuse the released probe stays in the heap for it.
+    static constexpr std::size_t headroom_bytes = std::size_t{1} << 20;
+    /// Throws std::bad_alloc unless `bytes` can be had at once; they are released again. The
+    /// model asks for the whole growth of its buffers before growing any of them: a failure half
+    /// way would leave some grown, holding memory that the smaller retry needs. The bytes are
+    /// asked for in up to 64 pieces, as the buffers themselves are many: one block of the sum
+    /// could fail where the buffers would fit.
+    static void require_free_memory(std::size_t bytes) {
+        constexpr std::size_t max_pieces = 64;
+        const std::size_t piece = std::max<std::size_t>((bytes + max_pieces - 1) / max_pieces, 1);
+        std::array<void*, max_pieces> held{};
+        std::size_t taken = 0;
+        bool failed = false;
+        for (std::size_t asked = 0; asked < bytes && !failed; asked += piece) {
+            held[taken] = std::malloc(std::min(piece, bytes - asked));
+            failed = held[taken] == nullptr;
+            // Escapes the pointer: a malloc whose result is only tested and freed may be
+            // removed by the compiler, and with it the check.
+            asm volatile("" : : "r"(held[taken]) : "memory");
+            if (!failed) ++taken;
+        }
+        for (std::size_t i = 0; i < taken; ++i) std::free(held[i]);
+        if (failed) throw std::bad_alloc();
     }
 
     /// Storage for double-precision gradient accumulators (accumulate<K, double>).
@@ -149,8 +204,11 @@ struct cpu_blas {
     static void for_each(std::size_t n, const F& f) {
         // Functors are index-parallel by contract (Thrust runs them in any order, at once), so no
         // iteration depends on another: telling GCC lets it vectorise loops over pointers it
-        // would otherwise have to assume alias.
+        // would otherwise have to assume alias. clang vectorises behind a run-time overlap check
+        // instead, and its own spelling of the promise warns wherever the vectoriser is off (-O1).
+#if !defined(__clang__)
 #pragma GCC ivdep
+#endif
         for (std::size_t i = 0; i < n; ++i) f(i);
     }
 

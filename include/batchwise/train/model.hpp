@@ -141,9 +141,11 @@ public:
     template <class X, class Y, class W = no_sample_weights>
     logs train_on_batch(const X& x, const Y& y, const W& sample_weight = {}) {
         return guarded([&] {
-            const auto b = host_batch(x, y, "train_on_batch");
-            const float* w = host_.sample_weights(sample_weight, b.rows, "train_on_batch");
-            return step_.feed(b.x, b.y, w, nullptr, b.rows, "train_on_batch");
+            return detail::with_typed_allocation_failures("train_on_batch", [&] {
+                const auto b = host_batch(x, y, "train_on_batch");
+                const float* w = host_.sample_weights(sample_weight, b.rows, "train_on_batch");
+                return step_.feed(b.x, b.y, w, nullptr, b.rows, "train_on_batch");
+            });
         });
     }
 
@@ -312,7 +314,8 @@ public:
         return estimate_memory(step_.capacity(), step_.optimizer().slot_count());
     }
     /// The largest micro-batch whose training with the compiled optimizer fits in `bytes` (0 if
-    /// not even one sample does). Before compile, use estimate_memory with the slot count.
+    /// not even one sample does), at most 2^40, a size Dataset::batch accepts. Before compile,
+    /// use estimate_memory with the slot count.
     [[nodiscard]] std::size_t max_batch_for(std::size_t bytes) const {
         require_compiled("max_batch_for");  // the optimizer's state is part of the answer
         const std::size_t slots = step_.optimizer().slot_count();

@@ -178,11 +178,17 @@ public:
                                 " fixed + " + std::to_string(e.batch_bytes) + " for the batch), the budget is " +
                                 std::to_string(budget_));
         }
+        constexpr bool probes = requires { Exec::require_free_memory(std::size_t{}); };
+        if constexpr (probes) {
+            const std::size_t held = capacity_ ? estimate_memory(capacity_, opt_.slot_count()).batch_bytes : 0;
+            Exec::require_free_memory(e.batch_bytes - std::min(held, e.batch_bytes) + Exec::headroom_bytes);
+        }
         net_->reserve(rows);
         if constexpr (RowScratchPolicy<Exec>) Exec::reserve_rows(rows * network_type::column_rows_per_sample);
         staging_.reserve(rows);
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
+        if constexpr (probes) Exec::require_free_memory(Exec::headroom_bytes);
         capacity_ = rows;
     }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -116,5 +117,21 @@ public:
 private:
     std::vector<float> x_, y_, w_;
 };
+
+namespace detail {
+/// Runs a training verb, reporting a std::bad_alloc that escapes out-of-memory recovery (the
+/// host copy of a caller's batch, made before any of it trains) as out_of_memory, a batchwise
+/// error like every other refusal. Only verbs that change nothing before such an allocation
+/// use it: tests/train/allocations.cpp fails each allocation of a step in turn and checks it.
+template <class F>
+decltype(auto) with_typed_allocation_failures(const char* call, F&& f) {
+    try {
+        return f();
+    } catch (const std::bad_alloc&) {
+        throw out_of_memory(std::string(call) +
+                            ": an allocation failed before the step could start (std::bad_alloc); nothing was trained");
+    }
+}
+}  // namespace detail
 
 }  // namespace batchwise
