@@ -135,7 +135,9 @@ public:
         stream_.clear();
         stream_.seekg(0);
         if (gzip_) {
-            input_.resize(compressed_chunk);
+            // No larger than the file: a small file then costs no 1 MiB buffer (fuzzing reads
+            // tens of thousands of them a second). refill asks for at most 2 bytes.
+            input_.resize(static_cast<std::size_t>(std::clamp<std::uint64_t>(file_size_, 2, compressed_chunk)));
             // 16 + MAX_WBITS: expect a gzip wrapper and check its CRC-32 and length trailer.
             if (inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK) fail_file("cannot initialise zlib inflate");
             z_ready_ = true;
