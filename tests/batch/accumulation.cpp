@@ -506,17 +506,22 @@ std::pair<double, double> estimated_noise_scale(const std::vector<std::size_t>& 
 
 TEST_CASE("the gradient noise scale is within 10% of B_simple for equal, uneven and single micro-batches") {
     using micro = bw::noise_scale_estimator;
-    const auto [equal, truth] = estimated_noise_scale<bw::accumulate<4>>({32, 32, 32, 32}, 400, micro::micro_batches);
+    // Plain names, not structured bindings: INFO captures them in a lambda, which clang 14 refuses
+    // for bindings.
+    const auto first = estimated_noise_scale<bw::accumulate<4>>({32, 32, 32, 32}, 400, micro::micro_batches);
+    const double equal = first.first, truth = first.second;
     INFO("true B_simple " << truth << ", 4 x 32: " << equal);
     CHECK(truth > 20.0);  // comparable to the micro-batches, so that both terms matter
     CHECK(std::fabs(equal - truth) <= 0.1 * truth);
     // Unequal sizes are weighted by their real counts: no equal-size assumption.
-    const auto [uneven, truth2] = estimated_noise_scale<bw::accumulate<4>>({7, 25, 64, 32}, 400, micro::micro_batches);
+    const auto second = estimated_noise_scale<bw::accumulate<4>>({7, 25, 64, 32}, 400, micro::micro_batches);
+    const double uneven = second.first, truth2 = second.second;
     INFO("7 + 25 + 64 + 32: " << uneven);
     CHECK(truth2 == truth);
     CHECK(std::fabs(uneven - truth) <= 0.1 * truth);
     // One micro-batch per step: consecutive steps pair up.
-    const auto [single, truth3] = estimated_noise_scale<bw::no_accumulation>({128}, 400, micro::consecutive_steps);
+    const auto third = estimated_noise_scale<bw::no_accumulation>({128}, 400, micro::consecutive_steps);
+    const double single = third.first;
     INFO("one micro-batch of 128: " << single);
     CHECK(std::fabs(single - truth) <= 0.1 * truth);
     // The compensated accumulator takes the micro-batch norms from its own path.

@@ -362,9 +362,9 @@ private:
             if constexpr (HostMemoryPolicy<Exec>) {
                 const host_pass h{a[i].data, prev, v, m.epsilon, m.epsilon_inside_root, a[i].size, keep};
                 if (paired) {
-                    pre ? h.run<true, true>(out) : h.run<true, false>(out);
+                    pre ? h.template run<true, true>(out) : h.template run<true, false>(out);
                 } else {
-                    pre ? h.run<false, true>(out) : h.run<false, false>(out);
+                    pre ? h.template run<false, true>(out) : h.template run<false, false>(out);
                 }
             } else {
                 const std::size_t n = a[i].size;
