@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of every reader and loader (tests/fuzz) with clang and runs each
 # for a bounded time, two at a time, over a corpus kept in the build directory: seeded by the
-# library's own writers on every run, grown by each run, kept for the next. Exits non-zero on any
+# library's own writers on every run and by the corpus checked in under tests/fuzz/corpus (what
+# earlier runs grew, merged to the inputs that add coverage), grown by each run, kept for the
+# next; --update-corpus merges what this run found into tests/fuzz/corpus, to commit. Exits non-zero on any
 # finding: a crash, a sanitizer report, an exception that is not a batchwise::error, an
 # allocation over the limit, an input slower than the timeout. The files that reproduce a
 # finding are copied to tests/fuzz/findings/TARGET/, which every later run replays first.
@@ -14,6 +16,7 @@
 #                  configured here with BATCHWISE_FUZZ=ON when it has no cache yet
 #   --parallel N   targets run at once (default $BATCHWISE_FUZZ_PARALLEL, else 2: CI's cores)
 #   --no-build     use the targets already built
+#   --update-corpus  after fuzzing, merge the new inputs that add coverage into tests/fuzz/corpus
 #   TARGET...      a subset of the targets (default: every one, see tests/fuzz/CMakeLists.txt)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,6 +26,7 @@ seconds="${BATCHWISE_FUZZ_SECONDS:-30}"
 build_dir="${BATCHWISE_FUZZ_BUILD_DIR:-build/fuzz}"
 parallel="${BATCHWISE_FUZZ_PARALLEL:-2}"
 build=1
+update_corpus=0
 targets=()
 while (($#)); do
     case "$1" in
@@ -30,7 +34,8 @@ while (($#)); do
         --build-dir) build_dir="$2"; shift 2 ;;
         --parallel) parallel="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+        --update-corpus) update_corpus=1; shift ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
     esac
@@ -84,7 +89,9 @@ run_target() {
     # Seeds are written fresh each run by the library's writers, so they follow the formats.
     "$bin" --write-seeds="$seeds" >"$log" 2>&1
     mkdir -p "$seeds"
+    # libFuzzer writes new inputs into the first folder only: the build's, never the checked-in one.
     local dirs=("$corpus" "$seeds")
+    [[ -d "$root/tests/fuzz/corpus/$target" ]] && dirs+=("$root/tests/fuzz/corpus/$target")
     [[ -d "$saved" ]] && dirs+=("$saved")
     local mode=(-max_total_time="$seconds")
     ((seconds == 0)) && mode=(-runs=0)
@@ -144,3 +151,12 @@ for target in "${failed[@]}"; do
 done
 ((${#failed[@]} == 0)) || { echo "fuzz.sh: findings in ${failed[*]}" >&2; exit 1; }
 echo "fuzz.sh: no findings"
+if ((update_corpus)); then
+    for target in "${targets[@]}"; do
+        kept="$root/tests/fuzz/corpus/$target"
+        mkdir -p "$kept"
+        before="$(find "$kept" -type f | wc -l)"
+        "$fuzz_dir/$target" -merge=1 "${limits[@]}" "$kept" "$fuzz_dir/corpus/$target" >"$fuzz_dir/logs/$target.merge.log" 2>&1
+        echo "fuzz.sh: tests/fuzz/corpus/$target: $before -> $(find "$kept" -type f | wc -l) inputs"
+    done
+fi
