@@ -54,7 +54,7 @@ std::vector<float> iota_values(std::size_t n) {
 
 }  // namespace
 
-TEST_CASE("batch without drop_remainder keeps the ragged tail; nothing lost or duplicated") {
+TEST_CASE("batch without drop_remainder keeps the ragged tail, nothing lost or duplicated") {
     const auto r = read_all(indexed(103).batch(10));
     CHECK(r.values == iota_values(103));
     CHECK(r.sizes == std::vector<std::size_t>{10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 3});
@@ -132,7 +132,7 @@ TEST_CASE("schedules: constant, phased, cyclic and a per-step function") {
     CHECK(growing_drop.samples() == 90);
     CHECK(read_all(growing_drop).dropped == 10);
 
-    CHECK_THROWS_AS(base.batch(0), bw::usage_error);
+    CHECK_THROWS_AS((void)base.batch(0), bw::usage_error);
     CHECK_THROWS_AS((bw::schedule::phased{{1, 32}}), bw::usage_error);
     CHECK_THROWS_AS((bw::schedule::phased{{0, 32}, {0, 64}}), bw::usage_error);
     CHECK_THROWS_AS((bw::schedule::cyclic{{32, 0}}), bw::usage_error);
@@ -159,11 +159,11 @@ TEST_CASE("concatenate: 32-batches then 64-batches, as tf.data users build") {
 
     xt::xtensor<float, 2> wide = xt::zeros<float>({4, 3});
     xt::xtensor<float, 1> labels = xt::zeros<float>({4});
-    CHECK_THROWS_AS(indexed(4).concatenate(Dataset(wide, labels)), bw::shape_error);
-    CHECK_THROWS_AS(indexed(4).batch(2).concatenate(indexed(4)), bw::usage_error);
+    CHECK_THROWS_AS((void)indexed(4).concatenate(Dataset(wide, labels)), bw::shape_error);
+    CHECK_THROWS_AS((void)indexed(4).batch(2).concatenate(indexed(4)), bw::usage_error);
 }
 
-TEST_CASE("map before and after batch give the same batches; maps apply in order") {
+TEST_CASE("map before and after batch give the same batches, maps apply in order") {
     auto scale = [](std::span<float> x, std::span<float> y) {
         x[0] = x[0] * 2 + 1;
         y[0] = y[0] * 2 + 1;
@@ -249,14 +249,14 @@ TEST_CASE("bad datasets are refused with a clear, typed error") {
         CHECK(e.sample() == 3);
     }
     const Dataset ok = indexed(10);
-    CHECK_THROWS_AS(ok.read(0), bw::usage_error);
-    CHECK_THROWS_AS(ok.prefetch(2), bw::usage_error);
-    CHECK_THROWS_AS(ok.batch(2).batch(2), bw::usage_error);
-    CHECK_THROWS_AS(ok.batch(2).shuffle(10, bw::seed{1}), bw::usage_error);
-    CHECK_THROWS_AS(ok.shuffle(0, bw::seed{1}), bw::usage_error);
+    CHECK_THROWS_AS((void)ok.read(0), bw::usage_error);
+    CHECK_THROWS_AS((void)ok.prefetch(2), bw::usage_error);
+    CHECK_THROWS_AS((void)ok.batch(2).batch(2), bw::usage_error);
+    CHECK_THROWS_AS((void)ok.batch(2).shuffle(10, bw::seed{1}), bw::usage_error);
+    CHECK_THROWS_AS((void)ok.shuffle(0, bw::seed{1}), bw::usage_error);
 }
 
-TEST_CASE("split: disjoint, complete and the same every epoch; a fixed shuffle stays fixed") {
+TEST_CASE("split: disjoint, complete and the same every epoch, a fixed shuffle stays fixed") {
     const Dataset all = indexed(50);
     const auto [left, right] = bw::data::split(all, 0.8, bw::seed{3});
     CHECK(left.cardinality() == 40);

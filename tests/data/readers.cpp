@@ -669,7 +669,7 @@ void write_fashion_dir(const fs::path& dir, std::uint32_t n_images, const bytes&
 
 }  // namespace
 
-TEST_CASE("fashion_mnist: small files with or without .gz read; bad counts and labels are data_errors") {
+TEST_CASE("fashion_mnist: small files with or without .gz read, bad counts and labels are data_errors") {
     const temp_path dir;
     SUBCASE("consistent") {
         write_fashion_dir(dir.path(), 2, {0, 9});

@@ -307,7 +307,7 @@ TEST_CASE("the reduction hook runs once per optimizer step: replayed steps") {
     check_close(bw_test::all_weights(plain), bw_test::all_weights(doubled), "weights with a doubling hook");
 }
 
-TEST_CASE("a refused capture reaches the callbacks and History; the library prints nothing") {
+TEST_CASE("a refused capture reaches the callbacks and History, the library prints nothing") {
     using net = bw::Sequential<bw::Input<6>, bw::Dense<8>, bw::Tanh, bw::Dense<2>>;
     struct refusals final : bw::Callback {
         std::vector<bw::step_capture_refusal> seen;

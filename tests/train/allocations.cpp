@@ -537,7 +537,7 @@ void fail_every_allocation_of_a_step(const char* what) {
 }
 }  // namespace
 
-TEST_CASE("fault injection: every allocation of a training step fails in turn; recovery or a typed error, nothing lost") {
+TEST_CASE("fault injection: every allocation of a training step fails in turn, recovery or a typed error, nothing lost") {
     if constexpr (!bw_test::buffers_on_heap) {
         MESSAGE("skipped: the policy's buffers are device memory, which the malloc hooks cannot make fail");
         return;

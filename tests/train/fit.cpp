@@ -383,7 +383,7 @@ TEST_CASE("a second fit continues the first: one longer fit, bit for bit") {
     CHECK(weights_of(explicit_epochs) == weights_of(whole));
 }
 
-TEST_CASE("gradients and apply_gradients: summed micro-batches step as accumulate<N>; the mean of means does not") {
+TEST_CASE("gradients and apply_gradients: summed micro-batches step as accumulate<N>, the mean of means does not") {
     using mlp = bw::Sequential<bw::Input<8>, bw::Dense<16>, bw::ReLU, bw::Dropout<0.2>, bw::Dense<2>>;
     bw_test::Model<mlp> custom{bw::seed{12}}, naive{bw::seed{12}};
     bw_test::Model<mlp, bw::dynamic_batch, bw_test::exec, bw::accumulate<3>> accumulated{bw::seed{12}};
@@ -638,7 +638,7 @@ TEST_CASE("sample_weight: each sample's weight, exact under accumulation, follow
     }
 }
 
-TEST_CASE("Normalization: adapt sets Keras's per-channel statistics, saved with the weights; it trains badly scaled data") {
+TEST_CASE("Normalization: adapt sets Keras's per-channel statistics, saved with the weights, it trains badly scaled data") {
     // Three features on very different scales, as in a CSV of raw measurements.
     const std::size_t n = 400;
     xt::xtensor<float, 2> x = bw_test::random_matrix(n, 3, 41);

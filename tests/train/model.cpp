@@ -119,7 +119,7 @@ TEST_CASE("static and dynamic batch give bit-identical training") {
     CHECK(bw_test::all_weights(fixed) == bw_test::all_weights(dynamic));
 }
 
-TEST_CASE("same seed and threads: bit-identical weights; another seed: different weights") {
+TEST_CASE("same seed and threads: bit-identical weights, another seed: different weights") {
     using Net = bw::Sequential<bw::Input<16>, bw::Dense<64>, bw::BatchNorm, bw::ReLU,
                                bw::Dropout<0.5f>, bw::Dense<10>>;
     auto train = [](std::uint64_t s) {
@@ -615,7 +615,7 @@ TEST_CASE("bad input: typed errors that name the problem and lose nothing") {
     CHECK(model.iterations() == 0);
 }
 
-TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits; finite extremes are not") {
+TEST_CASE("every infinity and NaN in a batch is rejected wherever it sits, finite extremes are not") {
     // The check reads exponent bits in vector lanes: cover every kind of non-finite value, in
     // the first, a middle and the last position (the vector body and its scalar tail), and the
     // finite values nearest to them.
@@ -695,7 +695,7 @@ TEST_CASE("bad labels name the sample") {
     CHECK(model.iterations() == 0);
 }
 
-TEST_CASE("static batch: a smaller batch is padded and masked; a larger one is a shape_error") {
+TEST_CASE("static batch: a smaller batch is padded and masked, a larger one is a shape_error") {
     // No bias before batch norm: its gradient is zero but for rounding, which Adam scales up
     // to full-size steps, so a bias there would compare two summation orders' rounding noise.
     using Net = bw::Sequential<bw::Input<4>, bw::Dense<6, bw::no_bias>, bw::BatchNorm, bw::ReLU, bw::Dropout<0.3f>,
