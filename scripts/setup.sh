@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
     cmake g++ make            # the build
+    clang libclang-rt-14-dev  # the second compiler: sanitizer build and fuzz targets (ASan, UBSan, libFuzzer runtimes)
     xtensor-dev               # tensors (xtensor 0.24, header-only)
     libxtensor-blas-dev       # cxxblas GEMM bindings on raw buffers
     libopenblas-dev           # the BLAS itself
