@@ -63,11 +63,11 @@ inline bytes read_file(const std::filesystem::path& path) {
     return bytes(std::istreambuf_iterator<char>(in), {});
 }
 
-/// DATA as one gzip member (what gzip(1) writes), through zlib.
-inline bytes gzip(const unsigned char* data, std::size_t size, int level = Z_DEFAULT_COMPRESSION) {
+/// DATA compressed by zlib's deflate; WINDOW_BITS picks the wrapper (16 + MAX_WBITS: gzip, as
+/// gzip(1) writes; -MAX_WBITS: none, as ZIP method 8 stores it).
+inline bytes deflate_bytes(const unsigned char* data, std::size_t size, int window_bits, int level) {
     z_stream z{};
-    // 16 + MAX_WBITS: a gzip header and trailer around the deflate stream.
-    if (deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
+    if (deflateInit2(&z, level, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
     bytes out(deflateBound(&z, static_cast<uLong>(size)) + 32);
     z.next_in = const_cast<unsigned char*>(data);
     z.avail_in = static_cast<uInt>(size);
@@ -77,6 +77,11 @@ inline bytes gzip(const unsigned char* data, std::size_t size, int level = Z_DEF
     out.resize(z.total_out);
     deflateEnd(&z);
     return out;
+}
+
+/// DATA as one gzip member (what gzip(1) writes).
+inline bytes gzip(const unsigned char* data, std::size_t size, int level = Z_DEFAULT_COMPRESSION) {
+    return deflate_bytes(data, size, 16 + MAX_WBITS, level);
 }
 
 inline bytes gzip(const bytes& data) { return gzip(data.data(), data.size()); }

@@ -71,17 +71,7 @@ inline void put(bytes& out, std::uint64_t v, int size) {
 
 /// Raw deflate (no zlib or gzip wrapper), as ZIP method 8 stores it.
 inline bytes deflate_raw(const bytes& data) {
-    z_stream z{};
-    if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
-    bytes out(deflateBound(&z, static_cast<uLong>(data.size())) + 16);
-    z.next_in = const_cast<unsigned char*>(data.data());
-    z.avail_in = static_cast<uInt>(data.size());
-    z.next_out = out.data();
-    z.avail_out = static_cast<uInt>(out.size());
-    if (deflate(&z, Z_FINISH) != Z_STREAM_END) std::abort();
-    out.resize(z.total_out);
-    deflateEnd(&z);
-    return out;
+    return bw_fuzz::deflate_bytes(data.data(), data.size(), -MAX_WBITS, Z_BEST_COMPRESSION);
 }
 
 }  // namespace zip_seed
