@@ -266,8 +266,12 @@ public:
             throw usage_error("batch schedule returned size 0 for epoch " + std::to_string(epoch) +
                               ", step " + std::to_string(step));
         }
-        return detail::checked_batch_size(
-            s, "batch schedule (epoch " + std::to_string(epoch) + ", step " + std::to_string(step) + ")");
+        // The message is built only for a size that fails: this runs for every batch.
+        if (s > max_batch_size) {
+            (void)detail::checked_batch_size(
+                s, "batch schedule (epoch " + std::to_string(epoch) + ", step " + std::to_string(step) + ")");
+        }
+        return s;
     }
     /// Whether the size may change between batches of one epoch; if not, an epoch's batches
     /// are counted from its one size, without walking the epoch.
