@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # gpu-mlp (BENCHMARKS.md): batchwise's cuda policy (static batch with and without captured
-# graphs, dynamic batch) against PyTorch eager on the same GPU and the cuBLAS roofline of the
-# step's 8 GEMMs, alternately batch size by batch size, in one run. Writes
-# benchmarks/results/gpu_mlp.{jsonl,md}. Needs nvcc and a GPU; PyTorch with CUDA is taken from
-# $PYTHON (default python3) and skipped when it has none.
+# graphs, dynamic batch) against PyTorch eager and PyTorch with the whole step captured
+# (torch.cuda.graph) on the same GPU and the cuBLAS roofline of the step's 8 GEMMs, alternately
+# batch size by batch size, in one run. Writes benchmarks/results/gpu_mlp.{jsonl,md}. Needs nvcc
+# and a GPU; PyTorch with CUDA is taken from $PYTHON (default python3) and skipped when it has
+# none.
 #
 #   benchmarks/gpu.sh [--reps N] [--batches "128 512 ..."] [--bin PATH]
 #
@@ -38,7 +39,7 @@ if [[ -z "${bin:-}" ]]; then
 fi
 have_torch=0
 "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && have_torch=1
-((have_torch)) || echo "gpu.sh: $py has no PyTorch with CUDA; its column stays empty" >&2
+((have_torch)) || echo "gpu.sh: $py has no PyTorch with CUDA; its rows stay empty" >&2
 
 raw="$out/gpu_mlp.jsonl"
 log=build/gpu_mlp.log
@@ -48,7 +49,8 @@ i=0
 for b in $batches; do
     cmds=("$bin --mode roofline --batch $b" "$bin --mode static --batch $b" "$bin --mode static-eager --batch $b"
           "$bin --mode static-pageable --batch $b" "$bin --mode dynamic --batch $b")
-    ((have_torch)) && cmds+=("$py benchmarks/peers/torch_gpu_bench.py --batch $b")
+    ((have_torch)) && cmds+=("$py benchmarks/peers/torch_gpu_bench.py --batch $b"
+                             "$py benchmarks/peers/torch_gpu_bench.py --capture --batch $b")
     n=${#cmds[@]}
     for ((k = 0; k < n; ++k)); do  # rotated, so no system is always first
         # shellcheck disable=SC2086
@@ -67,7 +69,8 @@ raw, md, command, gpu = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.startswith("{")]
 batches = sorted({r["batch"] for r in rows})
 systems = ["batchwise static (graphs)", "batchwise static (eager)", "batchwise static (graphs, pageable)",
-           "batchwise dynamic", "PyTorch eager", "cuBLAS roofline (8 GEMMs)"]
+           "batchwise dynamic", "PyTorch eager", "PyTorch captured (torch.cuda.graph)",
+           "cuBLAS roofline (8 GEMMs)"]
 rate = {(r["system"], r["batch"]): r["median"] for r in rows}
 def cell(v): return "-" if v is None else (f"{v/1e6:.2f}M" if v >= 1e6 else f"{v/1e3:.0f}k")
 lines = [f"# gpu-mlp: samples/s (median), {gpu}, TF32 off", "",
