@@ -50,4 +50,16 @@ constexpr std::size_t largest_rows_within(std::size_t bytes, Bytes&& bytes_for) 
     return lo;
 }
 
+namespace detail {
+/// Raises std::bad_alloc unless buffers holding `held` bytes can grow to `needed` with the
+/// policy's headroom to spare, on a policy that can tell (cpu_blas probes the heap, cuda asks
+/// the driver); elsewhere nothing is checked before the allocation itself.
+template <class Exec>
+void require_memory_for_growth(std::size_t held, std::size_t needed) {
+    if constexpr (requires { Exec::require_free_memory(std::size_t{}); }) {
+        Exec::require_free_memory(needed - (held < needed ? held : needed) + Exec::headroom_bytes);
+    }
+}
+}  // namespace detail
+
 }  // namespace batchwise

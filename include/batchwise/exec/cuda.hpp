@@ -28,110 +28,12 @@
 
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/exec/cuda_runtime.hpp"
 #include "batchwise/exec/thrust.hpp"
 
 namespace batchwise {
 
-/// Which arithmetic cuBLAS may use for fp32 GEMMs. TF32 tensor cores are several times faster
-/// on Ampere and later but round the inputs to 10 mantissa bits, so the default is plain fp32,
-/// the precision the CPU policies and the exactness tests assume.
-enum class cuda_math { fp32, tf32 };
-/// \var cuda_math::fp32
-/// Plain fp32 GEMMs: the default, the precision the CPU policies have.
-/// \var cuda_math::tf32
-/// TF32 tensor cores (bw::cuda_tf32): faster, with inputs rounded to 10 mantissa bits.
-
 namespace detail {
-
-inline std::string cuda_version_string(int v) {
-    return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
-}
-
-/// A failed runtime call as device_error, naming the call. An allocation failure is a
-/// std::bad_alloc instead, so that out-of-memory recovery retries the step smaller.
-inline void check_cuda(cudaError_t status, const char* call) {
-    if (status == cudaSuccess) return;
-    if (status == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError();  // clear the sticky-free error so the retry starts clean
-        throw std::bad_alloc();
-    }
-    throw device_error(std::string("CUDA: ") + call + " failed: " + cudaGetErrorName(status) + " (" +
-                       cudaGetErrorString(status) + ")");
-}
-
-inline void check_cublas(cublasStatus_t status, const char* call) {
-    if (status == CUBLAS_STATUS_SUCCESS) return;
-    if (status == CUBLAS_STATUS_ALLOC_FAILED) throw std::bad_alloc();
-    throw device_error(std::string("cuBLAS: ") + call + " failed: " + cublasGetStatusName(status) + " (" +
-                       cublasGetStatusString(status) + ")");
-}
-
-}  // namespace detail
-
-/// Page-locked host memory as a standard allocator, for the tensors batches are kept in: the
-/// cuda policy copies a batch from such memory to the GPU directly, and the GPU checks it for
-/// non-finite values, instead of the host copying it into staging first (PyTorch's
-/// pin_memory()). Throws std::bad_alloc when the memory cannot be had, device_error when there
-/// is no usable driver.
-template <class T>
-struct pinned_allocator {
-    /// What it allocates.
-    using value_type = T;
-    /// Allocators hold nothing: every one allocates from the same pinned heap.
-    pinned_allocator() noexcept = default;
-    /// From an allocator of another type: all of them share the one pinned heap.
-    template <class U>
-    pinned_allocator(const pinned_allocator<U>&) noexcept {}  // NOLINT: converting, as allocators are
-    /// Room for n objects in page-locked memory (cudaMallocHost).
-    T* allocate(std::size_t n) {
-        if (n > std::numeric_limits<std::size_t>::max() / sizeof(T)) throw std::bad_array_new_length();
-        void* p = nullptr;
-        detail::check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost");
-        return static_cast<T*>(p);
-    }
-    /// Returns memory that allocate() gave.
-    void deallocate(T* p, std::size_t) noexcept { (void)cudaFreeHost(p); }
-};
-/// Any two can free each other's memory.
-template <class T, class U>
-bool operator==(const pinned_allocator<T>&, const pinned_allocator<U>&) noexcept {
-    return true;
-}
-
-/// A row-major xtensor in pinned memory: `bw::pinned_tensor<float, 2> x = xt::zeros<float>({n, 784});`
-template <class T, std::size_t N>
-using pinned_tensor = xt::xtensor<T, N, xt::layout_type::row_major, pinned_allocator<T>>;
-
-namespace detail {
-
-/// Why this process cannot use a GPU, or an empty string when it can: no driver, a driver older
-/// than the runtime the program was built with, no device, or a device the program has no code
-/// for. Checked before anything is allocated, because without a driver the first allocation
-/// fails deep inside Thrust.
-inline std::string cuda_unusable_reason() {
-    int driver = 0;
-    int runtime = 0;
-    (void)cudaRuntimeGetVersion(&runtime);
-    if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) {
-        (void)cudaGetLastError();
-        return "no NVIDIA driver is installed (libcuda could not be loaded); this program needs a GPU "
-               "with a driver for CUDA " + cuda_version_string(runtime) + " or newer";
-    }
-    if (driver < runtime) {
-        return "the NVIDIA driver is too old: it supports CUDA " + cuda_version_string(driver) +
-               " but this program was built with CUDA " + cuda_version_string(runtime) + "; update the driver";
-    }
-    int count = 0;
-    const cudaError_t counted = cudaGetDeviceCount(&count);
-    if (counted != cudaSuccess || count == 0) {
-        (void)cudaGetLastError();
-        return std::string("no CUDA device is available") +
-               (counted != cudaSuccess ? std::string(" (") + cudaGetErrorName(counted) + ": " +
-                                             cudaGetErrorString(counted) + ")"
-                                       : std::string(" (the driver sees none; check CUDA_VISIBLE_DEVICES)"));
-    }
-    return {};
-}
 
 /// Clears the element it is given; launched once to learn whether the program carries code the
 /// device can run (a binary built for other architectures fails here, not mid-training).
@@ -221,6 +123,8 @@ public:
         check_cuda(cudaEventRecord(copies_done_, copy_stream_), "cudaEventRecord");
         check_cuda(cudaStreamWaitEvent(stream_, copies_done_, 0), "cudaStreamWaitEvent");
     }
+    /// Returns when the side stream's copies have read their host memory.
+    void drain_copies() { check_cuda(cudaStreamSynchronize(copy_stream_), "cudaStreamSynchronize (copies)"); }
 
     bool capturing() const { return capturing_; }
     /// One thread drives the policy at a time: every model shares this stream, so work another
@@ -335,6 +239,33 @@ private:
     cudaGraphExec_t exec_ = nullptr;
 };
 
+/// A point in the compute stream's work the host can wait for. The CUDA event is made at the
+/// first mark, so that an unused one costs nothing.
+class cuda_event {
+public:
+    cuda_event() = default;
+    cuda_event(const cuda_event&) = delete;
+    cuda_event& operator=(const cuda_event&) = delete;
+    cuda_event(cuda_event&& o) noexcept : event_(std::exchange(o.event_, nullptr)) {}
+    cuda_event& operator=(cuda_event&& o) noexcept {
+        std::swap(event_, o.event_);
+        return *this;
+    }
+    ~cuda_event() {
+        if (event_ != nullptr) (void)cudaEventDestroy(event_);
+    }
+    void mark(cudaStream_t stream) {
+        if (event_ == nullptr) check_cuda(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        check_cuda(cudaEventRecord(event_, stream), "cudaEventRecord");
+    }
+    void wait() const {
+        if (event_ != nullptr) check_cuda(cudaEventSynchronize(event_), "cudaEventSynchronize");
+    }
+
+private:
+    cudaEvent_t event_ = nullptr;
+};
+
 /// Page-locked host memory for batch staging: cudaMemcpyAsync from it neither waits for the
 /// copy nor goes through a driver bounce buffer, and a captured graph may copy from it (not from
 /// pageable memory). Grows, never shrinks; contents are transient.
@@ -389,6 +320,13 @@ struct cublas_backend {
         check_cuda(cudaStreamSynchronize(cuda_context::get().stream()), "cudaStreamSynchronize");
     }
     static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_rows(rows); }
+    /// Free device memory as the driver counts it (other processes' allocations included).
+    static void require_free_memory(std::size_t bytes) {
+        std::size_t free = 0;
+        std::size_t total = 0;
+        check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+        if (free < bytes) throw std::bad_alloc();
+    }
     /// Page-locked by cudaMallocHost (pinned_allocator) or cudaHostRegister.
     static bool is_pinned(const void* p) {
         cudaPointerAttributes a{};
@@ -453,6 +391,16 @@ struct cublas_backend {
         cuda_context::get().copy_ahead(host_src, n * sizeof(T), dst);
     }
     static void await_copies() { cuda_context::get().await_copies(); }
+    static void drain_copies() { cuda_context::get().drain_copies(); }
+    using event = cuda_event;
+    static void mark(cuda_event& e) { e.mark(cuda_context::get().stream()); }
+    static void wait_for(const cuda_event& e) { e.wait(); }
+    /// Queued on the compute stream into page-locked memory: a captured graph's copy node.
+    template <class T>
+    static void send_to_host(const T* src, std::size_t n, T* pinned_dst) {
+        check_cuda(cudaMemcpyAsync(pinned_dst, src, n * sizeof(T), cudaMemcpyDeviceToHost, cuda_context::get().stream()),
+                   "cudaMemcpyAsync (device to pinned host)");
+    }
 
     template <class T>
     static void to_host(const T* src, std::size_t n, T* host_dst) {
