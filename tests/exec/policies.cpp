@@ -8,7 +8,9 @@
 #include "../recording_accumulation.hpp"
 #include "../temp_files.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -401,6 +403,105 @@ TEST_CASE("a replayed step with a non-finite loss applies nothing") {
     m.train_on_batch(x, y);
     CHECK(m.iterations() == 3);
     CHECK(bw_test::all_weights(m) != before);
+}
+
+namespace {
+
+/// 64 samples of three classes (8 batches of 8) with one-hot targets for a squared error; with
+/// `poison`, the targets of samples 40 to 47 (the sixth batch, optimizer step 6) are so large that
+/// their squared error overflows: finite data, which the host's check passes, and a non-finite
+/// loss, which only the device sees.
+std::pair<xt::xtensor<float, 2>, xt::xtensor<float, 2>> eight_batches(bool poison, std::size_t rows = 64) {
+    xt::xtensor<float, 2> x = bw_test::random_matrix(rows, 6, 11, -1.0f, 1.0f);
+    xt::xtensor<float, 2> y = xt::zeros<float>({rows, std::size_t{3}});
+    for (std::size_t i = 0; i < rows; ++i) {
+        y(i, i % 3) = 1.0f;
+        x(i, i % 3) += 1.5f;
+        if (poison && i >= 40 && i < 48) y(i, 0) = 3e38f;
+    }
+    return {x, y};
+}
+
+template <class M>
+void compile_for_faults(M& m) {
+    m.compile(bw::Adam{{.learning_rate = 0.02f}}, bw::MeanSquaredError{}, bw::metrics::mae);
+}
+
+}  // namespace
+
+TEST_CASE("fit reads replayed steps late: a non-finite step and the step queued after it change nothing") {
+    // fit queues each replayed step and reads its results two steps later, so the bad step 6 is
+    // found when step 8 is about to reuse its buffers, with step 7 already queued behind it: the
+    // device's sticky flag must have halted both, and the host must undo its counters for both.
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    M faulted{bw::seed{4}};
+    M reference{bw::seed{4}};
+    compile_for_faults(faulted);
+    compile_for_faults(reference);
+    const auto [x, y] = eight_batches(true);
+    const auto [x_good, y_good] = eight_batches(false, 40);
+    reference.fit(bw::data::Dataset(x_good, y_good).batch(8), {.epochs = 1, .verbose = 0});
+    REQUIRE(reference.iterations() == 5);
+    std::string message;
+    try {
+        faulted.fit(bw::data::Dataset(x, y).batch(8), {.epochs = 1, .verbose = 0});
+    } catch (const bw::numeric_error& e) {
+        message = e.what();
+    }
+    INFO(message);
+    CHECK(faulted.step_captured());
+    CHECK(message.find("fit: the loss is not finite") != std::string::npos);
+    CHECK(message.find("at optimizer step 6 (samples 40 to 47 of epoch 0, found when one more step had been "
+                       "queued, which changed nothing either); no update was applied") != std::string::npos);
+    CHECK(faulted.iterations() == 5);
+    // Weights, batch norm's moving averages: those after step 5.
+    check_close(bw_test::all_weights(reference), bw_test::all_weights(faulted), "weights after the fault");
+    // Adam's moments, its step count and the sample position too: both models train on alike.
+    const xt::xtensor<float, 2> xb = xt::view(x, xt::range(0, 8), xt::all());
+    const xt::xtensor<float, 2> yb = xt::view(y, xt::range(0, 8), xt::all());
+    for (int i = 0; i < 3; ++i) {
+        const bw::logs a = faulted.train_on_batch(xb, yb);
+        const bw::logs b = reference.train_on_batch(xb, yb);
+        CHECK(same_value(a.loss, b.loss));
+    }
+    CHECK(faulted.iterations() == 8);
+    check_close(bw_test::all_weights(reference), bw_test::all_weights(faulted), "weights after training on");
+}
+
+TEST_CASE("a handled non-finite step found late: the epoch's logs and the checkpoint's position are of the steps applied") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    struct skip_non_finite final : bw::Callback {
+        std::size_t seen = 0;
+        bool on_non_finite_loss(bw::training_context&, const bw::numeric_error&) override {
+            ++seen;
+            return true;
+        }
+    } handler;
+    M faulted{bw::seed{4}};
+    M reference{bw::seed{4}};
+    compile_for_faults(faulted);
+    compile_for_faults(reference);
+    const auto [x, y] = eight_batches(true);
+    const auto [x_good, y_good] = eight_batches(false, 40);
+    const bw::History a = faulted.fit(bw::data::Dataset(x, y).batch(8), {.epochs = 1, .verbose = 0}, handler);
+    const bw::History b = reference.fit(bw::data::Dataset(x_good, y_good).batch(8), {.epochs = 1, .verbose = 0});
+    CHECK(handler.seen == 1);
+    CHECK(faulted.iterations() == 5);
+    // The epoch's loss and mean absolute error are the means over the 40 samples of the applied steps, read
+    // late or not.
+    CHECK(same_value(a.history.at("loss")[0], b.history.at("loss")[0]));
+    CHECK(same_value(a.history.at("mae")[0], b.history.at("mae")[0]));
+    check_close(bw_test::all_weights(reference), bw_test::all_weights(faulted), "weights");
+    // A checkpoint resumes at the bad batch (the sixth), not after the two steps that were undone.
+    const bw_test::temp_path file("late_fault", ".npz");
+    faulted.save_checkpoint(file.path());
+    const auto saved = bw::data::read_npz(file.path());
+    const auto position =
+        std::find_if(saved.begin(), saved.end(), [](const auto& entry) { return entry.first == "training/position"; });
+    REQUIRE(position != saved.end());
+    REQUIRE(position->second.integers.size() >= 3);
+    CHECK(position->second.integers[1] == 5);   // step
+    CHECK(position->second.integers[2] == 40);  // sample
 }
 
 TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {

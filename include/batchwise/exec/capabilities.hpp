@@ -46,7 +46,9 @@ concept DeviceInputCheckPolicy =
 /// A step can be recorded into a graph and replayed (train/step/captured.hpp): begin_capture
 /// and end_capture bracket the recording, sums of a recorded step land in device slots,
 /// launch replays it, and shared_buffers_generation says when scratch the graphs point into was
-/// reallocated. `array<T>` and `host_array<T>` hold the step's scalars on both sides.
+/// reallocated. `array<T>` and `host_array<T>` hold the step's scalars on both sides. A graph
+/// hands its results back with send_to_host, and the host waits for them on an event (mark,
+/// wait_for) only when it reads them, so that it queues the next step without waiting.
 template <class E>
 concept GraphCapturePolicy =
     StagedTransferPolicy<E> && requires(const typename E::graph& g, double* slots, std::size_t n) {
@@ -58,6 +60,11 @@ concept GraphCapturePolicy =
         E::launch(g);
         { E::captured_sums() } -> std::convertible_to<std::size_t>;
         { E::shared_buffers_generation() } -> std::convertible_to<std::uint64_t>;
+        E::send_to_host(slots, n, slots);
+        E::drain_copies();
+    } && requires(typename E::event& e) {
+        E::mark(e);
+        E::wait_for(e);
     };
 
 /// Storage of doubles, for accumulate<K, double>; without it that accumulator is refused at

@@ -135,6 +135,18 @@ struct thrust_policy {
         Backend::synchronize();
         v.resize(n);
     }
+    /// Raises std::bad_alloc unless `bytes` more device memory is free now (cudaMemGetInfo
+    /// under CUDA): the model asks before it grows its buffers, so a step too large for the
+    /// device is split into micro-batches as one too large for the budget is.
+    static void require_free_memory(std::size_t bytes)
+        requires requires { Backend::require_free_memory(bytes); }
+    {
+        Backend::require_free_memory(bytes);
+    }
+    /// What require_free_memory keeps free beyond the buffers: cuBLAS's and Thrust's own
+    /// allocations, and the graphs' nodes.
+    static constexpr std::size_t headroom_bytes = std::size_t{64} << 20;
+
     /// Raw device pointer to the first element.
     template <class T>
     static T* data(thrust::device_vector<T>& v) {
@@ -244,6 +256,30 @@ struct thrust_policy {
     }
     /// Orders all later work of this policy after every copy_ahead so far.
     static void await_copies() { Backend::await_copies(); }
+    /// Returns when every copy_ahead so far has read its host memory, which may then be
+    /// rewritten: a replayed step returns without waiting for the copy of its batch.
+    static void drain_copies() { Backend::drain_copies(); }
+
+    /// Device to page-locked host memory (host_array), queued without waiting: the values are
+    /// there once an event marked after it has been waited for. Unlike to_host it may be
+    /// captured, which is how a replayed step hands its results back with the host waiting
+    /// for nothing inside the step.
+    template <class T>
+    static void send_to_host(const T* src, std::size_t n, T* pinned_dst) {
+        if (n == 0) return;
+        if (recording()) return record([=] { Backend::send_to_host(src, n, pinned_dst); });
+        Backend::send_to_host(src, n, pinned_dst);
+    }
+    /// A point in the queue of work the host can wait for (a CUDA event; nothing on the host,
+    /// where work is done when its call returns).
+    using event = typename Backend::event;
+    /// Marks the work queued so far: wait_for(e) returns once it has run.
+    static void mark(event& e) {
+        if (capturing()) throw detail::capture_unsupported("an event marked inside a capture");
+        Backend::mark(e);
+    }
+    /// Returns once the work marked by e has run.
+    static void wait_for(const event& e) { Backend::wait_for(e); }
 
     // ---- capture ----------------------------------------------------------------------------
 

@@ -92,6 +92,15 @@ struct host_thrust_backend {
         from_host(host_src, n, dst);
     }
     static void await_copies() {}
+    static void drain_copies() {}
+    /// Work on the host is done when its call returns: nothing to mark or wait for.
+    struct event {};
+    static void mark(event&) {}
+    static void wait_for(const event&) {}
+    template <class T>
+    static void send_to_host(const T* src, std::size_t n, T* host_dst) {
+        to_host(src, n, host_dst);
+    }
 
     template <class T>
     static void to_host(const T* src, std::size_t n, T* host_dst) {

@@ -125,7 +125,7 @@ struct BatchNormalization {
             Exec::for_each(features, detail::batch_norm_update_moving{
                                          Exec::data(step_mean_), Exec::data(step_m2_),
                                          Exec::data(moving_mean_), Exec::data(moving_var_), momentum,
-                                         1.0f / static_cast<float>(divisor)});
+                                         1.0f / static_cast<float>(divisor), guard_});
             step_samples_ = 0;
         }
 
@@ -163,6 +163,7 @@ struct BatchNormalization {
                 return result;
             }
             rows_ = x.rows;
+            guard_ = ctx.device_scalars;  // a captured step's: its end_step reads the guard
             valid_ = (ctx.valid_rows < batch.rows ? ctx.valid_rows : batch.rows) * positions;
             reducer_ = nullptr;
             if constexpr (Synchronized) {
@@ -280,6 +281,7 @@ struct BatchNormalization {
         bool unbiased_ = false;
         std::size_t global_ = 0;                          // rows of all processes (synchronized)
         const statistics_reducer* reducer_ = nullptr;     // set by a synchronized forward
+        const step_scalars* guard_ = nullptr;             // set by a captured forward
     };
 };
 

@@ -7,6 +7,7 @@
 #include <cstddef>
 
 #include "batchwise/core/config.hpp"
+#include "batchwise/layers/layer.hpp"
 
 namespace batchwise {
 
@@ -99,7 +100,10 @@ struct batch_norm_update_moving {
     float* moving_var;
     float momentum;
     float inv_count;
+    /// A replayed step's scalars, whose guard may have halted the step; null in eager steps.
+    const step_scalars* guard = nullptr;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t j) const {
+        if (guard != nullptr && guard->halted != 0) return;
         moving_mean[j] = momentum * moving_mean[j] + (1.0f - momentum) * step_mean[j];
         moving_var[j] = momentum * moving_var[j] + (1.0f - momentum) * step_m2[j] * inv_count;
     }

@@ -33,6 +33,10 @@ struct step_scalars {
     /// What multiplies Adam's epsilon this step: 1 (Keras), or sqrt(1 - beta_2^t) under
     /// PyTorch's conventions, which add epsilon after the bias correction.
     float epsilon_scale = 1.0f;
+    /// Non-zero when a replayed step's guard found this step, or one queued before it, with a
+    /// non-finite loss or input: everything that would change state (the optimizer's updates,
+    /// batch norm's moving averages) then changes nothing. The host never sets it.
+    std::uint32_t halted = 0;
 };
 
 /// How a functor reaches the step's scalars: carried in its own arguments (eager), or read

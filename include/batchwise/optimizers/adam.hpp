@@ -63,6 +63,7 @@ struct adam_update {
     float beta_1, beta_2, epsilon, decay;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
         const step_scalars& s = *scalars;
+        if (s.halted != 0) return;  // a replayed step found non-finite: nothing moves
         const float lr = s.learning_rate;
         const float alpha = s.step_size;
         const float gi = g[i] * s.grad_scale;

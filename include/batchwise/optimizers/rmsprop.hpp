@@ -41,6 +41,7 @@ struct rmsprop_update {
     Scalars scalars;
     float rho, momentum, epsilon, decay;
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        if ((*scalars).halted != 0) return;  // a replayed step found non-finite: nothing moves
         const float lr = (*scalars).learning_rate;
         const float gi = g[i] * (*scalars).grad_scale;
         const float wi = w[i] - lr * decay * w[i];

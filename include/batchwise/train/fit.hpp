@@ -23,6 +23,7 @@
 #include "batchwise/train/callbacks.hpp"
 #include "batchwise/train/checkpoint.hpp"
 #include "batchwise/train/finite_weights.hpp"
+#include "batchwise/train/fit_scopes.hpp"
 #include "batchwise/train/history.hpp"
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/progress_bar.hpp"
@@ -76,61 +77,6 @@ struct fit_options {
 };
 
 namespace detail {
-
-/// What fit's callbacks see of a model.
-template <class M>
-class fit_context final : public training_context {
-public:
-    fit_context(M& m, std::uint64_t epochs) : m_(m), epochs_(epochs) {}
-    [[nodiscard]] float learning_rate() const override { return m_.learning_rate(); }
-    void set_learning_rate(float lr) override { m_.set_learning_rate(lr); }
-    [[nodiscard]] std::vector<float> weights() const override {
-        std::vector<float> w;
-        for (const auto& [name, values] : m_.get_weights()) w.insert(w.end(), values.begin(), values.end());
-        return w;
-    }
-    void set_weights(const std::vector<float>& w) override {
-        std::size_t at = 0;
-        for (const auto& v : m_.variables()) {
-            M::execution_policy::from_host(w.data() + at, v.ref.size(), v.ref.value);
-            at += v.ref.size();
-        }
-    }
-    [[nodiscard]] bool weights_finite() const override {
-        for (float x : weights()) {
-            if (!std::isfinite(x)) return false;
-        }
-        return true;
-    }
-    void save_weights(const std::filesystem::path& path) const override { m_.save_weights(path); }
-    void save_checkpoint(const std::filesystem::path& path) const override { m_.save_checkpoint(path); }
-    [[nodiscard]] std::uint64_t epochs() const override { return epochs_; }
-    [[nodiscard]] bool at_step_boundary() const override { return !m_.window_open(); }
-    [[nodiscard]] bool is_chief() const override { return m_.is_chief(); }
-
-private:
-    M& m_;
-    std::uint64_t epochs_;
-};
-
-/// Puts fit_options' step rules in place, when they set any, until fit returns or throws.
-template <class Optimizer>
-class rules_scope {
-public:
-    rules_scope(Optimizer& opt, step_rules rules) : opt_(opt), previous_(opt.rules()), active_(rules.active()) {
-        if (active_) opt_.set_rules(std::move(rules));
-    }
-    rules_scope(const rules_scope&) = delete;
-    rules_scope& operator=(const rules_scope&) = delete;
-    ~rules_scope() {
-        if (active_) opt_.restore_rules(std::move(previous_));
-    }
-
-private:
-    Optimizer& opt_;
-    step_rules previous_;
-    bool active_;
-};
 
 /// The datasets fit reads. A batched dataset is read as it is; arrays (which arrive as one
 /// unbatched dataset) and unbatched datasets are batched here with options.batch_size, arrays
@@ -205,42 +151,6 @@ inline std::vector<float> dense_class_weights(const std::map<std::size_t, float>
     return w;
 }
 
-/// Puts fit's class weights on the training loss until fit returns or throws. Captured step
-/// graphs hold the loss's calls, so they go when the weights change.
-template <class Engine>
-class class_weight_scope {
-public:
-    class_weight_scope(Engine& e, std::vector<float> w) : e_(e), previous_(e.objective().class_weights()) {
-        changed_ = w != previous_;
-        if (changed_) {
-            e_.captured().reset();
-            e_.objective().set_class_weights(std::move(w));
-        }
-    }
-    class_weight_scope(const class_weight_scope&) = delete;
-    class_weight_scope& operator=(const class_weight_scope&) = delete;
-    ~class_weight_scope() {
-        if (!changed_) return;
-        e_.captured().reset();
-        e_.objective().set_class_weights(std::move(previous_));
-    }
-
-private:
-    Engine& e_;
-    std::vector<float> previous_;
-    bool changed_ = false;
-};
-
-/// Clears a hook when fit returns or throws.
-template <class Hook>
-struct hook_reset {
-    Hook& hook;
-    explicit hook_reset(Hook& h) : hook(h) {}
-    hook_reset(const hook_reset&) = delete;
-    hook_reset& operator=(const hook_reset&) = delete;
-    ~hook_reset() { hook = nullptr; }
-};
-
 }  // namespace detail
 
 /// Model::fit's loop and the state it keeps between calls: where training stands (for
@@ -284,7 +194,7 @@ public:
         if (!model.is_chief()) std::erase_if(cbs, [](const Callback* cb) { return cb->is_progress_bar(); });
         constexpr bool shared = ShardingAccumulation<typename M::accumulation_policy>;
 
-        detail::fit_context<M> ctx(model, options.epochs);
+        detail::fit_context<M, std::remove_reference_t<decltype(engine)>> ctx(model, engine, options.epochs);
         History history;
         // Out-of-memory splits and refused captures reach the callbacks and the History while
         // fit runs.
@@ -336,6 +246,23 @@ public:
         resume_.reset();
         ctx.set_epoch_offset(offset);
 
+        const auto handle_non_finite = [&](const numeric_error& e) {
+            bool handled = false;
+            for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
+            return handled;
+        };
+        // Steps a fault undid had been counted as trained when they were queued: the position,
+        // the batch sizes and the step log go back with them.
+        const auto undo = [&](std::size_t steps, std::size_t& step, std::vector<std::pair<std::size_t, std::size_t>>& sizes) {
+            for (std::size_t k = 0; k < steps && step > 0; ++k) {
+                --step;
+                if (!sizes.empty() && --sizes.back().second == 0) sizes.pop_back();
+            }
+            step_ = step;
+            auto& log = history.optimizer_step_log;
+            while (!log.empty() && log.back().step > model.iterations()) log.pop_back();
+        };
+        const detail::lag_scope<std::remove_reference_t<decltype(engine)>> lag(engine);
         for (Callback* cb : cbs) cb->on_train_begin(ctx);
         for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
             const auto t0 = std::chrono::steady_clock::now();
@@ -380,16 +307,19 @@ public:
                     l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.sample_weights(),
                                     batch_.ids.data(), batch_.rows, "fit");
                 } catch (const numeric_error& e) {
+                    undo(engine.captured().take_undone(), step, sizes);
                     // Across processes the others are already waiting for this step's
                     // all-reduce: the error ends every process (data_parallel announces it).
                     if constexpr (shared) throw;
-                    bool handled = false;
-                    for (Callback* cb : cbs) handled = cb->on_non_finite_loss(ctx, e) || handled;
-                    if (!handled) throw;
+                    if (!handle_non_finite(e)) throw;
                     non_finite = true;
                     break;
+                } catch (const data_error&) {
+                    undo(engine.captured().take_undone(), step, sizes);
+                    throw;
                 }
-                // l is of the rows this process trained (all of them unless shared).
+                // l is of the rows this process trained (all of them unless shared); replayed
+                // steps report up to two steps late, so l may be of earlier batches.
                 const auto n = static_cast<double>(l.samples);
                 sums.loss += l.loss * n;
                 for (std::size_t m = 0; m < l.metric_count; ++m) sums.metrics[m] += l.values[m] * n;
@@ -400,6 +330,19 @@ public:
                 const logs running = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
                 for (Callback* cb : cbs) cb->on_batch_end(ctx, step - 1, l, running);
                 if (ctx.stop_requested()) break;
+            }
+            if (!non_finite) {  // the steps still queued report before anything reads the weights
+                step_sums late;
+                try {
+                    engine.captured().report(engine, "fit", late);
+                } catch (const numeric_error& e) {
+                    undo(engine.captured().take_undone(), step, sizes);
+                    if (!handle_non_finite(e)) throw;
+                    non_finite = true;
+                }
+                sums.loss += late.loss;
+                for (std::size_t m = 0; m < sums.metrics.size(); ++m) sums.metrics[m] += late.metrics[m];
+                sums.samples += late.samples;
             }
             model.reduce_sums(sums);  // over all processes in data-parallel training
             if (sums.samples == 0 && non_finite) {  // nothing of this epoch was trained

@@ -34,25 +34,94 @@ public:
     void reset() {}
     /// Never called; present so that fit can set it under every policy.
     std::function<void(const step_capture_refusal&)> on_refused;
+    /// Every step is eager and reads its results at once: nothing can lag.
+    void set_lagged(bool) {}
+    /// Nothing is ever undone here.
+    [[nodiscard]] std::size_t take_undone() { return 0; }
+    /// Nothing queued.
+    template <class Engine>
+    void settle(Engine&) {}
+    /// No results kept.
+    void take_results(step_sums&) {}
+    /// No fault kept.
+    template <class Engine>
+    void raise_fault(Engine&, const char*) {}
+    /// Nothing to report.
+    template <class Engine>
+    void report(Engine&, const char*, step_sums&) {}
 
 private:
     std::string refused_;
 };
 
-/// The step as graphs: the forward pass with the loss and metric sums (read back before anything
-/// is updated, so that a non-finite loss stops the step), then the backward pass with the
-/// optimizer update and the layers' end_step. What changes between steps (the sample position,
-/// the optimizer's scalars) is copied into device scalars by the graphs from pinned host memory
-/// rewritten before each launch.
+namespace detail {
+
+/// Where a replayed step's results stand, per input buffer: the loss, each metric, the count of
+/// non-finite inputs (where the device checks them), and whether the step was halted.
+struct step_guard {
+    double* slots;
+    /// The slot of the non-finite input count, or `none`.
+    std::size_t inputs;
+    /// The slot the guard writes its verdict into.
+    std::size_t halted;
+    /// Set by the first bad step and kept until the host, having read it, clears it: steps
+    /// queued after a bad one change nothing either.
+    std::uint32_t* sticky;
+    step_scalars* scalars;
+    static constexpr std::size_t none = static_cast<std::size_t>(-1);
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t) const {
+        const double loss = slots[0];
+        // loss - loss is 0 for every finite loss and NaN otherwise.
+        const bool bad = !(loss - loss == 0.0) || (inputs != none && slots[inputs] != 0.0);
+        if (bad) *sticky = 1;
+        scalars->halted = *sticky;
+        slots[halted] = static_cast<double>(*sticky);
+    }
+};
+
+/// A step the host has queued and not yet read the results of: where training stood before it,
+/// so that a step found non-finite is undone with every step queued after it.
+struct queued_step {
+    std::uint64_t sequence = 0;
+    std::uint64_t iterations = 0;
+    std::uint64_t samples_seen = 0;
+    std::size_t reference_batch = 0;
+    std::uint64_t epoch = 0;
+    std::uint64_t first_sample = 0;
+    std::size_t rows = 0;
+};
+
+/// A replayed step found non-finite, undone, and not yet reported.
+struct step_fault {
+    queued_step step;
+    double loss = 0.0;
+    /// The device counted a non-finite input in the step's batch.
+    bool inputs = false;
+    /// Steps queued after it, which changed nothing and were undone with it.
+    std::size_t later = 0;
+};
+
+}  // namespace detail
+
+/// The step as graphs, one per step: the copy of the step's scalars, the forward pass, the loss
+/// and metric sums, a guard, the backward pass, the optimizer update, the layers' end_step and
+/// the copy of the results into page-locked host memory. The host only queues it: the guard, on
+/// the device, halts the step when its loss or inputs are not finite (the update functors and
+/// batch norm's moving averages then change nothing, and the flag is sticky, so steps queued
+/// after a bad one change nothing either), and the host learns of it when it reads the results.
+/// Results are read right after the step (train_on_batch returns its loss), or, while fit
+/// allows it (`set_lagged`), two steps later, just before the step's input buffer is reused: the
+/// device always has the next step queued. A fault then undoes the host's counters and position
+/// back to before the bad step, and raises.
 ///
 /// When host code must see the gradients before the update (an accumulation policy's reduction
-/// hook, step observers), the backward pass and the update are two graphs, and the window's
-/// finish() runs that code between them; the update graph then copies scalars of its own, with
-/// the grad_scale of the sample count the hook left.
+/// hook, step observers), the step is two graphs: the first ends with the backward pass and the
+/// results, which the host reads before anything is updated, and the window's finish() runs
+/// that code before the update graph.
 ///
 /// Replayed steps alternate between two input buffers, each with its own graphs: the batch of
-/// step k+1 is copied into one on a side stream while step k's backward pass, which still reads
-/// the other (the first layer's weight gradient needs its input), runs.
+/// step k+1 is copied into one on a side stream while step k, which still reads the other (the
+/// first layer's weight gradient needs its input), runs.
 template <class Exec>
     requires GraphCapturePolicy<Exec>
 class captured_step<Exec, true> {
@@ -63,18 +132,19 @@ public:
         if (!enabled) drop();
     }
     /// Whether the step is currently held as graphs.
-    [[nodiscard]] bool held() const { return forward_[0].has_value(); }
+    [[nodiscard]] bool held() const { return first_[0].has_value(); }
     /// Why the step could not be captured, or empty.
     [[nodiscard]] const std::string& refused() const { return refused_; }
     /// Reported when a capture is refused (fit forwards it to callbacks and History).
     std::function<void(const step_capture_refusal&)> on_refused;
 
     /// Drops the graphs: the next full-batch step runs eagerly and the one after captures them
-    /// anew.
+    /// anew. Steps still queued are waited for first (a fault among them is kept for
+    /// raise_fault).
     void drop() {
+        wait_queued();
         for (std::size_t p = 0; p < 2; ++p) {
-            forward_[p].reset();
-            backward_[p].reset();
+            first_[p].reset();
             update_[p].reset();
         }
         warmed_up_ = false;
@@ -84,12 +154,63 @@ public:
     void reset() {
         drop();
         refused_.clear();
+        fault_.reset();
+        unreported_ = {};
     }
 
     /// Whether a step may be tried from graphs at all with this optimizer.
     template <class OptimizerState>
     [[nodiscard]] bool ready(const OptimizerState& opt) const {
         return enabled_ && refused_.empty() && opt.optimizer().capturable();
+    }
+
+    /// Whether results may be read two steps late (fit, between its reads); off, every step's
+    /// results are read before train() returns.
+    void set_lagged(bool lagged) { lagged_ = lagged; }
+    /// Steps undone by the last fault raised, which the caller had counted as trained.
+    [[nodiscard]] std::size_t take_undone() { return std::exchange(undone_, 0); }
+
+    /// Reads the results of every queued step, in order: their sums go to the unreported sums,
+    /// and a fault undoes its step and those after it and is kept for raise_fault.
+    template <class Engine>
+    void settle(Engine& e) {
+        while (true) {
+            const std::size_t oldest = older_pending();
+            if (oldest == none) return;
+            collect(e, oldest);
+        }
+    }
+    /// Moves the sums of read steps into `sums`.
+    void take_results(step_sums& sums) {
+        sums.loss += unreported_.loss;
+        for (std::size_t m = 0; m < unreported_.metrics.size(); ++m) sums.metrics[m] += unreported_.metrics[m];
+        sums.samples += unreported_.samples;
+        unreported_ = {};
+    }
+    /// settle(), the read steps' sums into `sums`, then a kept fault raised.
+    template <class Engine>
+    void report(Engine& e, const char* call, step_sums& sums) {
+        settle(e);
+        take_results(sums);
+        raise_fault(e, call);
+    }
+    /// Raises the kept fault, if any: numeric_error for a loss, data_error for an input.
+    template <class Engine>
+    void raise_fault(Engine& e, const char* call) {
+        if (!fault_) return;
+        const detail::step_fault f = *fault_;
+        fault_.reset();
+        undone_ = 1 + f.later;
+        const std::string where =
+            " (samples " + std::to_string(f.step.first_sample) + " to " +
+            std::to_string(f.step.first_sample + f.step.rows - 1) + " of epoch " + std::to_string(f.step.epoch) +
+            (f.later == 0 ? std::string() : ", found when one more step had been queued, which changed nothing either") +
+            ")";
+        if (f.inputs) {
+            throw data_error(std::string(call) + ": the device found a non-finite input in the batch of optimizer step " +
+                             std::to_string(f.step.iterations + 1) + where + "; no update was applied");
+        }
+        e.stop_on_non_finite_loss(f.loss, call, where);
     }
 
     /// One whole optimizer step of a full static batch from the graphs, capturing them first if
@@ -102,32 +223,38 @@ public:
         // Another model grew the policy's shared scratch since the capture: the graphs point at
         // freed memory. Or an observer came or went: the update is captured in another shape.
         const bool split = e.window_.update_after_host();
-        if (forward_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split ||
-                            moments_version_ != e.opt_.moments_version())) {
+        if (first_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split ||
+                          moments_version_ != e.opt_.moments_version())) {
             drop();
         }
+        raise_fault(e, call);
         // Capture comes second, so that whatever a library sets up on first use (cuBLAS's
         // heuristics, Thrust's kernel attributes) happens outside it.
         if (!warmed_up_) {
             warmed_up_ = true;
             return false;
         }
-        // The loss, each metric, and the count of non-finite inputs.
+        // The loss, each metric, the count of non-finite inputs, and the guard's verdict.
         const std::size_t slots = 1 + e.objective_.metric_count() + (device_checks ? 1 : 0);
         const std::size_t ty = e.objective_.target_cols();
         e.reserve(n);
-        if (!forward_[0]) {
-            Exec::reserve(scalars_, 2);
-            host_scalars_.resize(2);
-            Exec::reserve(sums_, slots);
-            host_sums_.resize(slots);
+        if (!first_[0]) {
+            slots_ = slots;
+            Exec::reserve(scalars_, 4);
+            host_scalars_.resize(4);
+            Exec::reserve(sums_, 2 * block());
+            host_results_.resize(2 * block());
+            Exec::reserve(sticky_, 1);
+            host_zero_.resize(1);
+            host_zero_[0] = 0;
+            Exec::from_host(host_zero_.data(), 1, Exec::data(sticky_));
             for (std::size_t p = 0; p < 2; ++p) {
                 Exec::reserve(inputs_[p], n * in);
                 Exec::reserve(targets_[p], n * ty);
             }
             split_ = split;
             for (std::size_t p = 0; p < 2; ++p) {
-                if (!capture(e, n, slots, p)) {
+                if (!capture(e, n, p)) {
                     drop();
                     return false;
                 }
@@ -135,33 +262,48 @@ public:
             generation_ = Exec::shared_buffers_generation();
             moments_version_ = e.opt_.moments_version();
         }
-        // Everything the graphs read that differs from step to step. The buffers of this parity
-        // were last read two steps ago, before the forward pass the host last waited for.
+        // The step that last used this parity's buffers ran two steps ago: once it is read, its
+        // input buffer, scalars and results may be rewritten.
         const std::size_t p = parity_;
+        if (pending_[p]) collect(e, p);
+        raise_fault(e, call);
+
         const float* from = e.staging_.stage_on_host(x, y, n, n, ty);
         const bool check_on_device = device_checks && e.staging_.take_deferred_check();
         Exec::copy_ahead(from, n * in, Exec::data(inputs_[p]));
         Exec::copy_ahead(e.staging_.staged_targets(), n * ty, Exec::data(targets_[p]));
         Exec::await_copies();
-        host_scalars_[0] = scalars(e, n);
-
-        Exec::launch(*forward_[p]);
-        Exec::to_host(Exec::data(sums_), slots, host_sums_.data());
-        if (check_on_device && host_sums_[slots - 1] != 0.0) e.staging_.reject_non_finite_inputs(x, n);
-        const double loss_sum = host_sums_[0];
-        if (!std::isfinite(loss_sum)) e.stop_on_non_finite_loss(loss_sum, call);
-        for (std::size_t m = 0; m < e.objective_.metric_count(); ++m) sums.metrics[m] += host_sums_[1 + m];
+        const detail::queued_step queued{.sequence = ++sequence_,
+                                         .iterations = e.opt_.iterations(),
+                                         .samples_seen = e.opt_.samples_seen(),
+                                         .reference_batch = e.opt_.reference_batch(),
+                                         .epoch = e.epoch(),
+                                         .first_sample = e.sample_cursor(),
+                                         .rows = n};
+        host_scalars_[2 * p] = scalars(e, n);
         try {
-            if (split_) Exec::launch(*backward_[p]);
-            e.window_.add(e.vars_, e.opt_, n);
-            e.window_.finish(*e.net_, e.opt_, e.vars_, [&](const step_gradients& g) {
-                if (split_) {
-                    host_scalars_[1] = scalars(e, g.samples);
-                    Exec::launch(*update_[p]);
-                } else {
-                    Exec::launch(*backward_[p]);  // gradients, update and end_step in one graph
+            if (split_) {
+                // The host code between backward and update must not see a bad step's gradients.
+                Exec::launch(*first_[p]);
+                Exec::mark(events_[p]);
+                pending_[p] = queued;
+                collect(e, p);
+                if (fault_ && fault_->inputs && check_on_device) {
+                    fault_.reset();
+                    e.staging_.reject_non_finite_inputs(x, n);
                 }
-            });
+                raise_fault(e, call);
+                e.window_.add(e.vars_, e.opt_, n);
+                e.window_.finish(*e.net_, e.opt_, e.vars_, [&](const step_gradients& g) {
+                    host_scalars_[2 * p + 1] = scalars(e, g.samples);
+                    Exec::launch(*update_[p]);
+                });
+            } else {
+                e.window_.add(e.vars_, e.opt_, n);
+                e.window_.finish(*e.net_, e.opt_, e.vars_, [&](const step_gradients&) { Exec::launch(*first_[p]); });
+                Exec::mark(events_[p]);
+                pending_[p] = queued;
+            }
         } catch (...) {
             // A launch that failed leaves no gradients an eager step could trust.
             e.window_.discard();
@@ -169,12 +311,81 @@ public:
         }
         parity_ = 1 - p;
         e.advance_cursor(n);
-        sums.loss += loss_sum;
-        sums.samples += n;
+        if (!lagged_) {
+            settle(e);
+            // The batch is still the caller's: the host names the sample the device counted.
+            if (fault_ && fault_->inputs && check_on_device && fault_->step.sequence == queued.sequence) {
+                fault_.reset();
+                e.staging_.reject_non_finite_inputs(x, n);
+            }
+            raise_fault(e, call);
+        }
+        take_results(sums);
         return true;
     }
 
 private:
+    static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+    /// Doubles per parity in the results: the slots and the guard's verdict.
+    [[nodiscard]] std::size_t block() const { return slots_ + 1; }
+
+    /// The parity of the oldest queued step, or none.
+    [[nodiscard]] std::size_t older_pending() const {
+        if (pending_[0] && pending_[1]) return pending_[0]->sequence < pending_[1]->sequence ? 0 : 1;
+        if (pending_[0]) return 0;
+        if (pending_[1]) return 1;
+        return none;
+    }
+
+    /// Waits for every queued step without reading it (a fault found before is kept).
+    void wait_queued() noexcept {
+        for (std::size_t p = 0; p < 2; ++p) {
+            if (!pending_[p]) continue;
+            try {
+                Exec::wait_for(events_[p]);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the device already failed; nothing to wait for
+            }
+            pending_[p].reset();
+        }
+    }
+
+    /// Reads the results of the step queued on parity p. The oldest step is read first, so the
+    /// first halted one is the bad one: the guard's flag is sticky, and every step after it was
+    /// halted too.
+    template <class Engine>
+    void collect(Engine& e, std::size_t p) {
+        const detail::queued_step q = *pending_[p];
+        if (const std::size_t other = 1 - p; pending_[other] && pending_[other]->sequence < q.sequence) {
+            collect(e, other);
+            if (!pending_[p]) return;
+        }
+        Exec::wait_for(events_[p]);
+        pending_[p].reset();
+        const double* r = host_results_.data() + p * block();
+        if (r[slots_] == 0.0) {
+            unreported_.loss += r[0];
+            const std::size_t metrics = slots_ - 1 - (DeviceInputCheckPolicy<Exec> ? 1 : 0);
+            for (std::size_t m = 0; m < metrics; ++m) unreported_.metrics[m] += r[1 + m];
+            unreported_.samples += q.rows;
+            return;
+        }
+        detail::step_fault f{.step = q, .loss = r[0]};
+        f.inputs = DeviceInputCheckPolicy<Exec> && r[slots_ - 1] != 0.0;
+        // Later steps changed nothing: wait for them, forget them, and put the host back where
+        // it stood before the bad step. Clearing the flag is queued after them.
+        const std::size_t other = 1 - p;
+        if (pending_[other]) {
+            Exec::wait_for(events_[other]);
+            pending_[other].reset();
+            f.later = 1;
+        }
+        Exec::from_host(host_zero_.data(), 1, Exec::data(sticky_));
+        e.opt_.restore_counters(q.iterations, q.samples_seen, q.reference_batch);
+        e.set_position(q.epoch, q.first_sample);
+        fault_ = f;
+    }
+
     template <class Engine>
     static step_scalars scalars(Engine& e, std::size_t samples) {
         step_scalars s = e.opt_.optimizer().scalars(e.opt_.iterations() + 1, e.opt_.hyperparameters_for(samples).learning_rate,
@@ -188,16 +399,19 @@ private:
     /// recorded; the layers' host-side bookkeeping (batch norm's sample counts) is that of one
     /// step, and is the same for every full batch, so the graphs may keep it.
     template <class Engine>
-    bool capture(Engine& e, std::size_t rows, std::size_t slots, std::size_t parity) {
+    bool capture(Engine& e, std::size_t rows, std::size_t parity) {
         constexpr std::size_t in = Engine::in_features;
         constexpr std::size_t out = Engine::out_features;
+        constexpr bool device_checks = DeviceInputCheckPolicy<Exec>;
         const std::size_t ty = e.objective_.target_cols();
-        step_scalars* device = Exec::data(scalars_);
+        step_scalars* device = Exec::data(scalars_) + 2 * parity;
+        double* sums = Exec::data(sums_) + parity * block();
+        double* results = host_results_.data() + parity * block();
         float* grad = Exec::data(e.grad_);
         float* scratch = Exec::data(e.row_scratch_);
         try {
-            Exec::begin_capture(Exec::data(sums_), slots);
-            Exec::from_host(host_scalars_.data(), 1, device);
+            Exec::begin_capture(sums, slots_);
+            Exec::from_host(host_scalars_.data() + 2 * parity, 1, device);
             e.net_->begin_step();
             const pass_context ctx{.training = true, .seed = e.seed(), .valid_rows = rows, .device_scalars = device};
             const const_matrix_view o = e.net_->forward({Exec::data(inputs_[parity]), rows, in}, ctx);
@@ -205,21 +419,21 @@ private:
             const const_matrix_view target{Exec::data(targets_[parity]), rows, ty};
             (void)e.objective_.training_loss_sum(pred, target, nullptr, grad, 1.0f, scratch);
             e.objective_.record_metrics(pred, target, scratch);
-            if constexpr (DeviceInputCheckPolicy<Exec>) (void)Exec::count_non_finite(Exec::data(inputs_[parity]), rows * in);
-            typename Exec::graph forward = Exec::end_capture();
-            if (Exec::captured_sums() != slots) {
-                const std::size_t reductions = Exec::captured_sums() - (DeviceInputCheckPolicy<Exec> ? 1 : 0);
+            if constexpr (device_checks) (void)Exec::count_non_finite(Exec::data(inputs_[parity]), rows * in);
+            if (Exec::captured_sums() != slots_) {
+                const std::size_t reductions = Exec::captured_sums() - (device_checks ? 1 : 0);
                 throw std::logic_error("the loss and the metrics reduced " + std::to_string(reductions) +
                                        " times, not one each");
             }
-
-            Exec::begin_capture(nullptr, 0);
+            Exec::for_each(1, detail::step_guard{sums, device_checks ? slots_ - 1 : detail::step_guard::none, slots_,
+                                                 Exec::data(sticky_), device});
             e.net_->backward({grad, rows, out}, false);
             const step_scalars* update_scalars = device;
             if (split_) {
-                backward_[parity].emplace(Exec::end_capture());
+                Exec::send_to_host(sums, block(), results);
+                first_[parity].emplace(Exec::end_capture());
                 Exec::begin_capture(nullptr, 0);
-                Exec::from_host(host_scalars_.data() + 1, 1, device + 1);
+                Exec::from_host(host_scalars_.data() + 2 * parity + 1, 1, device + 1);
                 update_scalars = device + 1;
             }
             for (std::size_t i = 0; i < e.vars_.size(); ++i) {
@@ -227,36 +441,47 @@ private:
                 if (v.trainable()) e.opt_.optimizer().apply_from(v, e.opt_.slots(i), update_scalars);
             }
             e.net_->end_step();
-            typename Exec::graph last = Exec::end_capture();
-            forward_[parity].emplace(std::move(forward));
-            (split_ ? update_ : backward_)[parity].emplace(std::move(last));
+            if (!split_) Exec::send_to_host(sums, block(), results);
+            (split_ ? update_ : first_)[parity].emplace(Exec::end_capture());
             return true;
         } catch (const std::exception& ex) {
             Exec::abort_capture();
+            first_[parity].reset();
             refused_ = ex.what();
             if (on_refused) on_refused({e.epoch(), e.opt_.iterations() + 1, refused_});
             return false;
         }
     }
 
-    std::array<std::optional<typename Exec::graph>, 2> forward_, backward_, update_;
+    /// [p]: the whole step on input buffer p, or its first part when the update is split off.
+    std::array<std::optional<typename Exec::graph>, 2> first_, update_;
     std::array<typename Exec::vector, 2> inputs_, targets_;
+    std::array<typename Exec::event, 2> events_;
+    std::array<std::optional<detail::queued_step>, 2> pending_;
+    std::optional<detail::step_fault> fault_;
+    step_sums unreported_;
+    std::size_t undone_ = 0;
+    std::uint64_t sequence_ = 0;
     std::size_t parity_ = 0;
+    std::size_t slots_ = 0;
     /// Exec::shared_buffers_generation() when the graphs were captured.
     std::uint64_t generation_ = 0;
     /// optimizer_state::moments_version() when they were captured: the update holds the decays.
     std::uint64_t moments_version_ = 0;
     bool warmed_up_ = false;
     bool enabled_ = true;
+    bool lagged_ = false;
     /// Whether the graphs were captured with the update as a graph of its own.
     bool split_ = false;
     std::string refused_;
-    /// [0]: read by the forward graph (and the fused backward graph); [1]: by a separate update
-    /// graph, written only after the forward graph of its step has been waited for.
+    /// [2p]: read by parity p's first graph; [2p + 1]: by its update graph, written only after
+    /// the first graph of its step has been read.
     typename Exec::template array<step_scalars> scalars_;
     typename Exec::template host_array<step_scalars> host_scalars_;
     typename Exec::template array<double> sums_;
-    typename Exec::template host_array<double> host_sums_;
+    typename Exec::template host_array<double> host_results_;
+    typename Exec::template array<std::uint32_t> sticky_;
+    typename Exec::template host_array<std::uint32_t> host_zero_;
 };
 
 }  // namespace batchwise

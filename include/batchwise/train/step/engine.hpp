@@ -178,17 +178,14 @@ public:
                                 " fixed + " + std::to_string(e.batch_bytes) + " for the batch), the budget is " +
                                 std::to_string(budget_));
         }
-        constexpr bool probes = requires { Exec::require_free_memory(std::size_t{}); };
-        if constexpr (probes) {
-            const std::size_t held = capacity_ ? estimate_memory(capacity_, opt_.slot_count()).batch_bytes : 0;
-            Exec::require_free_memory(e.batch_bytes - std::min(held, e.batch_bytes) + Exec::headroom_bytes);
-        }
+        detail::require_memory_for_growth<Exec>(capacity_ ? estimate_memory(capacity_, opt_.slot_count()).batch_bytes : 0,
+                                                e.batch_bytes);
         net_->reserve(rows);
         if constexpr (RowScratchPolicy<Exec>) Exec::reserve_rows(rows * network_type::column_rows_per_sample);
         staging_.reserve(rows);
         Exec::reserve(grad_, rows * out_features);
         Exec::reserve(row_scratch_, rows);
-        if constexpr (probes) Exec::require_free_memory(Exec::headroom_bytes);
+        detail::require_memory_for_growth<Exec>(0, 0);  // the headroom is still there
         capacity_ = rows;
     }
 
@@ -221,6 +218,7 @@ public:
     /// `w`: the rows' sample weights in host memory, already checked, or null.
     logs feed(const float* x, const float* y, const float* w, const std::size_t* ids, std::size_t n,
               const char* call) {
+        (void)captured_.take_undone();  // of an earlier call
         if constexpr (ShardingAccumulation<Accum>) return feed_shard(x, y, w, ids, n, call);
         // Note [deferred input check] in staging.hpp.
         bool defer = false;
@@ -240,7 +238,10 @@ public:
             if (window_.full_by_samples()) finish_step();
         }
         if (window_.count_micro_batch()) finish_step();
-        return objective_.make_logs(sums, n);
+        // Of what has reported: replayed steps may report later (fit lets them lag).
+        logs out = objective_.make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+        out.samples = sums.samples;
+        return out;
     }
 
     /// feed() when the window's rows are shared among processes: every process is given the same
@@ -315,17 +316,16 @@ public:
     /// folded part of it into the gradient GEMM). Returns false when no window was open.
     bool finish_step() { return window_.finish(*net_, opt_, vars_); }
 
+    /// Reads the results of replayed steps still queued (fit lets them lag), so that weights
+    /// and counters agree; a fault found is undone and kept for the next training call.
+    void settle_queued() { captured_.settle(*this); }
+
     /// Discards the open window and raises numeric_error: nothing of this step is applied.
-    [[noreturn]] void stop_on_non_finite_loss(double loss_sum, const char* call) {
+    /// `where` says where the step sat, when it was found after it was queued.
+    [[noreturn]] void stop_on_non_finite_loss(double loss_sum, const char* call, const std::string& where = {}) {
         const std::size_t discarded = window_.samples();
         window_.discard();
-        throw numeric_error(std::string(call) + ": the loss is not finite (" + std::to_string(loss_sum) +
-                            ") at optimizer step " + std::to_string(opt_.iterations() + 1) +
-                            "; no update was applied" +
-                            (discarded ? " and the " + std::to_string(discarded) +
-                                             " samples accumulated for the step were discarded"
-                                       : std::string()) +
-                            " (lower the learning rate, or check the data)");
+        throw numeric_error(detail::non_finite_loss_message(call, loss_sum, opt_.iterations() + 1, where, discarded));
     }
 
     /// Loss of n rows in training mode (mean) and the gradients of that mean, left in the
@@ -442,6 +442,7 @@ private:
                 return;
             }
         }
+        captured_.report(*this, call, sums);  // an eager step reads no guard: replayed steps report first
         const std::size_t rows = Batch::is_static ? Batch::extent : n;
         reserve(rows);  // first: running out of memory here leaves everything as it was
         const auto src = staging_.stage_batch(x, y, n, rows, objective_.target_cols());

@@ -22,6 +22,19 @@
 namespace batchwise {
 
 namespace detail {
+/// What a step with a non-finite loss reports: the step, where it sat when it was found after
+/// it was queued (`where`), and the samples of an open window it discards.
+inline std::string non_finite_loss_message(const char* call, double loss_sum, std::uint64_t step,
+                                           const std::string& where, std::size_t discarded) {
+    return std::string(call) + ": the loss is not finite (" + std::to_string(loss_sum) + ") at optimizer step " +
+           std::to_string(step) + where + "; no update was applied" +
+           (discarded ? " and the " + std::to_string(discarded) + " samples accumulated for the step were discarded"
+                      : std::string()) +
+           " (lower the learning rate, or check the data)";
+}
+}  // namespace detail
+
+namespace detail {
 /// Scales each row's loss and loss gradient by its weight: its class's weight (Keras's
 /// class_weight) times its own sample weight, either of which may be absent (null). The class
 /// is, as Keras takes it, the rounded target of a one-column target (a class index or a binary

@@ -127,6 +127,8 @@ public:
     /// padding (checked on the device later if the check was deferred), else the staging buffer,
     /// checked in the same pass that fills it when the check was deferred.
     const float* stage_on_host(const float* x, const float* y, std::size_t n, std::size_t rows, std::size_t ty) {
+        // A replayed step returns while its batch may still be copied from these buffers.
+        if constexpr (requires { Exec::drain_copies(); }) Exec::drain_copies();
         const float* from = host_x();
         if constexpr (device_checks_inputs) {
             // Both ends: a batch that runs past a registered range is staged instead.
