@@ -504,6 +504,63 @@ TEST_CASE("a handled non-finite step found late: the epoch's logs and the checkp
     CHECK(position->second.integers[2] == 40);  // sample
 }
 
+TEST_CASE("train_on_batch with late results: the same training, logs as steps are read, a fault raised when read") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    const auto batch = [](const xt::xtensor<float, 2>& a, std::size_t s) {
+        return xt::xtensor<float, 2>(xt::view(a, xt::range(8 * s, 8 * s + 8), xt::all()));
+    };
+    M late{bw::seed{4}};
+    M now{bw::seed{4}};
+    compile_for_faults(late);
+    compile_for_faults(now);
+    late.set_late_results(true);
+    const auto [x, y] = eight_batches(false);
+    double late_sum = 0.0;
+    double now_sum = 0.0;
+    std::size_t late_samples = 0;
+    for (std::size_t s = 0; s < 8; ++s) {
+        const bw::logs a = late.train_on_batch(batch(x, s), batch(y, s));
+        const bw::logs b = now.train_on_batch(batch(x, s), batch(y, s));
+        CHECK(b.samples == 8);
+        late_sum += static_cast<double>(a.loss) * static_cast<double>(a.samples);
+        late_samples += a.samples;
+        now_sum += static_cast<double>(b.loss) * 8.0;
+    }
+    CHECK(late.step_captured());
+    CHECK(late_samples < 64);  // the last steps are still queued
+    const bw::logs rest = late.read_results();
+    late_sum += static_cast<double>(rest.loss) * static_cast<double>(rest.samples);
+    CHECK(late_samples + rest.samples == 64);
+    CHECK(late.read_results().samples == 0);
+    CHECK(std::abs(late_sum - now_sum) <= 1e-6 * std::abs(now_sum));
+    check_close(bw_test::all_weights(now), bw_test::all_weights(late), "weights");
+
+    M faulted{bw::seed{4}};
+    compile_for_faults(faulted);
+    faulted.set_late_results(true);
+    const auto [px, py] = eight_batches(true);
+    std::string message;
+    std::size_t returned = 0;
+    try {
+        for (std::size_t s = 0; s < 8; ++s) {
+            faulted.train_on_batch(batch(px, s), batch(py, s));
+            ++returned;
+        }
+        faulted.read_results();
+    } catch (const bw::numeric_error& e) {
+        message = e.what();
+    }
+    INFO(message);
+    CHECK(returned == 7);  // step 6 is read when step 8 is about to reuse its buffers
+    CHECK(message.find("train_on_batch: the loss is not finite") != std::string::npos);
+    CHECK(message.find("at optimizer step 6 (samples 40 to 47 of epoch 0, found when one more step") != std::string::npos);
+    CHECK(faulted.iterations() == 5);
+    M reference{bw::seed{4}};
+    compile_for_faults(reference);
+    for (std::size_t s = 0; s < 5; ++s) reference.train_on_batch(batch(x, s), batch(y, s));
+    check_close(bw_test::all_weights(reference), bw_test::all_weights(faulted), "weights after the fault");
+}
+
 TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {
     using M = bw_test::Model<captured_net, bw::static_batch<8>>;
     const auto x = bw_test::random_matrix(8, 6, 21);

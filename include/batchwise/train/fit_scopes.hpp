@@ -121,11 +121,12 @@ struct hook_reset {
 template <class Engine>
 class lag_scope {
 public:
-    explicit lag_scope(Engine& e) : e_(e) { e_.captured().set_lagged(true); }
+    explicit lag_scope(Engine& e) : e_(e), previous_(e.captured().lagged()) { e_.captured().set_lagged(true); }
     lag_scope(const lag_scope&) = delete;
     lag_scope& operator=(const lag_scope&) = delete;
     ~lag_scope() {
-        e_.captured().set_lagged(false);
+        e_.captured().set_lagged(previous_);
+        if (previous_) return;  // the caller reads late too (Model::set_late_results)
         try {
             e_.settle_queued();
         } catch (...) {  // NOLINT(bugprone-empty-catch): an error is already on its way out of fit
@@ -134,6 +135,7 @@ public:
 
 private:
     Engine& e_;
+    bool previous_;
 };
 
 }  // namespace batchwise::detail

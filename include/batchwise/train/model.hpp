@@ -345,6 +345,22 @@ public:
     void set_step_capture(bool enabled) { step_.captured().set_enabled(enabled); }
     /// Whether the training step is currently held as captured graphs.
     [[nodiscard]] bool step_captured() const { return step_.captured().held(); }
+    /// Lets train_on_batch return while a replayed step still runs (a GPU): each step's results
+    /// are read two steps later, and train_on_batch returns the logs of the steps read so far
+    /// (`samples` counts them: 0 for the first two); read_results() reads the rest. A step whose
+    /// loss or input is not finite is still never applied: the device halts it and every step
+    /// queued behind it, and the error is raised when it is read, naming its step and samples.
+    /// fit reads late by itself. Changes nothing where steps are not replayed.
+    void set_late_results(bool late) { step_.captured().set_lagged(late); }
+    /// Reads every step still queued (set_late_results) and returns their logs; raises a
+    /// non-finite one.
+    logs read_results() {
+        step_sums sums;
+        step_.captured().report(step_, "read_results", sums);
+        logs out = step_.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+        out.samples = sums.samples;
+        return out;
+    }
     /// Why the step could not be captured (the operation a graph cannot hold), or empty. Such a
     /// model trains eagerly; compile() tries again. fit() also reports it as a callback event
     /// and in History::capture_refusals.

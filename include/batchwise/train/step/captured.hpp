@@ -36,6 +36,8 @@ public:
     std::function<void(const step_capture_refusal&)> on_refused;
     /// Every step is eager and reads its results at once: nothing can lag.
     void set_lagged(bool) {}
+    /// Never.
+    [[nodiscard]] bool lagged() const { return false; }
     /// Nothing is ever undone here.
     [[nodiscard]] std::size_t take_undone() { return 0; }
     /// Nothing queued.
@@ -167,6 +169,8 @@ public:
     /// Whether results may be read two steps late (fit, between its reads); off, every step's
     /// results are read before train() returns.
     void set_lagged(bool lagged) { lagged_ = lagged; }
+    /// Whether results may be read late.
+    [[nodiscard]] bool lagged() const { return lagged_; }
     /// Steps undone by the last fault raised, which the caller had counted as trained.
     [[nodiscard]] std::size_t take_undone() { return std::exchange(undone_, 0); }
 
@@ -311,6 +315,8 @@ public:
         }
         parity_ = 1 - p;
         e.advance_cursor(n);
+        // The caller may rewrite its pinned batch once this returns: its copy must be done.
+        if (lagged_ && from == x) Exec::drain_copies();
         if (!lagged_) {
             settle(e);
             // The batch is still the caller's: the host names the sample the device counted.
