@@ -48,7 +48,8 @@ log=build/gpu_mlp.log
 i=0
 for b in $batches; do
     cmds=("$bin --mode roofline --batch $b" "$bin --mode static --batch $b" "$bin --mode static-eager --batch $b"
-          "$bin --mode static-pageable --batch $b" "$bin --mode dynamic --batch $b")
+          "$bin --mode static-pageable --batch $b" "$bin --mode static-resident --batch $b"
+          "$bin --mode dynamic --batch $b")
     ((have_torch)) && cmds+=("$py benchmarks/peers/torch_gpu_bench.py --batch $b"
                              "$py benchmarks/peers/torch_gpu_bench.py --capture --batch $b")
     n=${#cmds[@]}
@@ -68,9 +69,10 @@ import json, sys, datetime
 raw, md, command, gpu = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.startswith("{")]
 batches = sorted({r["batch"] for r in rows})
-systems = ["batchwise static (graphs)", "batchwise static (eager)", "batchwise static (graphs, pageable)",
-           "batchwise dynamic", "PyTorch eager", "PyTorch captured (torch.cuda.graph)",
-           "cuBLAS roofline (8 GEMMs)"]
+systems = ["batchwise static (graphs)", "batchwise static (graphs, device-resident data)", "batchwise static (eager)",
+           "batchwise static (graphs, pageable)", "batchwise dynamic", "PyTorch eager",
+           "PyTorch captured (torch.cuda.graph)", "cuBLAS roofline (8 GEMMs)"]
+ours_count = 5
 rate = {(r["system"], r["batch"]): r["median"] for r in rows}
 def cell(v): return "-" if v is None else (f"{v/1e6:.2f}M" if v >= 1e6 else f"{v/1e3:.0f}k")
 lines = [f"# gpu-mlp: samples/s (median), {gpu}, TF32 off", "",
@@ -79,8 +81,8 @@ lines = [f"# gpu-mlp: samples/s (median), {gpu}, TF32 off", "",
          "|---|" + "---|" * len(batches)]
 for s in systems:
     lines.append(f"| {s} | " + " | ".join(cell(rate.get((s, b))) for b in batches) + " |")
-for ours in systems[:4]:
-    for ref in systems[4:]:
+for ours in systems[:ours_count]:
+    for ref in systems[ours_count:]:
         vals = []
         for b in batches:
             a, p = rate.get((ours, b)), rate.get((ref, b))

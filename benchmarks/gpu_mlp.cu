@@ -11,6 +11,11 @@
 //   gpu_mlp --mode static-pageable ... the graphs with batches in ordinary (pageable) memory:
 //                                      each is checked while it is copied into the model's
 //                                      pinned staging, then sent
+//   gpu_mlp --mode static-resident ... fit(data_on_device): the arrays are copied to the GPU
+//                                      once, each step sends its samples' indices and the
+//                                      graph gathers the rows on the GPU; one fit of reps + 1
+//                                      epochs, each timed by a callback (the first, with the
+//                                      copy and the capture, is the warm-up)
 //   gpu_mlp --mode dynamic --batch N   Model<Net, dynamic_batch, cuda>, pinned batches
 //   gpu_mlp --mode roofline --batch N  the 8 SGEMMs of one step through cuBLAS on device
 //                                      buffers, timed with CUDA events: the GEMM limit
@@ -20,6 +25,8 @@
 // Prints one JSON line (bench_common.hpp). benchmarks/gpu.sh runs it beside PyTorch.
 #include <batchwise/cuda.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -120,6 +127,44 @@ bool run_static(const bench::dataset& d, const bench::options& o, bool capture, 
     return true;
 }
 
+template <std::size_t N>
+bool run_resident(const bench::dataset& d, const bench::options& o) {
+    if (o.batch != N) return false;
+    auto model = std::make_unique<bw::Model<Net, bw::static_batch<N>, bw::cuda>>(bw::seed{42});
+    compile(*model);
+    xt::xtensor<float, 2> x = xt::zeros<float>({d.samples, bench::in_features});
+    xt::xtensor<float, 1> y = xt::zeros<float>({d.samples});
+    std::copy_n(d.x.data(), d.samples * bench::in_features, x.data());
+    for (std::size_t i = 0; i < d.samples; ++i) y(i) = static_cast<float>(d.y[i]);
+    // fit reads the queued steps at each epoch's end, so an epoch's time includes its last step.
+    struct epoch_clock final : bw::Callback {
+        std::chrono::steady_clock::time_point start;
+        std::vector<double> seconds;
+        void on_epoch_begin(bw::training_context&, std::uint64_t, std::size_t) override {
+            start = std::chrono::steady_clock::now();
+        }
+        void on_epoch_end(bw::training_context&, std::uint64_t, const bw::epoch_logs&) override {
+            seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+    } clock;
+    const bw::History h = model->fit(bw::data::Dataset(x, y).batch(N),
+                                     {.epochs = static_cast<std::uint64_t>(o.reps) + 1, .verbose = 0,
+                                      .data_on_device = true},
+                                     clock);
+    const float last = h.history.at("loss").back();
+    if (!std::isfinite(last) || !model->step_captured()) {
+        std::fprintf(stderr, "gpu_mlp: resident training failed (loss %g, captured %d: %s)\n",
+                     static_cast<double>(last), static_cast<int>(model->step_captured()),
+                     model->step_capture_refused().c_str());
+        std::exit(1);
+    }
+    std::vector<double> rates;
+    for (std::size_t e = 1; e < clock.seconds.size(); ++e) rates.push_back(static_cast<double>(d.samples) / clock.seconds[e]);
+    bench::print_result("gpu-mlp", "batchwise static (graphs, device-resident data)", N, "samples/s", rates, 0.0,
+                        extra());
+    return true;
+}
+
 void run_dynamic(const bench::dataset& d, const bench::options& o) {
     bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{42}};
     compile(model);
@@ -177,7 +222,8 @@ void run_roofline(const bench::options& o) {
 
 int main(int argc, char** argv) {
     const char* usage =
-        "usage: gpu_mlp --batch N --mode static|static-eager|static-pageable|dynamic|roofline [--reps R] "
+        "usage: gpu_mlp --batch N --mode static|static-eager|static-pageable|static-resident|dynamic|roofline "
+        "[--reps R] "
         "[--samples S]\n";
     const bench::options o = bench::parse(argc, argv, usage, gpu_samples);
     try {
@@ -193,6 +239,14 @@ int main(int argc, char** argv) {
             if (!ran) {
                 std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated (128 256 512 1024 2048 8192 "
                              "32768 65536)\n", o.batch);
+                return 2;
+            }
+        } else if (o.mode == "static-resident") {
+            const bool ran = [&]<std::size_t... N>(std::index_sequence<N...>) {
+                return (run_resident<N>(d, o) || ...);
+            }(std::index_sequence<128, 256, 512, 1024, 2048, 8192, 32768, 65536>{});
+            if (!ran) {
+                std::fprintf(stderr, "gpu_mlp: static batch %zu is not instantiated\n", o.batch);
                 return 2;
             }
         } else if (o.mode == "dynamic") {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -559,6 +560,60 @@ TEST_CASE("train_on_batch with late results: the same training, logs as steps ar
     compile_for_faults(reference);
     for (std::size_t s = 0; s < 5; ++s) reference.train_on_batch(batch(x, s), batch(y, s));
     check_close(bw_test::all_weights(reference), bw_test::all_weights(faulted), "weights after the fault");
+}
+
+TEST_CASE("fit with data_on_device trains exactly as from host memory: shuffle, ragged tail, dropout, batch norm") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    M resident{bw::seed{4}};
+    M host{bw::seed{4}};
+    for (M* m : {&resident, &host}) {
+        m->compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+                   bw::metrics::accuracy);
+    }
+    // 60 samples reshuffled every epoch: 7 full batches gathered on the device from their
+    // indices (the first step of the first epoch eagerly, on the host), then a padded tail of 4
+    // gathered on the host and trained eagerly.
+    const auto data = three_classes(60).shuffle(60, bw::seed{2}).batch(8);
+    const bw::History a = resident.fit(data, {.epochs = 3, .verbose = 0, .data_on_device = true});
+    const bw::History b = host.fit(data, {.epochs = 3, .verbose = 0});
+    CHECK(resident.step_captured());
+    CHECK(resident.iterations() == 24);
+    for (std::size_t e = 0; e < 3; ++e) {
+        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
+        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
+        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
+    }
+    check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights after 3 epochs");
+    // A second fit copies the arrays again and captures the gathering graphs anew.
+    resident.fit(data, {.epochs = 4, .initial_epoch = 3, .verbose = 0, .data_on_device = true});
+    host.fit(data, {.epochs = 4, .initial_epoch = 3, .verbose = 0});
+    check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights after a second fit");
+}
+
+TEST_CASE("fit with data_on_device: weighted samples train as from host memory, map() and mixed arrays are refused") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    const xt::xtensor<float, 2> x = bw_test::random_matrix(24, 6, 11, -1.0f, 1.0f);
+    xt::xtensor<float, 1> y = xt::zeros<float>({std::size_t{24}});
+    xt::xtensor<float, 1> w = xt::ones<float>({std::size_t{24}});
+    for (std::size_t i = 0; i < 24; ++i) {
+        y(i) = static_cast<float>(i % 3);
+        w(i) = 0.5f + static_cast<float>(i % 4);
+    }
+    M resident{bw::seed{6}};
+    M host{bw::seed{6}};
+    for (M* m : {&resident, &host}) m->compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const auto weighted = bw::data::Dataset(x, y, w).batch(8);
+    resident.fit(weighted, {.epochs = 2, .verbose = 0, .data_on_device = true});
+    host.fit(weighted, {.epochs = 2, .verbose = 0});
+    check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights with sample weights");
+
+    const auto plain = bw::data::Dataset(x, y);
+    const auto mapped = plain.map([](std::span<float> f, std::span<float>) { f[0] *= 2.0f; }).batch(8);
+    CHECK_THROWS_WITH_AS(resident.fit(mapped, {.verbose = 0, .data_on_device = true}),
+                         doctest::Contains("a dataset with map() cannot be read by sample index"), bw::usage_error);
+    const auto mixed = plain.take(20).concatenate(bw::data::Dataset(x, y).take(4)).batch(8);
+    CHECK_THROWS_WITH_AS(resident.fit(mixed, {.verbose = 0, .data_on_device = true}),
+                         doctest::Contains("a batch mixes samples of two sets of arrays"), bw::usage_error);
 }
 
 TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {

@@ -36,10 +36,14 @@ struct batch_data {
     std::vector<std::size_t> ids;    ///< each row's index in the arrays it came from
     std::vector<float> weights;      ///< each row's sample weight, when `weighted`
     bool weighted = false;           ///< Whether the dataset has sample weights.
+    /// Read by index only (Dataset::read_ids): features and targets are not gathered, and every
+    /// row's id indexes these arrays. Null otherwise.
+    const detail::source_data* source = nullptr;
 
     /// Makes this a batch of n rows of fs feature and ts target floats (and a weight each when
     /// `w`), growing a buffer only when it is too small.
-    void resize(std::size_t n, std::size_t fs, std::size_t ts, bool w = false) {
+    void resize(std::size_t n, std::size_t fs, std::size_t ts, bool w = false, bool ids_only = false) {
+        if (ids_only) fs = ts = 0;  // nothing is gathered, so no room is kept for it
         if ((fs != 0 && n > features.max_size() / fs) || (ts != 0 && n > targets.max_size() / ts)) {
             throw usage_error("batch_data::resize: " + std::to_string(n) + " rows of " + std::to_string(fs) +
                               " features and " + std::to_string(ts) + " targets overflow the size of a buffer");
@@ -59,6 +63,10 @@ struct batch_data {
 
 namespace detail {
 
+/// What reading a batch gathers: the rows themselves, or only their indices into the arrays
+/// they come from (for data kept where the model computes, which gathers the rows there).
+enum class gather_mode { rows, ids };
+
 struct batch_stream {
     virtual ~batch_stream() = default;
     virtual bool next(batch_data& b) = 0;
@@ -68,7 +76,8 @@ struct batch_stream {
 
 struct batch_node {
     virtual ~batch_node() = default;
-    [[nodiscard]] virtual std::unique_ptr<batch_stream> open(std::uint64_t epoch) const = 0;
+    [[nodiscard]] virtual std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                             gather_mode mode = gather_mode::rows) const = 0;
     /// Batches in `epoch`.
     [[nodiscard]] virtual std::size_t count(std::uint64_t epoch) const = 0;
     /// Samples delivered in `epoch` (after any drop_remainder).
@@ -87,6 +96,23 @@ inline void gather(const element& e, batch_data& b, std::size_t r) {
     for (std::size_t m = 0; m < e.map_count; ++m) {
         (*e.maps[m])(std::span<float>(x, b.feature_size), std::span<float>(y, b.target_size));
     }
+}
+
+/// Row r of an index-only batch: the sample's index and weight; its arrays must be the
+/// batch's.
+inline void gather_id(const element& e, batch_data& b, std::size_t r) {
+    if (e.map_count != 0) {
+        throw usage_error("Dataset: a dataset with map() cannot be read by sample index (fit's data_on_device "
+                          "gathers the rows where the model computes); apply the function to the arrays first");
+    }
+    if (r == 0) {
+        b.source = e.source;
+    } else if (b.source != e.source) {
+        throw usage_error("Dataset: a batch mixes samples of two sets of arrays (concatenate), which cannot be "
+                          "read by sample index (fit's data_on_device)");
+    }
+    b.ids[r] = e.index;
+    if (b.weighted) b.weights[r] = e.source->weights[e.index];
 }
 
 struct batching_node final : batch_node {
@@ -112,21 +138,28 @@ struct batching_node final : batch_node {
         std::uint64_t read = 0;  // samples read this epoch
         std::size_t total = 0;   // samples the parent yields this epoch
         std::size_t dropped_samples = 0;
+        gather_mode mode = gather_mode::rows;
         bool next(batch_data& b) override {
+            const bool ids_only = mode == gather_mode::ids;
             const std::size_t want =
                 node->schedule.size(epoch, step, batchwise::detail::saturating_add(node->samples_before(epoch), read));
             // Buffers hold what the batch can get, not what was asked: batch(1 << 24) on 4
             // samples allocates 4 rows. Should a count fall short, the buffer grows as rows come.
             std::size_t room = std::min<std::size_t>(want, total > read ? total - read : 0);
-            b.resize(room, node->feature_size, node->target_size, node->weighted);
+            b.resize(room, node->feature_size, node->target_size, node->weighted, ids_only);
+            b.source = nullptr;
             std::size_t got = 0;
             element e;
             while (got < want && upstream->next(e)) {
                 if (got == room) {
                     room = std::min(want, 2 * room + 1);
-                    b.resize(room, node->feature_size, node->target_size, node->weighted);
+                    b.resize(room, node->feature_size, node->target_size, node->weighted, ids_only);
                 }
-                gather(e, b, got++);
+                if (ids_only) {
+                    gather_id(e, b, got++);
+                } else {
+                    gather(e, b, got++);
+                }
             }
             b.rows = got;
             if (got == 0) return false;
@@ -141,9 +174,11 @@ struct batching_node final : batch_node {
         }
         [[nodiscard]] std::size_t dropped() const override { return dropped_samples; }
     };
-    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                     gather_mode mode = gather_mode::rows) const override {
         auto s = std::make_unique<stream>();
         s->upstream = parent->open(epoch);
+        s->mode = mode;
         s->node = this;
         s->epoch = epoch;
         s->total = parent->count();
@@ -194,7 +229,12 @@ struct batch_map_node final : batch_node {
         }
         [[nodiscard]] std::size_t dropped() const override { return upstream->dropped(); }
     };
-    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                     gather_mode mode = gather_mode::rows) const override {
+        if (mode == gather_mode::ids) {
+            throw usage_error("Dataset: a dataset with map() cannot be read by sample index (fit's data_on_device "
+                              "gathers the rows where the model computes); apply the function to the arrays first");
+        }
         auto s = std::make_unique<stream>();
         s->upstream = parent->open(epoch);
         s->fn = &fn;
@@ -225,9 +265,10 @@ struct batch_slice_node final : batch_node {
         }
         [[nodiscard]] std::size_t dropped() const override { return upstream->dropped(); }
     };
-    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                     gather_mode mode = gather_mode::rows) const override {
         auto s = std::make_unique<stream>();
-        s->upstream = parent->open(epoch);
+        s->upstream = parent->open(epoch, mode);
         s->to_skip = skip_n;
         s->remaining = take_n;
         return s;
@@ -256,10 +297,11 @@ struct concat_batch_node final : batch_node {
         bool next(batch_data& out) override { return a->next(out) || b->next(out); }
         [[nodiscard]] std::size_t dropped() const override { return a->dropped() + b->dropped(); }
     };
-    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                     gather_mode mode = gather_mode::rows) const override {
         auto s = std::make_unique<stream>();
-        s->a = first->open(epoch);
-        s->b = second->open(epoch);
+        s->a = first->open(epoch, mode);
+        s->b = second->open(epoch, mode);
         return s;
     }
     [[nodiscard]] std::size_t count(std::uint64_t epoch) const override {
@@ -360,8 +402,9 @@ struct prefetch_node final : batch_node {
         std::thread worker_;
     };
 
-    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch) const override {
-        return std::make_unique<stream>(parent->open(epoch), depth);
+    [[nodiscard]] std::unique_ptr<batch_stream> open(std::uint64_t epoch,
+                                                     gather_mode mode = gather_mode::rows) const override {
+        return std::make_unique<stream>(parent->open(epoch, mode), depth);
     }
     [[nodiscard]] std::size_t count(std::uint64_t epoch) const override { return parent->count(epoch); }
     [[nodiscard]] std::size_t samples(std::uint64_t epoch) const override { return parent->samples(epoch); }

@@ -158,6 +158,16 @@ public:
         }
         return reader(batches_, batches_->open(epoch));
     }
+    /// read(), gathering only each row's index (batch_data::ids) and weight, for data kept where
+    /// the model computes (fit's data_on_device): batch_data::source is the arrays they index.
+    /// usage_error for a dataset with map() or a batch that mixes concatenated arrays.
+    [[nodiscard]] reader read_ids(std::uint64_t epoch = 0) const {
+        if (!batched()) {
+            throw usage_error("Dataset: call batch(n) before reading batches (fit, evaluate and "
+                              "predict take batched datasets)");
+        }
+        return reader(batches_, batches_->open(epoch, detail::gather_mode::ids));
+    }
 
 private:
     explicit Dataset(std::shared_ptr<const detail::source_data> source)

@@ -28,6 +28,7 @@
 #include "batchwise/train/logs.hpp"
 #include "batchwise/train/progress_bar.hpp"
 #include "batchwise/train/step/objective.hpp"
+#include "batchwise/train/step/resident.hpp"
 #include "batchwise/train/step/window.hpp"
 
 namespace batchwise {
@@ -74,6 +75,13 @@ struct fit_options {
     /// How each step's learning rate (and, with adam_sqrt, Adam's betas and epsilon) follow its
     /// batch size (docs/batch_sizes.md).
     lr_coupling coupling{};
+    /// Keeps the training arrays in the execution policy's memory (a GPU's): they are copied
+    /// there once per fit (checked as batches are), every step sends only its samples' indices,
+    /// and a replayed step gathers its rows on the device. The order, shuffles and batches are
+    /// the dataset's, exactly; a dataset with map() or a batch that mixes concatenated arrays is
+    /// refused (usage_error). Validation data is read as usual. Nothing changes on policies that
+    /// compute in host memory (cpu_blas).
+    bool data_on_device = false;
 };
 
 namespace detail {
@@ -263,11 +271,25 @@ public:
             while (!log.empty() && log.back().step > model.iterations()) log.pop_back();
         };
         const detail::lag_scope<std::remove_reference_t<decltype(engine)>> lag(engine);
+        // data_on_device: the arrays batches index, copied once (checked as a batch is).
+        using resident_type = detail::resident_for<exec, !exec::host_memory>;
+        std::optional<resident_type> resident;
+        if (options.data_on_device && !exec::host_memory) resident.emplace();
+        const auto feed_indexed = [&](resident_type& r) {
+            if constexpr (exec::host_memory) {
+                return logs{};  // never: host-memory policies read rows as usual
+            } else {
+                r.hold(*batch_.source, [&](const float* x, const float* y, std::size_t n) {
+                    engine.objective().validate(x, y, nullptr, n, "fit");
+                });
+                return batchwise::feed_resident(engine, r, batch_, resident_rows_, resident_targets_, "fit");
+            }
+        };
         for (Callback* cb : cbs) cb->on_train_begin(ctx);
         for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
             const auto t0 = std::chrono::steady_clock::now();
             const std::uint64_t key = epoch + offset;
-            auto reader = train.read(key);
+            auto reader = resident ? train.read_ids(key) : train.read(key);
             const std::size_t available = train.cardinality(key);
             if (available == 0) require_samples(train, epoch, key);  // a schedule may empty a later epoch
             const std::size_t steps =
@@ -304,8 +326,9 @@ public:
                 for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
                 logs l;
                 try {
-                    l = engine.feed(batch_.features.data(), batch_.targets.data(), batch_.sample_weights(),
-                                    batch_.ids.data(), batch_.rows, "fit");
+                    l = resident ? feed_indexed(*resident) : engine.feed(batch_.features.data(), batch_.targets.data(),
+                                                                           batch_.sample_weights(), batch_.ids.data(),
+                                                                           batch_.rows, "fit");
                 } catch (const numeric_error& e) {
                     undo(engine.captured().take_undone(), step, sizes);
                     // Across processes the others are already waiting for this step's
@@ -410,6 +433,8 @@ private:
     std::size_t step_ = 0;
     std::optional<std::pair<std::uint64_t, std::size_t>> resume_;
     data::batch_data batch_;
+    /// The rows of a data_on_device batch that trains eagerly, gathered on the host.
+    std::vector<float> resident_rows_, resident_targets_;
     std::vector<float> host_weights_;  // device variables copied for the finite check
 };
 

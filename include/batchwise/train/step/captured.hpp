@@ -2,19 +2,24 @@
 // kernel. Another way of executing the same step; the window's finish() still ends it.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/layers/layer.hpp"
 #include "batchwise/train/history.hpp"
+#include "batchwise/train/step/guard.hpp"
 #include "batchwise/train/step/objective.hpp"
+#include "batchwise/train/step/resident.hpp"
 
 namespace batchwise {
 
@@ -51,79 +56,26 @@ public:
     /// Nothing to report.
     template <class Engine>
     void report(Engine&, const char*, step_sums&) {}
+    /// Nothing runs from graphs anyway.
+    void suspend_staged(bool) {}
 
 private:
     std::string refused_;
 };
 
-namespace detail {
-
-/// Where a replayed step's results stand, per input buffer: the loss, each metric, the count of
-/// non-finite inputs (where the device checks them), and whether the step was halted.
-struct step_guard {
-    double* slots;
-    /// The slot of the non-finite input count, or `none`.
-    std::size_t inputs;
-    /// The slot the guard writes its verdict into.
-    std::size_t halted;
-    /// Set by the first bad step and kept until the host, having read it, clears it: steps
-    /// queued after a bad one change nothing either.
-    std::uint32_t* sticky;
-    step_scalars* scalars;
-    static constexpr std::size_t none = static_cast<std::size_t>(-1);
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t) const {
-        const double loss = slots[0];
-        // loss - loss is 0 for every finite loss and NaN otherwise.
-        const bool bad = !(loss - loss == 0.0) || (inputs != none && slots[inputs] != 0.0);
-        if (bad) *sticky = 1;
-        scalars->halted = *sticky;
-        slots[halted] = static_cast<double>(*sticky);
-    }
-};
-
-/// A step the host has queued and not yet read the results of: where training stood before it,
-/// so that a step found non-finite is undone with every step queued after it.
-struct queued_step {
-    std::uint64_t sequence = 0;
-    std::uint64_t iterations = 0;
-    std::uint64_t samples_seen = 0;
-    std::size_t reference_batch = 0;
-    std::uint64_t epoch = 0;
-    std::uint64_t first_sample = 0;
-    std::size_t rows = 0;
-};
-
-/// A replayed step found non-finite, undone, and not yet reported.
-struct step_fault {
-    queued_step step;
-    double loss = 0.0;
-    /// The device counted a non-finite input in the step's batch.
-    bool inputs = false;
-    /// Steps queued after it, which changed nothing and were undone with it.
-    std::size_t later = 0;
-};
-
-}  // namespace detail
-
-/// The step as graphs, one per step: the copy of the step's scalars, the forward pass, the loss
-/// and metric sums, a guard, the backward pass, the optimizer update, the layers' end_step and
-/// the copy of the results into page-locked host memory. The host only queues it: the guard, on
-/// the device, halts the step when its loss or inputs are not finite (the update functors and
-/// batch norm's moving averages then change nothing, and the flag is sticky, so steps queued
-/// after a bad one change nothing either), and the host learns of it when it reads the results.
-/// Results are read right after the step (train_on_batch returns its loss), or, while fit
-/// allows it (`set_lagged`), two steps later, just before the step's input buffer is reused: the
-/// device always has the next step queued. A fault then undoes the host's counters and position
-/// back to before the bad step, and raises.
+/// The step as graphs, one per step (scalars, forward, loss and metric sums, guard, backward,
+/// update, end_step, results to page-locked memory), which the host only queues. The guard
+/// (guard.hpp) halts a step whose loss or inputs are not finite, and every step queued after it;
+/// the host learns of it when it reads the results: right after the step, or two steps later
+/// while results may lag (`set_lagged`: fit, Model::set_late_results), just before the step's
+/// buffers are reused, so that the device always has the next step queued. A fault then undoes
+/// the host's counters and position back to before the bad step, and raises.
 ///
-/// When host code must see the gradients before the update (an accumulation policy's reduction
-/// hook, step observers), the step is two graphs: the first ends with the backward pass and the
-/// results, which the host reads before anything is updated, and the window's finish() runs
-/// that code before the update graph.
-///
-/// Replayed steps alternate between two input buffers, each with its own graphs: the batch of
-/// step k+1 is copied into one on a side stream while step k, which still reads the other (the
-/// first layer's weight gradient needs its input), runs.
+/// When host code must see the gradients before the update (a reduction hook, step observers),
+/// the first graph ends with the backward pass and the results, read before that code runs, and
+/// the update is a graph of its own. Steps alternate between two input buffers, each with its
+/// own graphs: step k+1's batch is copied into one on a side stream while step k, which still
+/// reads the other (the first layer's weight gradient needs its input), runs.
 template <class Exec>
     requires GraphCapturePolicy<Exec>
 class captured_step<Exec, true> {
@@ -156,9 +108,11 @@ public:
     void reset() {
         drop();
         refused_.clear();
-        fault_.reset();
-        unreported_ = {};
+        unreported_ = {};  // a fault found is still raised by the next training call
     }
+    /// While set, train() runs nothing from graphs: a resident batch that trains eagerly
+    /// (feed_resident) must not capture graphs that read staged rows.
+    void suspend_staged(bool suspended) { staged_suspended_ = suspended; }
 
     /// Whether a step may be tried from graphs at all with this optimizer.
     template <class OptimizerState>
@@ -222,13 +176,56 @@ public:
     /// first such step after the graphs were dropped, or one that cannot be captured.
     template <class Engine>
     bool train(Engine& e, const float* x, const float* y, std::size_t n, const char* call, step_sums& sums) {
+        if (staged_suspended_) return false;
+        constexpr std::size_t in = Engine::in_features;
+        const std::size_t ty = e.objective_.target_cols();
+        return run(e, nullptr, n, call, sums, x, [&](std::size_t p) {
+            const float* from = e.staging_.stage_on_host(x, y, n, n, ty);
+            const bool check_on_device = DeviceInputCheckPolicy<Exec> && e.staging_.take_deferred_check();
+            Exec::copy_ahead(from, n * in, Exec::data(inputs_[p]));
+            Exec::copy_ahead(e.staging_.staged_targets(), n * ty, Exec::data(targets_[p]));
+            return staged{.from_caller = from == x, .check_on_device = check_on_device};
+        });
+    }
+
+    /// train() for a batch of rows kept in the policy's memory (fit's data_on_device): only the
+    /// rows' indices are copied, and the graph gathers the rows from `data` first.
+    template <class Engine>
+    bool train_resident(Engine& e, const resident_data<Exec>& data, const std::size_t* ids, std::size_t n,
+                        const char* call, step_sums& sums) {
+        return run(e, &data, n, call, sums, nullptr, [&](std::size_t p) {
+            std::copy_n(ids, n, host_ids_.data() + p * n);
+            Exec::copy_ahead(host_ids_.data() + p * n, n, Exec::data(ids_[p]));
+            return staged{};
+        });
+    }
+
+private:
+    static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+    /// What staging a step's batch did: whether the graph's input was copied straight from the
+    /// caller's memory, and whether the device is the one to check it.
+    struct staged {
+        bool from_caller = false;
+        bool check_on_device = false;
+    };
+
+    /// One step from the graphs: `stage(p)` puts the batch where parity p's graph reads it.
+    /// `x` is the caller's batch, for naming a non-finite input the device counted (null for
+    /// resident data, which was checked when it was copied).
+    template <class Engine, class Stage>
+    bool run(Engine& e, const resident_data<Exec>* data, std::size_t n, const char* call, step_sums& sums,
+             const float* x, Stage&& stage) {
         constexpr std::size_t in = Engine::in_features;
         constexpr bool device_checks = DeviceInputCheckPolicy<Exec>;
         // Another model grew the policy's shared scratch since the capture: the graphs point at
-        // freed memory. Or an observer came or went: the update is captured in another shape.
+        // freed memory. Or an observer came or went: the update is captured in another shape. Or
+        // the graphs gather from other resident data, or from none.
         const bool split = e.window_.update_after_host();
+        const std::uint64_t source = data != nullptr ? data->identity() : 0;
         if (first_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split ||
-                          moments_version_ != e.opt_.moments_version())) {
+                          moments_version_ != e.opt_.moments_version() || source_ != source)) {
+            settle(e);  // the queued steps report before their graphs go
             drop();
         }
         raise_fault(e, call);
@@ -255,10 +252,13 @@ public:
             for (std::size_t p = 0; p < 2; ++p) {
                 Exec::reserve(inputs_[p], n * in);
                 Exec::reserve(targets_[p], n * ty);
+                if (data != nullptr) Exec::reserve(ids_[p], n);
             }
+            if (data != nullptr) host_ids_.resize(2 * n);
             split_ = split;
+            source_ = source;
             for (std::size_t p = 0; p < 2; ++p) {
-                if (!capture(e, n, p)) {
+                if (!capture(e, n, p, data)) {
                     drop();
                     return false;
                 }
@@ -272,10 +272,8 @@ public:
         if (pending_[p]) collect(e, p);
         raise_fault(e, call);
 
-        const float* from = e.staging_.stage_on_host(x, y, n, n, ty);
-        const bool check_on_device = device_checks && e.staging_.take_deferred_check();
-        Exec::copy_ahead(from, n * in, Exec::data(inputs_[p]));
-        Exec::copy_ahead(e.staging_.staged_targets(), n * ty, Exec::data(targets_[p]));
+        const staged got = stage(p);
+        const bool check_on_device = got.check_on_device;
         Exec::await_copies();
         const detail::queued_step queued{.sequence = ++sequence_,
                                          .iterations = e.opt_.iterations(),
@@ -316,7 +314,7 @@ public:
         parity_ = 1 - p;
         e.advance_cursor(n);
         // The caller may rewrite its pinned batch once this returns: its copy must be done.
-        if (lagged_ && from == x) Exec::drain_copies();
+        if (lagged_ && got.from_caller) Exec::drain_copies();
         if (!lagged_) {
             settle(e);
             // The batch is still the caller's: the host names the sample the device counted.
@@ -329,9 +327,6 @@ public:
         take_results(sums);
         return true;
     }
-
-private:
-    static constexpr std::size_t none = static_cast<std::size_t>(-1);
 
     /// Doubles per parity in the results: the slots and the guard's verdict.
     [[nodiscard]] std::size_t block() const { return slots_ + 1; }
@@ -405,7 +400,7 @@ private:
     /// recorded; the layers' host-side bookkeeping (batch norm's sample counts) is that of one
     /// step, and is the same for every full batch, so the graphs may keep it.
     template <class Engine>
-    bool capture(Engine& e, std::size_t rows, std::size_t parity) {
+    bool capture(Engine& e, std::size_t rows, std::size_t parity, const resident_data<Exec>* data) {
         constexpr std::size_t in = Engine::in_features;
         constexpr std::size_t out = Engine::out_features;
         constexpr bool device_checks = DeviceInputCheckPolicy<Exec>;
@@ -418,6 +413,11 @@ private:
         try {
             Exec::begin_capture(sums, slots_);
             Exec::from_host(host_scalars_.data() + 2 * parity, 1, device);
+            if (data != nullptr) {
+                const std::size_t* ids = Exec::data(ids_[parity]);
+                Exec::for_each(rows * in, detail::gather_rows{data->features(), ids, in, Exec::data(inputs_[parity])});
+                Exec::for_each(rows * ty, detail::gather_rows{data->targets(), ids, ty, Exec::data(targets_[parity])});
+            }
             e.net_->begin_step();
             const pass_context ctx{.training = true, .seed = e.seed(), .valid_rows = rows, .device_scalars = device};
             const const_matrix_view o = e.net_->forward({Exec::data(inputs_[parity]), rows, in}, ctx);
@@ -462,6 +462,11 @@ private:
     /// [p]: the whole step on input buffer p, or its first part when the update is split off.
     std::array<std::optional<typename Exec::graph>, 2> first_, update_;
     std::array<typename Exec::vector, 2> inputs_, targets_;
+    /// Resident data's row indices per parity, and their page-locked staging.
+    std::array<typename Exec::template array<std::size_t>, 2> ids_;
+    typename Exec::template host_array<std::size_t> host_ids_;
+    /// The resident data the graphs gather from (resident_data::identity), or 0.
+    std::uint64_t source_ = 0;
     std::array<typename Exec::event, 2> events_;
     std::array<std::optional<detail::queued_step>, 2> pending_;
     std::optional<detail::step_fault> fault_;
@@ -477,6 +482,7 @@ private:
     bool warmed_up_ = false;
     bool enabled_ = true;
     bool lagged_ = false;
+    bool staged_suspended_ = false;
     /// Whether the graphs were captured with the update as a graph of its own.
     bool split_ = false;
     std::string refused_;

@@ -61,6 +61,7 @@ public:
     /// Whether a step can be replayed from captured graphs: a static batch on a policy that
     /// captures, under an accumulation policy that allows it.
     static constexpr bool can_capture = Batch::is_static && GraphCapturePolicy<Exec> && window_type::allows_capture;
+    static constexpr std::size_t static_rows = Batch::is_static ? Batch::extent : 0;  ///< A static batch's rows.
     using captured_type = captured_step<Exec, can_capture>;  ///< The captured step graphs.
 
     /// Floats per row of the engine's own buffers: the loss gradient, a row scratch, the staging,
