@@ -7,9 +7,11 @@
 #include "../gradient_check.hpp"
 #include "../policy.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace bw = batchwise;
 
@@ -102,4 +104,88 @@ TEST_CASE("cuda: batches in pinned memory train as pageable ones do, and are che
     using dynamic = bw::Model<Net, bw::dynamic_batch, bw::cuda>;
     dynamic dynamic_a{bw::seed{3}}, dynamic_b{bw::seed{3}};
     check_policy(dynamic_a, dynamic_b, "dynamic batch");
+}
+
+namespace {
+
+/// Device memory taken until only `leave` bytes stay free, and given back at the end of scope.
+class device_filler {
+public:
+    explicit device_filler(std::size_t leave) {
+        std::size_t free = 0;
+        std::size_t total = 0;
+        REQUIRE(cudaMemGetInfo(&free, &total) == cudaSuccess);
+        while (free > leave) {
+            const std::size_t chunk = std::min<std::size_t>(free - leave, std::size_t{1} << 30);
+            void* p = nullptr;
+            if (chunk < (std::size_t{1} << 20) || cudaMalloc(&p, chunk) != cudaSuccess) break;
+            held_.push_back(p);
+            REQUIRE(cudaMemGetInfo(&free, &total) == cudaSuccess);
+        }
+        (void)cudaGetLastError();
+    }
+    device_filler(const device_filler&) = delete;
+    device_filler& operator=(const device_filler&) = delete;
+    ~device_filler() {
+        for (void* p : held_) (void)cudaFree(p);
+    }
+
+private:
+    std::vector<void*> held_;
+};
+
+double relative_to(const std::vector<float>& a, const std::vector<float>& b) {
+    double diff = 0.0;
+    double norm = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+        norm += static_cast<double>(a[i]) * a[i];
+    }
+    return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-6);
+}
+
+}  // namespace
+
+TEST_CASE("cuda: a step larger than the free device memory is split into micro-batches and trains as the whole batch") {
+    if (!bw::detail::cuda_unusable_reason().empty()) return;  // the first test covers that
+    using Net = bw::Sequential<bw::Input<512>, bw::Dense<1024>, bw::ReLU, bw::Dense<10>>;
+    using M = bw::Model<Net, bw::dynamic_batch, bw::cuda>;
+    constexpr std::size_t rows = 16384;
+    const auto x = bw_test::random_matrix(rows, 512, 3);
+    xt::xtensor<float, 1> y = xt::zeros<float>({rows});
+    for (std::size_t i = 0; i < rows; ++i) y(i) = static_cast<float>(i % 10);
+    auto compile = [](M& m) {
+        m.compile(bw::SGD{{.learning_rate = 0.05f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    };
+    M whole{bw::seed{5}};
+    compile(whole);
+    whole.train_on_batch(x, y);
+    REQUIRE(whole.micro_batch_splits().empty());
+    const std::vector<float> want = bw_test::all_weights(whole);
+    // What a step of all rows needs beyond the fixed state; the device keeps a third of it free.
+    const std::size_t batch_bytes = M::estimate_memory(rows, 0).batch_bytes;
+    const std::size_t leave = batch_bytes / 3 + bw::cuda::headroom_bytes;
+
+    SUBCASE("memory taken after the model was built: the step's own check fails and the step splits") {
+        M model{bw::seed{5}};
+        compile(model);
+        const device_filler filler(leave);
+        model.train_on_batch(x, y);
+        INFO("free when the step ran: about " << leave << " bytes; batch needs " << batch_bytes);
+        CHECK_FALSE(model.micro_batch_splits().empty());
+        CHECK(model.micro_batch_limit() < rows);
+        CHECK(relative_to(want, bw_test::all_weights(model)) <= 1e-5);
+    }
+    SUBCASE("memory taken before: the budget is the device's free memory, and max_batch_for answers for it") {
+        const device_filler filler(leave);
+        M model{bw::seed{5}};
+        compile(model);
+        CHECK(model.memory_budget_bytes() <= leave + (std::size_t{64} << 20));
+        const std::size_t fits = model.max_batch_for(model.memory_budget_bytes());
+        CHECK(fits > 0);
+        CHECK(fits < rows);
+        model.train_on_batch(x, y);
+        CHECK(model.micro_batch_limit() <= fits);
+        CHECK(relative_to(want, bw_test::all_weights(model)) <= 1e-5);
+    }
 }

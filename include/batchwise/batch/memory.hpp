@@ -60,6 +60,20 @@ void require_memory_for_growth(std::size_t held, std::size_t needed) {
         Exec::require_free_memory(needed - (held < needed ? held : needed) + Exec::headroom_bytes);
     }
 }
+
+/// The budget a model on Exec is held to: the caller's, and no more than the memory free when
+/// it is built where the policy has memory of its own to ask about (cuda: cudaMemGetInfo), so
+/// that estimate_memory's checks and max_batch_for(memory_budget_bytes()) see the device.
+template <class Exec>
+std::size_t policy_budget(std::size_t bytes) {
+    if constexpr (requires { Exec::free_memory_bytes(); }) {
+        Exec::prepare();  // a machine without a usable device raises device_error here
+        const std::size_t free = Exec::free_memory_bytes();
+        return bytes < free ? bytes : free;
+    } else {
+        return bytes;
+    }
+}
 }  // namespace detail
 
 }  // namespace batchwise

@@ -321,11 +321,14 @@ struct cublas_backend {
     }
     static void reserve_rows(std::size_t rows) { cuda_context::get().reserve_rows(rows); }
     /// Free device memory as the driver counts it (other processes' allocations included).
-    static void require_free_memory(std::size_t bytes) {
+    static std::size_t free_memory_bytes() {
         std::size_t free = 0;
         std::size_t total = 0;
         check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
-        if (free < bytes) throw std::bad_alloc();
+        return free;
+    }
+    static void require_free_memory(std::size_t bytes) {
+        if (free_memory_bytes() < bytes) throw std::bad_alloc();
     }
     /// Page-locked by cudaMallocHost (pinned_allocator) or cudaHostRegister.
     static bool is_pinned(const void* p) {

@@ -143,6 +143,13 @@ struct thrust_policy {
     {
         Backend::require_free_memory(bytes);
     }
+    /// Device memory free now (cudaMemGetInfo under CUDA): a model on the device is held to no
+    /// more than what was free when it was built (Model's memory budget).
+    static std::size_t free_memory_bytes()
+        requires requires { Backend::free_memory_bytes(); }
+    {
+        return Backend::free_memory_bytes();
+    }
     /// What require_free_memory keeps free beyond the buffers: cuBLAS's and Thrust's own
     /// allocations, and the graphs' nodes.
     static constexpr std::size_t headroom_bytes = std::size_t{64} << 20;

@@ -86,7 +86,9 @@ public:
     explicit Model(seed s = seed{}) : Model(s, memory_budget{}) {}  ///< Weights initialised from the seed.
 
     /// A model held to a memory budget: a step that would exceed it runs as smaller micro-batches.
-    Model(seed s, memory_budget budget) : state_type(s.value, budget.bytes) {
+    /// On a GPU the budget is also no more than the device memory free when the model is built.
+    Model(seed s, memory_budget budget) : state_type(s.value, detail::policy_budget<Exec>(budget.bytes)) {
+        budget.bytes = step_.budget();
         if constexpr (Batch::is_static) {
             const memory_estimate e = estimate_memory(Batch::extent, 0);
             if (e.total_bytes() > budget.bytes) {
@@ -315,7 +317,8 @@ public:
     }
     /// The largest micro-batch whose training with the compiled optimizer fits in `bytes` (0 if
     /// not even one sample does), at most 2^40, a size Dataset::batch accepts. Before compile,
-    /// use estimate_memory with the slot count.
+    /// use estimate_memory with the slot count. On a GPU, max_batch_for(memory_budget_bytes())
+    /// answers for the device memory that was free when the model was built.
     [[nodiscard]] std::size_t max_batch_for(std::size_t bytes) const {
         require_compiled("max_batch_for");  // the optimizer's state is part of the answer
         const std::size_t slots = step_.optimizer().slot_count();
