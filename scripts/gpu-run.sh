@@ -2,7 +2,9 @@
 # The GPU checks, run on the GPU machine from the repository root after scripts/gpu-carry.sh
 # prepared build/gpu_carry here (docs/gpu.md): the CUDA test suite in file order and, when that
 # was quick, again in random order; the Fashion-MNIST MLP example (the main job, 20 epochs) and 2
-# epochs of the CNN example. Logs go to $OUT (or build/gpu_logs).
+# epochs of the CNN example; then gpu-mlp (benchmarks/gpu.sh with the carried gpu_mlp, beside
+# PyTorch eager and captured when python3 has PyTorch with CUDA). Logs go to $OUT (or
+# build/gpu_logs).
 set -u
 root=$(pwd)
 carry="$root/build/gpu_carry"
@@ -40,3 +42,10 @@ tr '\r' '\n' <"$out/fashion_mnist_cuda.log" | grep -vE "^\s*[0-9]+/[0-9]+ " | ta
 timeout 90 bin/fashion_mnist_cnn_cuda 2 >"$out/fashion_mnist_cnn_cuda.log" 2>&1
 echo "fashion_mnist_cnn_cuda: rc=$?"
 tr '\r' '\n' <"$out/fashion_mnist_cnn_cuda.log" | grep -vE "^\s*[0-9]+/[0-9]+ " | tail -6
+cd "$root"
+SECONDS=0
+GPU_MLP_REPS="${GPU_MLP_REPS:-3}"
+timeout 420 benchmarks/gpu.sh --bin "$carry/bin/gpu_mlp" --reps "$GPU_MLP_REPS" >"$out/gpu_mlp.log" 2>&1
+echo "gpu.sh: rc=$? in ${SECONDS} s"
+cp benchmarks/results/gpu_mlp.md benchmarks/results/gpu_mlp.jsonl build/gpu_mlp.log "$out/" 2>/dev/null
+cat "$out/gpu_mlp.log" | grep -E "^\||FAILED" | head -40
