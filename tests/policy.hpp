@@ -12,7 +12,10 @@
 #include <batchwise/exec/thrust_host.hpp>
 #endif
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <limits>
 #include <vector>
 
 namespace bw_test {
@@ -50,6 +53,19 @@ inline float host_element(const float* p, std::size_t i) {
     return v;
 }
 inline void set_element(float* p, std::size_t i, float v) { exec::from_host(&v, 1, p + i); }
+
+/// ||a - b|| / ||a||, with ||a|| floored so that all-zero vectors compare absolutely: how the
+/// policies' results are compared where summation orders differ.
+inline double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+    double diff = 0.0;
+    double norm = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+        norm += static_cast<double>(a[i]) * a[i];
+    }
+    return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-6);
+}
 
 /// Every variable of a model, concatenated in order, on the host.
 template <class M>

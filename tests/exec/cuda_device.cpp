@@ -134,16 +134,6 @@ private:
     std::vector<void*> held_;
 };
 
-double relative_to(const std::vector<float>& a, const std::vector<float>& b) {
-    double diff = 0.0;
-    double norm = 0.0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-        norm += static_cast<double>(a[i]) * a[i];
-    }
-    return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-6);
-}
-
 }  // namespace
 
 TEST_CASE("cuda: a step larger than the free device memory is split into micro-batches and trains as the whole batch") {
@@ -174,7 +164,7 @@ TEST_CASE("cuda: a step larger than the free device memory is split into micro-b
         INFO("free when the step ran: about " << leave << " bytes; batch needs " << batch_bytes);
         CHECK_FALSE(model.micro_batch_splits().empty());
         CHECK(model.micro_batch_limit() < rows);
-        CHECK(relative_to(want, bw_test::all_weights(model)) <= 1e-5);
+        CHECK(bw_test::relative_difference(want, bw_test::all_weights(model)) <= 1e-5);
     }
     SUBCASE("memory taken before: the budget is the device's free memory, and max_batch_for answers for it") {
         const device_filler filler(leave);
@@ -186,6 +176,6 @@ TEST_CASE("cuda: a step larger than the free device memory is split into micro-b
         CHECK(fits < rows);
         model.train_on_batch(x, y);
         CHECK(model.micro_batch_limit() <= fits);
-        CHECK(relative_to(want, bw_test::all_weights(model)) <= 1e-5);
+        CHECK(bw_test::relative_difference(want, bw_test::all_weights(model)) <= 1e-5);
     }
 }

@@ -26,20 +26,8 @@ constexpr bool bitwise_expected = true;
 constexpr bool bitwise_expected = false;
 #endif
 
-/// ||a - b|| / ||a||, with ||a|| floored so that all-zero vectors compare absolutely.
-double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
-    REQUIRE(a.size() == b.size());
-    double diff = 0.0;
-    double norm = 0.0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-        norm += static_cast<double>(a[i]) * a[i];
-    }
-    return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-6);
-}
-
 void check_close(const std::vector<float>& reference, const std::vector<float>& other, const std::string& what) {
-    const double d = relative_difference(reference, other);
+    const double d = bw_test::relative_difference(reference, other);
     INFO(what << ": relative difference " << d);
     CHECK(d <= 1e-5);
     if (bitwise_expected) CHECK(reference == other);
@@ -654,6 +642,6 @@ TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, t
     CHECK(captured.step_captured());
     const std::vector<float> a = bw_test::all_weights(eager);
     const std::vector<float> b = bw_test::all_weights(captured);
-    INFO("relative difference " << relative_difference(a, b));
-    CHECK(relative_difference(a, b) <= 1e-5);
+    INFO("relative difference " << bw_test::relative_difference(a, b));
+    CHECK(bw_test::relative_difference(a, b) <= 1e-5);
 }
