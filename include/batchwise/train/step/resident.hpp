@@ -15,6 +15,7 @@
 #include "batchwise/core/errors.hpp"
 #include "batchwise/data/dataset.hpp"
 #include "batchwise/train/logs.hpp"
+#include "batchwise/train/step/objective.hpp"
 
 namespace batchwise {
 
