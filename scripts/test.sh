@@ -16,4 +16,4 @@ ctest --preset release -j "$jobs"
 cmake --preset sanitize >/dev/null
 cmake --build --preset sanitize -j "$jobs"
 ctest --preset sanitize -j "$jobs"
-scripts/fuzz.sh --build-dir build/sanitize --no-build --seconds "${BATCHWISE_FUZZ_SECONDS:-30}"
+scripts/fuzz.sh --build-dir build/sanitize --no-build --seconds "${BATCHWISE_FUZZ_SECONDS:-15}"
