@@ -69,7 +69,7 @@ import json, sys, datetime
 raw, md, command, gpu = sys.argv[1:5]
 rows = [json.loads(l) for l in open(raw) if l.startswith("{")]
 batches = sorted({r["batch"] for r in rows})
-systems = ["batchwise static (graphs)", "batchwise static (graphs, device-resident data)", "batchwise static (eager)",
+systems = ["batchwise static (graphs)", "batchwise static (graphs, device-resident uint8 data)", "batchwise static (eager)",
            "batchwise static (graphs, pageable)", "batchwise dynamic", "PyTorch eager",
            "PyTorch captured (torch.cuda.graph)", "cuBLAS roofline (8 GEMMs)"]
 ours_count = 5

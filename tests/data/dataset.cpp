@@ -9,6 +9,8 @@
 #include <atomic>
 #include <numeric>
 #include <set>
+#include <span>
+#include <tuple>
 #include <stdexcept>
 #include <vector>
 
@@ -231,6 +233,71 @@ TEST_CASE("an exception while preparing a batch reaches the reader through prefe
         }(),
         "bad sample 33", std::runtime_error);
     CHECK(batches == 3);
+}
+
+TEST_CASE("of_bytes: uint8 images read as byte / divisor, the floats of images divided when loaded") {
+    const std::size_t n = 37;
+    const std::size_t side = 3;
+    xt::xtensor<std::uint8_t, 3> images = xt::zeros<std::uint8_t>({n, side, side});
+    xt::xtensor<float, 3> divided = xt::zeros<float>({n, side, side});
+    xt::xtensor<int, 1> labels = xt::zeros<int>({n});
+    xt::xtensor<float, 1> weights = xt::zeros<float>({n});
+    for (std::size_t i = 0; i < n; ++i) {
+        labels(i) = static_cast<int>(i % 10);
+        weights(i) = 0.25f * static_cast<float>(i % 5);
+        for (std::size_t r = 0; r < side; ++r) {
+            for (std::size_t c = 0; c < side; ++c) {
+                const auto b = static_cast<std::uint8_t>((i * 31 + r * 7 + c * 3) % 256);
+                images(i, r, c) = b;
+                divided(i, r, c) = static_cast<float>(b) / 255.0f;
+            }
+        }
+    }
+    images(5, 0, 0) = 255;  // read as exactly 1
+    divided(5, 0, 0) = 1.0f;
+    const auto batches = [](const Dataset& ds) {
+        std::vector<float> x;
+        std::vector<float> y;
+        std::vector<float> w;
+        for (std::uint64_t epoch = 0; epoch < 2; ++epoch) {
+            auto reader = ds.read(epoch);
+            bw::data::batch_data b;
+            while (reader.next(b)) {
+                x.insert(x.end(), b.features.begin(), b.features.begin() + b.rows * b.feature_size);
+                y.insert(y.end(), b.targets.begin(), b.targets.begin() + b.rows);
+                if (b.weighted) w.insert(w.end(), b.weights.begin(), b.weights.begin() + b.rows);
+            }
+        }
+        return std::tuple{x, y, w};
+    };
+    const auto double_first = [](std::span<float> f, std::span<float>) { f[0] *= 2.0f; };
+    const auto pipeline = [&](const Dataset& ds) {
+        return ds.shuffle(n, bw::seed{7}).map(double_first).concatenate(ds.take(4)).batch(8);
+    };
+    const Dataset bytes = Dataset::of_bytes(images, labels, 255.0f);
+    CHECK(bytes.feature_size() == side * side);
+    CHECK(bytes.sample_shape() == std::vector<std::size_t>{side, side});
+    const auto [bx, by, bw_] = batches(pipeline(bytes));
+    const auto [fx, fy, fw] = batches(pipeline(Dataset(divided, labels)));
+    CHECK(bx.size() == 2 * (n + 4) * side * side);
+    CHECK(bx == fx);  // bit for bit: the same division on the same values
+    CHECK(by == fy);
+    CHECK(std::find(bx.begin(), bx.end(), 1.0f) != bx.end());
+
+    const auto [wx, wy, ww] = batches(Dataset::of_bytes(images, labels, weights, 255.0f).shuffle(n, bw::seed{3}).batch(5));
+    const auto [vx, vy, vw] = batches(Dataset(divided, labels, weights).shuffle(n, bw::seed{3}).batch(5));
+    CHECK(wx == vx);
+    CHECK(ww == vw);
+    CHECK(ww.size() == 2 * n);
+
+    for (const float bad : {0.0f, -1.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        CHECK_THROWS_WITH_AS((void)Dataset::of_bytes(images, labels, bad),
+                             doctest::Contains("Dataset::of_bytes: the divisor must be finite and positive"),
+                             bw::usage_error);
+    }
+    xt::xtensor<int, 1> short_labels = xt::zeros<int>({n - 1});
+    CHECK_THROWS_WITH_AS((void)Dataset::of_bytes(images, short_labels, 255.0f),
+                         doctest::Contains("37 feature samples but 36 targets"), bw::data_error);
 }
 
 TEST_CASE("bad datasets are refused with a clear, typed error") {

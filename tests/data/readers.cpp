@@ -679,6 +679,20 @@ TEST_CASE("fashion_mnist: small files with or without .gz read, bad counts and l
         CHECK(data.train_labels(1) == 9);
         CHECK(data.test_images(0, 0, 0) == 0.0f);
         CHECK(data.test_labels(0) == 3);
+        // Kept as bytes, the same samples read as the same floats.
+        const auto floats = bd::fashion_mnist(dir.path());
+        const auto kept = bd::fashion_mnist_bytes(dir.path());
+        for (const auto& [a, b] : {std::pair{&floats.train, &kept.train}, std::pair{&floats.test, &kept.test}}) {
+            auto ra = a->batch(4).read();
+            auto rb = b->batch(4).read();
+            bd::batch_data ba;
+            bd::batch_data bb;
+            REQUIRE(ra.next(ba));
+            REQUIRE(rb.next(bb));
+            CHECK(ba.rows == bb.rows);
+            CHECK(std::equal(ba.features.begin(), ba.features.begin() + ba.rows * 784, bb.features.begin()));
+            CHECK(std::equal(ba.targets.begin(), ba.targets.begin() + ba.rows, bb.targets.begin()));
+        }
     }
     SUBCASE("images and labels of different counts") {
         write_fashion_dir(dir.path(), 3, {1, 2});

@@ -604,6 +604,67 @@ TEST_CASE("fit with data_on_device: weighted samples train as from host memory, 
                          doctest::Contains("a batch mixes samples of two sets of arrays"), bw::usage_error);
 }
 
+TEST_CASE("uint8 images on a device: kept there (data_on_device) or sent as bytes per step, converted there as on the host") {
+    using M = bw_test::Model<captured_net, bw::static_batch<8>>;
+    const std::size_t n = 60;
+    xt::xtensor<std::uint8_t, 2> images = xt::zeros<std::uint8_t>({n, std::size_t{6}});
+    xt::xtensor<float, 2> divided = xt::zeros<float>({n, std::size_t{6}});
+    xt::xtensor<int, 1> labels = xt::zeros<int>({n});
+    for (std::size_t i = 0; i < n; ++i) {
+        labels(i) = static_cast<int>(i % 3);
+        for (std::size_t j = 0; j < 6; ++j) {
+            const auto b = static_cast<std::uint8_t>(j == i % 3 ? 200 + i % 56 : (i * 37 + j * 11) % 120);
+            images(i, j) = b;
+            divided(i, j) = static_cast<float>(b) / 255.0f;
+        }
+    }
+    M resident{bw::seed{4}};
+    M host{bw::seed{4}};
+    for (M* m : {&resident, &host}) {
+        m->compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+                   bw::metrics::accuracy);
+    }
+    // Full batches gathered from device bytes, the first step and the padded tail of 4 from the
+    // host's bytes; the reference reads floats divided on the host.
+    const auto bytes = bw::data::Dataset::of_bytes(images, labels, 255.0f).shuffle(n, bw::seed{2}).batch(8);
+    const auto floats = bw::data::Dataset(divided, labels).shuffle(n, bw::seed{2}).batch(8);
+    const bw::History a = resident.fit(bytes, {.epochs = 3, .verbose = 0, .data_on_device = true});
+    const bw::History b = host.fit(floats, {.epochs = 3, .verbose = 0});
+    CHECK(resident.step_captured());
+    for (std::size_t e = 0; e < 3; ++e) {
+        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
+        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
+        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
+    }
+    check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights after 3 epochs");
+    // From host memory: a replayed step's rows cross as bytes and its graph converts them; the
+    // other steps gather floats on the host. The same training again.
+    M streamed{bw::seed{4}};
+    streamed.compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
+                     bw::metrics::accuracy);
+    const bw::History c = streamed.fit(bytes, {.epochs = 3, .verbose = 0});
+    CHECK(streamed.step_captured());
+    for (std::size_t e = 0; e < 3; ++e) {
+        INFO("epoch " << e << ": loss " << c.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
+        CHECK(same_value(c.history.at("loss")[e], b.history.at("loss")[e]));
+        CHECK(same_value(c.history.at("accuracy")[e], b.history.at("accuracy")[e]));
+    }
+    check_close(bw_test::all_weights(host), bw_test::all_weights(streamed), "weights from bytes sent per step");
+    // A bad label is found on the host before its bytes are sent, and named.
+    xt::xtensor<int, 1> bad = labels;
+    bad(45) = 7;
+    M refused{bw::seed{4}};
+    refused.compile(bw::Adam{}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    try {
+        refused.fit(bw::data::Dataset::of_bytes(images, bad, 255.0f).batch(8), {.epochs = 1, .verbose = 0});
+        FAIL("a label of 7 for 3 classes must be refused");
+    } catch (const bw::data_error& e) {
+        INFO(e.what());
+        CHECK(e.sample() == 45);
+        CHECK(refused.iterations() == 5);  // the batches before it trained
+    }
+}
+
 TEST_CASE("a loaded checkpoint's seed reaches the replayed dropout masks") {
     using M = bw_test::Model<captured_net, bw::static_batch<8>>;
     const auto x = bw_test::random_matrix(8, 6, 21);

@@ -89,7 +89,7 @@ inline void gather(const element& e, batch_data& b, std::size_t r) {
     const source_data& s = *e.source;
     float* x = b.features.data() + r * b.feature_size;
     float* y = b.targets.data() + r * b.target_size;
-    std::copy_n(s.features.data() + e.index * s.feature_size, s.feature_size, x);
+    s.read_features(e.index, x);
     std::copy_n(s.targets.data() + e.index * s.target_size, s.target_size, y);
     b.ids[r] = e.index;
     if (b.weighted) b.weights[r] = s.weights[e.index];

@@ -28,7 +28,8 @@ namespace batchwise::data {
 class Dataset {
 public:
     /// A dataset over features (n, sample dims...) and targets: class indices (n,) or target
-    /// rows (n, k). The values are copied once, as floats, and shared by derived datasets.
+    /// rows (n, k). The values are copied once, as floats, and shared by derived datasets
+    /// (of_bytes keeps uint8 images as bytes).
     template <class X, class Y>
     Dataset(const X& features, const Y& targets)
         : Dataset(detail::make_source(features, targets)) {}
@@ -38,7 +39,23 @@ public:
     /// shuffle, take, skip and batch.
     template <class X, class Y, class W>
     Dataset(const X& features, const Y& targets, const W& sample_weights)
-        : Dataset(detail::make_source(features, targets, sample_weights)) {}
+        : Dataset(detail::with_weights(detail::make_source(features, targets), sample_weights)) {}
+
+    /// A dataset whose features are kept as they are stored, uint8 (images): a quarter of the
+    /// memory of floats, and of the bytes that reach a device (fit's data_on_device copies them
+    /// once and converts each batch there). Every layer sees float(byte) / divisor, the same
+    /// value on the host and on a device; divisor 255 gives what read_fashion_mnist loads.
+    /// Targets as the constructor takes them; usage_error for a divisor that is not finite and
+    /// positive.
+    template <class X, class Y>
+    [[nodiscard]] static Dataset of_bytes(const X& images, const Y& targets, float divisor) {
+        return Dataset(detail::make_byte_source(images, targets, divisor));
+    }
+    /// of_bytes with one weight per sample, as the three-array constructor.
+    template <class X, class Y, class W>
+    [[nodiscard]] static Dataset of_bytes(const X& images, const Y& targets, const W& sample_weights, float divisor) {
+        return Dataset(detail::with_weights(detail::make_byte_source(images, targets, divisor), sample_weights));
+    }
 
     /// Shuffles samples with a buffer of `buffer_size`; a buffer at least as large as the data
     /// gives a uniform permutation, deterministic per seed. Each epoch is shuffled anew unless
@@ -79,15 +96,19 @@ public:
         Dataset d = *this;
         if (batched()) {
             d.batches_ = std::make_shared<detail::concat_batch_node>(batches_, other.batches_);
+            d.by_index_ = by_index_ && other.by_index_;
         } else {
             d.samples_ = std::make_shared<detail::concat_sample_node>(samples_, other.samples_);
+            d.by_index_ = false;  // a batch may take samples of both
         }
+        d.bytes_ = bytes_ && other.bytes_;
         return d;
     }
 
     /// Applies fn to every sample (features, targets) in place, before or after batching.
     [[nodiscard]] Dataset map(sample_fn fn) const {
         Dataset d = *this;
+        d.by_index_ = false;
         if (batched()) {
             d.batches_ = std::make_shared<detail::batch_map_node>(batches_, std::move(fn));
         } else {
@@ -130,6 +151,11 @@ public:
     [[nodiscard]] std::size_t target_size() const { return target_size_; }
     /// Whether each sample carries a weight (the three-array constructor).
     [[nodiscard]] bool weighted() const { return weighted_; }
+    /// Whether every sample's features are kept as bytes (of_bytes).
+    [[nodiscard]] bool stores_bytes() const { return bytes_; }
+    /// Whether read_ids reads every batch: no map(), and no batch that could take samples of
+    /// two sets of arrays (concatenate before batch()).
+    [[nodiscard]] bool readable_by_index() const { return by_index_; }
 
     /// The batches of one epoch, in order.
     class reader {
@@ -175,7 +201,8 @@ private:
           sample_shape_(source->sample_shape),
           feature_size_(source->feature_size),
           target_size_(source->target_size),
-          weighted_(!source->weights.empty()) {}
+          weighted_(!source->weights.empty()),
+          bytes_(source->bytes()) {}
 
     [[nodiscard]] Dataset with(std::shared_ptr<const detail::sample_node> node) const {
         Dataset d = *this;
@@ -205,6 +232,8 @@ private:
     std::size_t feature_size_ = 0;
     std::size_t target_size_ = 0;
     bool weighted_ = false;
+    bool bytes_ = false;
+    bool by_index_ = true;
 };
 
 /// Splits a dataset's samples once into two datasets (Keras's keras.utils.split_dataset): the

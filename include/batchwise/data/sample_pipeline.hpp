@@ -12,9 +12,11 @@
 #include <ranges>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "batchwise/core/config.hpp"
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/rng.hpp"
 
@@ -33,11 +35,38 @@ struct source_data {
     std::size_t feature_size = 0;
     std::size_t target_size = 0;
     std::size_t count = 0;
+    /// The features as floats; empty when they are kept as bytes.
     std::vector<float> features;
+    /// The features in their source type, uint8 (Dataset::of_bytes), a quarter of the memory and
+    /// of the bytes copied to a device; empty when they are floats. Read as byte_value.
+    std::vector<std::uint8_t> feature_bytes;
+    /// What each byte is divided by when it is read.
+    float byte_divisor = 1.0f;
     std::vector<float> targets;
     /// One weight per sample (Keras's sample_weight); empty when the dataset has none.
     std::vector<float> weights;
+
+    /// Whether the features are kept as bytes.
+    [[nodiscard]] bool bytes() const { return !feature_bytes.empty(); }
+    /// Sample i's features as floats, into out (feature_size of them).
+    void read_features(std::size_t i, float* out) const;
 };
+
+/// A stored byte as the float a layer sees: float(b) / divisor, the same on the host and on a
+/// device. A division, not a multiply by 1 / divisor, so that 255 / 255 is exactly 1 and the
+/// values equal those of images divided when loaded (read_fashion_mnist).
+BATCHWISE_HOST_DEVICE inline float byte_value(std::uint8_t b, float divisor) {
+    return static_cast<float>(b) / divisor;
+}
+
+inline void source_data::read_features(std::size_t i, float* out) const {
+    if (bytes()) {
+        const std::uint8_t* in = feature_bytes.data() + i * feature_size;
+        for (std::size_t j = 0; j < feature_size; ++j) out[j] = byte_value(in[j], byte_divisor);
+    } else {
+        std::copy_n(features.data() + i * feature_size, feature_size, out);
+    }
+}
 
 inline constexpr std::size_t max_chained_maps = 8;
 
@@ -210,10 +239,10 @@ struct concat_sample_node final : sample_node {
     [[nodiscard]] std::size_t count() const override { return first->count() + second->count(); }
 };
 
-/// Features (n, dims...) and targets (n,) or (n, k) of any numeric types, as floats; every
-/// value is checked so that a NaN is reported with its sample before any training.
+/// The shape checks and sizes shared by both kinds of source, and the targets as floats, each
+/// checked finite.
 template <class X, class Y>
-std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
+std::shared_ptr<source_data> make_source_frame(const X& features, const Y& targets) {
     auto s = std::make_shared<source_data>();
     const auto& fs = features.shape();
     const auto& ts = targets.shape();
@@ -235,8 +264,26 @@ std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
     s->feature_size = 1;
     for (auto d : s->sample_shape) s->feature_size *= d;
     s->target_size = ts.size() == 2 ? ts[1] : 1;
-    s->features.resize(s->count * s->feature_size);
     s->targets.resize(s->count * s->target_size);
+    std::size_t i = 0;
+    for (auto it = targets.begin(); it != targets.end(); ++it, ++i) {
+        const auto v = static_cast<float>(*it);
+        if (!std::isfinite(v)) {
+            throw data_error("Dataset: the target of sample " + std::to_string(i / s->target_size) +
+                                 " is not finite",
+                             i / s->target_size);
+        }
+        s->targets[i] = v;
+    }
+    return s;
+}
+
+/// Features (n, dims...) and targets (n,) or (n, k) of any numeric types, as floats; every
+/// value is checked so that a NaN is reported with its sample before any training.
+template <class X, class Y>
+std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
+    auto s = make_source_frame(features, targets);
+    s->features.resize(s->count * s->feature_size);
     std::size_t i = 0;
     for (auto it = features.begin(); it != features.end(); ++it, ++i) {
         const auto v = static_cast<float>(*it);
@@ -248,16 +295,22 @@ std::shared_ptr<source_data> make_source(const X& features, const Y& targets) {
         }
         s->features[i] = v;
     }
-    i = 0;
-    for (auto it = targets.begin(); it != targets.end(); ++it, ++i) {
-        const auto v = static_cast<float>(*it);
-        if (!std::isfinite(v)) {
-            throw data_error("Dataset: the target of sample " + std::to_string(i / s->target_size) +
-                                 " is not finite",
-                             i / s->target_size);
-        }
-        s->targets[i] = v;
+    return s;
+}
+
+/// Features of uint8 kept as bytes, each read as byte / divisor; targets as make_source.
+template <class X, class Y>
+std::shared_ptr<source_data> make_byte_source(const X& features, const Y& targets, float divisor) {
+    static_assert(std::is_same_v<std::remove_cv_t<typename X::value_type>, std::uint8_t>,
+                  "Dataset::of_bytes: the features must be an array of std::uint8_t (images as stored); "
+                  "other types go to the Dataset constructor, which keeps floats.");
+    if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
+        throw usage_error("Dataset::of_bytes: the divisor must be finite and positive, got " +
+                          std::to_string(divisor));
     }
+    auto s = make_source_frame(features, targets);
+    s->byte_divisor = divisor;
+    s->feature_bytes.assign(features.begin(), features.end());
     return s;
 }
 
@@ -294,10 +347,9 @@ void copy_sample_weights(const W& w, std::size_t n, float* out, const char* call
     }
 }
 
-/// make_source with one weight per sample.
-template <class X, class Y, class W>
-std::shared_ptr<const source_data> make_source(const X& features, const Y& targets, const W& weights) {
-    auto s = make_source(features, targets);
+/// A source with one weight per sample.
+template <class W>
+std::shared_ptr<const source_data> with_weights(std::shared_ptr<source_data> s, const W& weights) {
     s->weights.resize(s->count);
     copy_sample_weights(weights, s->count, s->weights.data(), "Dataset");
     return s;

@@ -271,25 +271,38 @@ public:
             while (!log.empty() && log.back().step > model.iterations()) log.pop_back();
         };
         const detail::lag_scope<std::remove_reference_t<decltype(engine)>> lag(engine);
-        // data_on_device: the arrays batches index, copied once (checked as a batch is).
-        using resident_type = detail::resident_for<exec, !exec::host_memory>;
+        // Batches read by index: data_on_device's arrays, copied once (checked as a batch is);
+        // or, on a device, a byte dataset's rows sent as bytes step by step.
+        using resident_type = detail::indexed_for<resident_data, exec, !exec::host_memory>;
+        using streamed_type = detail::indexed_for<streamed_bytes, exec, !exec::host_memory>;
         std::optional<resident_type> resident;
-        if (options.data_on_device && !exec::host_memory) resident.emplace();
-        const auto feed_indexed = [&](resident_type& r) {
+        std::optional<streamed_type> streamed;
+        if constexpr (!exec::host_memory) {
+            if (options.data_on_device) {
+                resident.emplace();
+            } else if (!shared && train.stores_bytes() && train.readable_by_index()) {
+                streamed.emplace();
+            }
+        }
+        const auto feed_by_index = [&]() -> logs {
             if constexpr (exec::host_memory) {
                 return logs{};  // never: host-memory policies read rows as usual
-            } else {
-                r.hold(*batch_.source, [&](const float* x, const float* y, std::size_t n) {
-                    engine.objective().validate(x, y, nullptr, n, "fit");
+            } else if (resident) {
+                resident->hold(*batch_.source, [&](const float* x, const float* y, std::size_t n) {
+                    engine.objective().validate(x, y, nullptr, n, "fit", x != nullptr);
                 });
-                return batchwise::feed_resident(engine, r, batch_, resident_rows_, resident_targets_, "fit");
+                return batchwise::feed_indexed(engine, *resident, batch_, indexed_rows_, indexed_targets_, "fit");
+            } else {
+                streamed->hold(*batch_.source);
+                return batchwise::feed_indexed(engine, *streamed, batch_, indexed_rows_, indexed_targets_, "fit");
             }
         };
+        const bool by_index = resident || streamed;
         for (Callback* cb : cbs) cb->on_train_begin(ctx);
         for (; epoch < options.epochs && !ctx.stop_requested(); ++epoch) {
             const auto t0 = std::chrono::steady_clock::now();
             const std::uint64_t key = epoch + offset;
-            auto reader = resident ? train.read_ids(key) : train.read(key);
+            auto reader = by_index ? train.read_ids(key) : train.read(key);
             const std::size_t available = train.cardinality(key);
             if (available == 0) require_samples(train, epoch, key);  // a schedule may empty a later epoch
             const std::size_t steps =
@@ -326,7 +339,7 @@ public:
                 for (Callback* cb : cbs) cb->on_batch_begin(ctx, step, batch_.rows);
                 logs l;
                 try {
-                    l = resident ? feed_indexed(*resident) : engine.feed(batch_.features.data(), batch_.targets.data(),
+                    l = by_index ? feed_by_index() : engine.feed(batch_.features.data(), batch_.targets.data(),
                                                                            batch_.sample_weights(), batch_.ids.data(),
                                                                            batch_.rows, "fit");
                 } catch (const numeric_error& e) {
@@ -350,7 +363,7 @@ public:
                 if (sizes.empty() || sizes.back().first != batch_.rows) sizes.emplace_back(batch_.rows, 0);
                 ++sizes.back().second;
                 step_ = ++step;
-                const logs running = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+                const logs running = engine.objective().logs_of(sums);
                 for (Callback* cb : cbs) cb->on_batch_end(ctx, step - 1, l, running);
                 if (ctx.stop_requested()) break;
             }
@@ -384,7 +397,7 @@ public:
             check_weights(epoch);  // before validation, callbacks and checkpoints see the weights
 
             epoch_logs el;
-            const logs mean = engine.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
+            const logs mean = engine.objective().logs_of(sums);
             el.set("loss", mean.loss);
             for (std::size_t m = 0; m < mean.metric_count; ++m) el.set(std::string(mean.names[m]), mean.values[m]);
             if (validation && !non_finite) {
@@ -433,8 +446,8 @@ private:
     std::size_t step_ = 0;
     std::optional<std::pair<std::uint64_t, std::size_t>> resume_;
     data::batch_data batch_;
-    /// The rows of a data_on_device batch that trains eagerly, gathered on the host.
-    std::vector<float> resident_rows_, resident_targets_;
+    /// The rows of a batch read by index that trains eagerly, gathered on the host.
+    std::vector<float> indexed_rows_, indexed_targets_;
     std::vector<float> host_weights_;  // device variables copied for the finite check
 };
 

@@ -360,9 +360,7 @@ public:
     logs read_results() {
         step_sums sums;
         step_.captured().report(step_, "read_results", sums);
-        logs out = step_.objective().make_logs(sums, std::max<std::size_t>(sums.samples, 1));
-        out.samples = sums.samples;
-        return out;
+        return step_.objective().logs_of(sums);
     }
     /// Why the step could not be captured (the operation a graph cannot hold), or empty. Such a
     /// model trains eagerly; compile() tries again. fit() also reports it as a callback event

@@ -179,7 +179,7 @@ public:
         if (staged_suspended_) return false;
         constexpr std::size_t in = Engine::in_features;
         const std::size_t ty = e.objective_.target_cols();
-        return run(e, nullptr, n, call, sums, x, [&](std::size_t p) {
+        return run(e, static_cast<detail::staged_rows*>(nullptr), n, call, sums, x, [&](std::size_t p) {
             const float* from = e.staging_.stage_on_host(x, y, n, n, ty);
             const bool check_on_device = DeviceInputCheckPolicy<Exec> && e.staging_.take_deferred_check();
             Exec::copy_ahead(from, n * in, Exec::data(inputs_[p]));
@@ -188,14 +188,13 @@ public:
         });
     }
 
-    /// train() for a batch of rows kept in the policy's memory (fit's data_on_device): only the
-    /// rows' indices are copied, and the graph gathers the rows from `data` first.
-    template <class Engine>
-    bool train_resident(Engine& e, const resident_data<Exec>& data, const std::size_t* ids, std::size_t n,
-                        const char* call, step_sums& sums) {
-        return run(e, &data, n, call, sums, nullptr, [&](std::size_t p) {
-            std::copy_n(ids, n, host_ids_.data() + p * n);
-            Exec::copy_ahead(host_ids_.data() + p * n, n, Exec::data(ids_[p]));
+    /// train() for a batch read by index from `source` (resident_data, streamed_bytes): the
+    /// source stages what the step needs, and the graph's first nodes make the batch from it.
+    template <class Engine, class Source>
+    bool train_indexed(Engine& e, Source& source, const std::size_t* ids, std::size_t n, const char* call,
+                       step_sums& sums) {
+        return run(e, &source, n, call, sums, nullptr, [&](std::size_t p) {
+            source.stage(p, ids, n, e.objective_, call);
             return staged{};
         });
     }
@@ -210,17 +209,18 @@ private:
         bool check_on_device = false;
     };
 
-    /// One step from the graphs: `stage(p)` puts the batch where parity p's graph reads it.
-    /// `x` is the caller's batch, for naming a non-finite input the device counted (null for
-    /// resident data, which was checked when it was copied).
-    template <class Engine, class Stage>
-    bool run(Engine& e, const resident_data<Exec>* data, std::size_t n, const char* call, step_sums& sums,
-             const float* x, Stage&& stage) {
+    /// One step from the graphs: `stage(p)` puts the batch where parity p's graph reads it, or
+    /// what `data`'s nodes make it from (data is null for staged rows). `x` is the caller's
+    /// batch, for naming a non-finite input the device counted (null for a batch read by index,
+    /// whose inputs were checked or are bytes).
+    template <class Engine, class Source, class Stage>
+    bool run(Engine& e, Source* data, std::size_t n, const char* call, step_sums& sums, const float* x,
+             Stage&& stage) {
         constexpr std::size_t in = Engine::in_features;
         constexpr bool device_checks = DeviceInputCheckPolicy<Exec>;
         // Another model grew the policy's shared scratch since the capture: the graphs point at
         // freed memory. Or an observer came or went: the update is captured in another shape. Or
-        // the graphs gather from other resident data, or from none.
+        // the graphs read their batch from another source.
         const bool split = e.window_.update_after_host();
         const std::uint64_t source = data != nullptr ? data->identity() : 0;
         if (first_[0] && (generation_ != Exec::shared_buffers_generation() || split_ != split ||
@@ -252,11 +252,10 @@ private:
             for (std::size_t p = 0; p < 2; ++p) {
                 Exec::reserve(inputs_[p], n * in);
                 Exec::reserve(targets_[p], n * ty);
-                if (data != nullptr) Exec::reserve(ids_[p], n);
             }
-            if (data != nullptr) host_ids_.resize(2 * n);
+            if (data != nullptr) data->reserve(n);
             split_ = split;
-            source_ = source;
+            source_ = data != nullptr ? data->identity() : 0;  // buffers the source grew are new ones
             for (std::size_t p = 0; p < 2; ++p) {
                 if (!capture(e, n, p, data)) {
                     drop();
@@ -399,8 +398,8 @@ private:
     /// Records the graphs of a full-batch step for one input buffer. Nothing runs while they are
     /// recorded; the layers' host-side bookkeeping (batch norm's sample counts) is that of one
     /// step, and is the same for every full batch, so the graphs may keep it.
-    template <class Engine>
-    bool capture(Engine& e, std::size_t rows, std::size_t parity, const resident_data<Exec>* data) {
+    template <class Engine, class Source>
+    bool capture(Engine& e, std::size_t rows, std::size_t parity, Source* data) {
         constexpr std::size_t in = Engine::in_features;
         constexpr std::size_t out = Engine::out_features;
         constexpr bool device_checks = DeviceInputCheckPolicy<Exec>;
@@ -413,19 +412,18 @@ private:
         try {
             Exec::begin_capture(sums, slots_);
             Exec::from_host(host_scalars_.data() + 2 * parity, 1, device);
-            if (data != nullptr) {
-                const std::size_t* ids = Exec::data(ids_[parity]);
-                Exec::for_each(rows * in, detail::gather_rows{data->features(), ids, in, Exec::data(inputs_[parity])});
-                Exec::for_each(rows * ty, detail::gather_rows{data->targets(), ids, ty, Exec::data(targets_[parity])});
-            }
+            const graph_batch batch = data != nullptr
+                                          ? data->record_gather(parity, rows, Exec::data(inputs_[parity]),
+                                                                Exec::data(targets_[parity]))
+                                          : graph_batch{Exec::data(inputs_[parity]), Exec::data(targets_[parity])};
             e.net_->begin_step();
             const pass_context ctx{.training = true, .seed = e.seed(), .valid_rows = rows, .device_scalars = device};
-            const const_matrix_view o = e.net_->forward({Exec::data(inputs_[parity]), rows, in}, ctx);
+            const const_matrix_view o = e.net_->forward({batch.inputs, rows, in}, ctx);
             const const_matrix_view pred{o.data, rows, out};
-            const const_matrix_view target{Exec::data(targets_[parity]), rows, ty};
+            const const_matrix_view target{batch.targets, rows, ty};
             (void)e.objective_.training_loss_sum(pred, target, nullptr, grad, 1.0f, scratch);
             e.objective_.record_metrics(pred, target, scratch);
-            if constexpr (device_checks) (void)Exec::count_non_finite(Exec::data(inputs_[parity]), rows * in);
+            if constexpr (device_checks) (void)Exec::count_non_finite(batch.inputs, rows * in);
             if (Exec::captured_sums() != slots_) {
                 const std::size_t reductions = Exec::captured_sums() - (device_checks ? 1 : 0);
                 throw std::logic_error("the loss and the metrics reduced " + std::to_string(reductions) +
@@ -462,10 +460,7 @@ private:
     /// [p]: the whole step on input buffer p, or its first part when the update is split off.
     std::array<std::optional<typename Exec::graph>, 2> first_, update_;
     std::array<typename Exec::vector, 2> inputs_, targets_;
-    /// Resident data's row indices per parity, and their page-locked staging.
-    std::array<typename Exec::template array<std::size_t>, 2> ids_;
-    typename Exec::template host_array<std::size_t> host_ids_;
-    /// The resident data the graphs gather from (resident_data::identity), or 0.
+    /// The source the graphs make their batch from (its identity()), or 0 for staged rows.
     std::uint64_t source_ = 0;
     std::array<typename Exec::event, 2> events_;
     std::array<std::optional<detail::queued_step>, 2> pending_;

@@ -239,10 +239,7 @@ public:
             if (window_.full_by_samples()) finish_step();
         }
         if (window_.count_micro_batch()) finish_step();
-        // Of what has reported: replayed steps may report later (fit lets them lag).
-        logs out = objective_.make_logs(sums, std::max<std::size_t>(sums.samples, 1));
-        out.samples = sums.samples;
-        return out;
+        return objective_.logs_of(sums);  // replayed steps may report later (fit lets them lag)
     }
 
     /// feed() when the window's rows are shared among processes: every process is given the same
@@ -276,9 +273,7 @@ public:
             if (window_.full_by_samples()) finish_step();
         }
         if (window_.count_micro_batch()) finish_step();
-        logs out = objective_.make_logs(sums, std::max<std::size_t>(sums.samples, 1));
-        out.samples = sums.samples;
-        return out;
+        return objective_.logs_of(sums);
     }
 
     /// A process's share of a piece as one micro-batch, even an empty one: layers with

@@ -188,6 +188,13 @@ public:
     }
     /// Means of `n` samples from step_sums.
     [[nodiscard]] logs make_logs(const step_sums& s, std::size_t n) const { return make_logs(s.loss, s.metrics, n); }
+    /// The means of the samples the sums hold, which is what has reported so far: replayed steps
+    /// may report later, and none may have (the logs are then zero, of 0 samples).
+    [[nodiscard]] logs logs_of(const step_sums& s) const {
+        logs out = make_logs(s, std::max<std::size_t>(s.samples, 1));
+        out.samples = s.samples;
+        return out;
+    }
 
     /// Every input finite and every target valid, before any of the batch is trained: a bad
     /// sample stops the call with nothing of the batch half-accumulated.
