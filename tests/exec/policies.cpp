@@ -645,3 +645,58 @@ TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, t
     INFO("relative difference " << bw_test::relative_difference(a, b));
     CHECK(bw_test::relative_difference(a, b) <= 1e-5);
 }
+
+#if defined(BATCHWISE_TEST_THRUST_HOST)
+namespace {
+
+// gpu-mlp's layer kinds (benchmarks/gpu_mlp.cu) at a size the sanitizer build runs quickly: the
+// number of kernels a step launches does not depend on the widths.
+using mlp_net = bw::Sequential<bw::Input<20>, bw::Dense<16>, bw::ReLU, bw::Dense<16>, bw::ReLU, bw::Dense<4>>;
+
+template <class Optimizer>
+std::uint64_t nodes_per_replayed_step(const Optimizer& optimizer) {
+    bw_test::Model<mlp_net, bw::static_batch<8>> model{bw::seed{7}};
+    model.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const auto x = bw_test::random_matrix(8, 20, 31);
+    xt::xtensor<float, 1> y = {0, 1, 2, 3, 3, 2, 1, 0};
+    for (int i = 0; i < 3; ++i) model.train_on_batch(x, y);
+    REQUIRE(model.step_captured());
+    const std::uint64_t before = bw_test::exec::launched_graph_nodes();
+    model.train_on_batch(x, y);
+    return bw_test::exec::launched_graph_nodes() - before;
+}
+
+template <class Optimizer>
+void check_mlp_trains_as_cpu_blas(const Optimizer& optimizer) {
+    bw::Model<mlp_net, bw::static_batch<8>, bw::cpu_blas> reference{bw::seed{9}};
+    bw_test::Model<mlp_net, bw::static_batch<8>> tested{bw::seed{9}};
+    reference.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    tested.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    xt::xtensor<float, 1> y = {3, 1, 2, 0, 0, 2, 1, 3};
+    for (int i = 0; i < 6; ++i) {
+        const auto x = bw_test::random_matrix(8, 20, 40 + static_cast<std::uint64_t>(i), -2.0f, 2.0f);
+        const bw::logs a = reference.train_on_batch(x, y);
+        const bw::logs b = tested.train_on_batch(x, y);
+        CHECK(a.loss == b.loss);
+    }
+    CHECK(tested.step_captured());
+    CHECK(bw_test::all_weights(reference) == bw_test::all_weights(tested));
+    check_close(as_vector(reference.predict(bw_test::random_matrix(5, 20, 50))),
+                as_vector(tested.predict(bw_test::random_matrix(5, 20, 50))), "predictions after training");
+}
+
+}  // namespace
+
+// Before the Dense fusions: per step, the scalars' copy 1, forward 8 (bias copy and GEMM per
+// Dense, a pass per ReLU), loss 2 (rows, sum), input check 1, guard 1, backward 10, update 6
+// (a pass per variable), results' copy 1.
+TEST_CASE("a replayed step of gpu-mlp's network launches a pinned number of kernels") {
+    CHECK(nodes_per_replayed_step(bw::SGD{{.learning_rate = 0.05f}}) == 30);
+    CHECK(nodes_per_replayed_step(bw::Adam{}) == 30);
+}
+
+TEST_CASE("gpu-mlp's network trains on thrust_host bit for bit as on cpu_blas") {
+    check_mlp_trains_as_cpu_blas(bw::SGD{{.learning_rate = 0.05f}});
+    check_mlp_trains_as_cpu_blas(bw::Adam{{.learning_rate = 0.01f}});
+}
+#endif

@@ -214,6 +214,9 @@ public:
     /// allocating host memory, at the first launch, which for the second of the alternating
     /// pairs of graphs is a steady-state step.
     explicit cuda_graph(cudaGraph_t g) {
+        // The node count is read before instantiation, which may split or merge nothing but
+        // leaves only the executable form.
+        if (cudaGraphGetNodes(g, nullptr, &nodes_) != cudaSuccess) nodes_ = 0;
         const cudaError_t status = cudaGraphInstantiate(&exec_, g, 0);
         (void)cudaGraphDestroy(g);
         check_cuda(status, "cudaGraphInstantiate");
@@ -225,18 +228,30 @@ public:
     }
     cuda_graph(const cuda_graph&) = delete;
     cuda_graph& operator=(const cuda_graph&) = delete;
-    cuda_graph(cuda_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
+    cuda_graph(cuda_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)), nodes_(std::exchange(o.nodes_, 0)) {}
     cuda_graph& operator=(cuda_graph&& o) noexcept {
         std::swap(exec_, o.exec_);
+        std::swap(nodes_, o.nodes_);
         return *this;
     }
     ~cuda_graph() {
         if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
     }
-    void launch(cudaStream_t stream) const { check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
+    void launch(cudaStream_t stream) const {
+        check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch");
+        launched_nodes() += nodes_;
+    }
+    /// The graph's nodes (kernels, copies, cuBLAS's kernels), as cudaGraphGetNodes counts them.
+    [[nodiscard]] std::size_t size() const { return nodes_; }
+    /// Nodes of every graph launched on this thread so far (thrust_policy::launched_graph_nodes).
+    static std::uint64_t& launched_nodes() {
+        thread_local std::uint64_t n = 0;
+        return n;
+    }
 
 private:
     cudaGraphExec_t exec_ = nullptr;
+    std::size_t nodes_ = 0;
 };
 
 /// A point in the compute stream's work the host can wait for. The CUDA event is made at the
@@ -356,6 +371,7 @@ struct cublas_backend {
     static cuda_graph end_capture() { return cuda_graph(cuda_context::get().end_capture()); }
     static void abort_capture() noexcept { cuda_context::get().abort_capture(); }
     static void launch(const cuda_graph& g) { g.launch(cuda_context::get().stream()); }
+    static std::uint64_t launched_graph_nodes() { return cuda_graph::launched_nodes(); }
 
     /// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap and
     /// keep their own transposes, with no copy.

@@ -315,6 +315,10 @@ struct thrust_policy {
     static std::size_t captured_sums() { return capture_sums().used; }
     /// Runs a graph, ordered after all work submitted before.
     static void launch(const graph& g) { Backend::launch(g); }
+    /// Nodes (kernels, copies, library calls) of every graph launched so far by this thread: the
+    /// difference across one replayed step is what the step launches (benchmarks/gpu_mlp.cu
+    /// prints it; tests pin it on the host).
+    static std::uint64_t launched_graph_nodes() { return Backend::launched_graph_nodes(); }
 
 private:
     /// Whether calls are to be recorded instead of run: while a capture is open, on a backend
