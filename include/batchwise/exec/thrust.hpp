@@ -26,6 +26,7 @@
 #include <thrust/transform_reduce.h>
 
 #include "batchwise/core/config.hpp"
+#include "batchwise/exec/dense_epilogue.hpp"
 #include "batchwise/exec/matrix_view.hpp"
 
 namespace batchwise {
@@ -173,6 +174,32 @@ struct thrust_policy {
         if (c.rows == 0 || c.cols == 0) return;
         if (recording()) return record([=] { Backend::gemm(ta, tb, alpha, a, b, beta, c); });
         Backend::gemm(ta, tb, alpha, a, b, beta, c);
+    }
+
+    // ---- fused Dense (FusedDensePolicy) ----------------------------------------------------
+    // One call, one graph node where the backend fuses (cuBLASLt epilogues under cuda); on the
+    // host the same passes as the unfused calls, in the same order, inside one recorded call, so
+    // that thrust_host still matches cpu_blas bit for bit.
+
+    /// Whether dense_forward<Fn> may be asked for: Fn has an epilogue (ReLU), or is none.
+    template <class Fn>
+    static constexpr bool fuses_activation = EpilogueActivation<Fn>;
+
+    /// y = Fn(x w + bias) (no bias where bias is null), row-major; the bias is one row of y.cols.
+    template <class Fn>
+        requires fuses_activation<Fn>
+    static void dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+        if (y.rows == 0 || y.cols == 0) return;
+        if (recording()) return record([=] { run_dense_forward<Fn>(x, w, bias, y); });
+        run_dense_forward<Fn>(x, w, bias, y);
+    }
+
+    /// dw = x^T dy and bias_grad = the column sums of dy, both overwritten (a Dense's gradients
+    /// when not accumulating: an epilogue's bias gradient cannot add to what is there).
+    static void dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        if (dw.rows == 0 || dw.cols == 0) return;
+        if (recording()) return record([=] { run_dense_weight_grad(x, dy, dw, bias_grad); });
+        run_dense_weight_grad(x, dy, dw, bias_grad);
     }
 
     /// Calls f(i) for every i in [0, n), in any order and concurrently.
@@ -331,6 +358,30 @@ private:
             return false;
         }
     }
+    // The backend's fused call when it has one and takes the shapes; else the unfused passes.
+    template <class Fn>
+    static void run_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+        if constexpr (requires { Backend::template try_dense_forward<Fn>(x, w, bias, y); }) {
+            if (Backend::template try_dense_forward<Fn>(x, w, bias, y)) return;
+        }
+        if (bias != nullptr) {
+            thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.rows,
+                               detail::copy_row_vector{y.data, bias, y.cols});
+        }
+        Backend::gemm(transpose::no, transpose::no, 1.0f, x, w, bias != nullptr ? 1.0f : 0.0f, y);
+        if constexpr (Fn::epilogue != epilogue_activation::none) {
+            thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.size(),
+                               detail::activate_in_place<Fn>{y.data});
+        }
+    }
+    static void run_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        if constexpr (requires { Backend::try_dense_weight_grad(x, dy, dw, bias_grad); }) {
+            if (Backend::try_dense_weight_grad(x, dy, dw, bias_grad)) return;
+        }
+        Backend::gemm(transpose::yes, transpose::no, 1.0f, x, dy, 0.0f, dw);
+        if (bias_grad != nullptr && dy.cols != 0) Backend::column_sums(dy, bias_grad, 0.0f);
+    }
+
     template <class Call>
     static void record(Call&& call) {
         if constexpr (records_calls) Backend::record(std::forward<Call>(call));
