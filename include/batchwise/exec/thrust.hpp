@@ -240,6 +240,26 @@ struct thrust_policy {
         return thrust::transform_reduce(Backend::policy(), p, p + n, t, 0.0, thrust::plus<double>());
     }
 
+    /// for_each(n, f) and then sum(p, n): a loss's rows, each writing its loss into p, and their
+    /// sum. While a step is captured it is one node (on cuda, one reduction whose transform runs
+    /// the row; on the host the two passes, in order, in one recorded call); eager, the two calls.
+    template <class F>
+    static double for_each_then_sum(std::size_t n, const F& f, const float* p) {
+        if (!capturing()) {
+            for_each(n, f);
+            return sum(p, n);
+        }
+        detail::capture_sums& sums = capture_sums();
+        if (sums.used == sums.capacity) throw detail::capture_unsupported("more reductions than one each for the loss and the metrics");
+        double* slot = sums.slots + sums.used++;
+        if (recording()) {
+            record([=] { run_for_each_then_sum_into(n, f, p, slot); });
+        } else {
+            run_for_each_then_sum_into(n, f, p, slot);
+        }
+        return 0.0;
+    }
+
     /// How many of n floats are infinite or NaN, reduced as sum() is (into a slot while a step
     /// is captured): the device's check of a batch sent to it straight from pinned memory.
     static double count_non_finite(const float* p, std::size_t n) {
@@ -373,6 +393,14 @@ private:
             thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.size(),
                                detail::activate_in_place<Fn>{y.data});
         }
+    }
+    template <class F>
+    static void run_for_each_then_sum_into(std::size_t n, const F& f, const float* p, double* slot) {
+        if constexpr (requires { Backend::try_rows_sum_into(n, f, p, slot); }) {
+            if (Backend::try_rows_sum_into(n, f, p, slot)) return;
+        }
+        if (n != 0) thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
+        Backend::sum_into(p, n, slot, detail::widen_to_double{});
     }
     static void run_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
         if constexpr (requires { Backend::try_dense_weight_grad(x, dy, dw, bias_grad); }) {
