@@ -28,7 +28,7 @@
 
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
-#include "batchwise/exec/cublaslt.hpp"
+#include "batchwise/exec/cuda_lt_gemm.hpp"
 #include "batchwise/exec/cuda_graph.hpp"
 #include "batchwise/exec/cuda_runtime.hpp"
 #include "batchwise/exec/thrust.hpp"

@@ -79,15 +79,19 @@ struct Dense {
         }
 
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
-            if constexpr (FusedDensePolicy<Exec>) return forward_activated<no_activation>(x, ctx);
-            const matrix_view y{Exec::data(out_), x.rows, Units};
-            // The bias goes in first and the GEMM accumulates onto it: one pass over the output
-            // instead of two, since a GEMM with beta = 0 clears its output in a pass of its own.
-            if constexpr (use_bias) {
-                Exec::for_each(y.rows, detail::copy_row_vector{y.data, Exec::data(bias_), Units});
+            if constexpr (FusedDensePolicy<Exec>) {
+                return forward_activated<no_activation>(x, ctx);
+            } else {
+                const matrix_view y{Exec::data(out_), x.rows, Units};
+                // The bias goes in first and the GEMM accumulates onto it: one pass over the
+                // output instead of two, since a GEMM with beta = 0 clears its output in a pass
+                // of its own.
+                if constexpr (use_bias) {
+                    Exec::for_each(y.rows, detail::copy_row_vector{y.data, Exec::data(bias_), Units});
+                }
+                Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), use_bias ? 1.0f : 0.0f, y);
+                return y;
             }
-            Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), use_bias ? 1.0f : 0.0f, y);
-            return y;
         }
 
         /// forward() and then the activation Fn over the output, in one call of the policy (a

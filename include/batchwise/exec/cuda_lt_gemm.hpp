@@ -4,7 +4,7 @@
 #pragma once
 
 #if !defined(__CUDACC__)
-#error "<batchwise/exec/cublaslt.hpp> is compiled by nvcc; on the host use cpu_blas or thrust_host"
+#error "<batchwise/exec/cuda_lt_gemm.hpp> is compiled by nvcc; on the host use cpu_blas or thrust_host"
 #endif
 
 #include <cstddef>
