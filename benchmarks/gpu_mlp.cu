@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 #include <utility>
 
@@ -63,7 +64,8 @@ std::string device_name() {
 }
 
 template <class Model, class X, class Y>
-std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others) {
+std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others,
+                                 std::uint64_t& graph_nodes) {
     const std::size_t n = o.batch;
     const std::size_t steps = d.samples / n;
     std::vector<std::unique_ptr<X>> xs(steps);
@@ -93,16 +95,22 @@ std::vector<double> train_epochs(Model& model, const bench::dataset& d, const be
         std::exit(1);
     }
     others = t.others;
+    // One more step, untimed: the nodes the replayed step's graphs hold (0 when it runs eagerly).
+    const std::uint64_t before = bw::cuda::launched_graph_nodes();
+    (void)model.train_on_batch(*xs[0], *ys[0]);
+    (void)model.read_results();
+    graph_nodes = bw::cuda::launched_graph_nodes() - before;
     return t.rates(static_cast<double>(d.samples));
 }
 
 template <class Model>
 std::vector<double> train_epochs(Model& model, const bench::dataset& d, const bench::options& o, double& others,
-                                 bool pinned) {
+                                 bool pinned, std::uint64_t& graph_nodes) {
     if (pinned) {
-        return train_epochs<Model, bw::pinned_tensor<float, 2>, bw::pinned_tensor<float, 1>>(model, d, o, others);
+        return train_epochs<Model, bw::pinned_tensor<float, 2>, bw::pinned_tensor<float, 1>>(model, d, o, others,
+                                                                                            graph_nodes);
     }
-    return train_epochs<Model, xt::xtensor<float, 2>, xt::xtensor<float, 1>>(model, d, o, others);
+    return train_epochs<Model, xt::xtensor<float, 2>, xt::xtensor<float, 1>>(model, d, o, others, graph_nodes);
 }
 
 template <class Model>
@@ -119,7 +127,8 @@ bool run_static(const bench::dataset& d, const bench::options& o, bool capture, 
     model->set_step_capture(capture);
     compile(*model);
     double others = 0.0;
-    const auto rates = train_epochs(*model, d, o, others, pinned);
+    std::uint64_t graph_nodes = 0;
+    const auto rates = train_epochs(*model, d, o, others, pinned, graph_nodes);
     if (capture && !model->step_captured()) {
         std::fprintf(stderr, "gpu_mlp: the step was not captured: %s\n", model->step_capture_refused().c_str());
         std::exit(4);
@@ -127,7 +136,8 @@ bool run_static(const bench::dataset& d, const bench::options& o, bool capture, 
     const char* system = !pinned ? "batchwise static (graphs, pageable)"
                          : capture ? "batchwise static (graphs)"
                                    : "batchwise static (eager)";
-    bench::print_result("gpu-mlp", system, N, "samples/s", rates, others, extra());
+    bench::print_result("gpu-mlp", system, N, "samples/s", rates, others,
+                        extra() + ", \"graph_nodes_per_step\": " + std::to_string(graph_nodes));
     return true;
 }
 
@@ -174,7 +184,8 @@ void run_dynamic(const bench::dataset& d, const bench::options& o) {
     bw::Model<Net, bw::dynamic_batch, bw::cuda> model{bw::seed{42}};
     compile(model);
     double others = 0.0;
-    const auto rates = train_epochs(model, d, o, others, true);
+    std::uint64_t graph_nodes = 0;  // a dynamic batch is not captured
+    const auto rates = train_epochs(model, d, o, others, true, graph_nodes);
     bench::print_result("gpu-mlp", "batchwise dynamic", o.batch, "samples/s", rates, others, extra());
 }
 

@@ -44,9 +44,10 @@ if(BATCHWISE_CCCL_INCLUDE_DIR AND NOT TARGET batchwise::thrust_host)
     unset(_batchwise_thrust_version)
 endif()
 
-if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND NOT TARGET batchwise::cuda)
+if(CUDAToolkit_FOUND AND TARGET CUDA::cublas AND TARGET CUDA::cublasLt AND NOT TARGET batchwise::cuda)
     add_library(batchwise::cuda INTERFACE IMPORTED GLOBAL)
-    target_link_libraries(batchwise::cuda INTERFACE batchwise::batchwise CUDA::cudart CUDA::cublas)
+    # cuBLASLt: the Dense layers' GEMMs with bias, ReLU and bias-gradient epilogues.
+    target_link_libraries(batchwise::cuda INTERFACE batchwise::batchwise CUDA::cudart CUDA::cublas CUDA::cublasLt)
     # C++20 by flag: CMake 3.25's compile features do not know nvcc 13's dialects. libstdc++'s
     # constexpr functions (std::max, numeric_limits) are called from device code.
     target_compile_options(batchwise::cuda INTERFACE

@@ -706,3 +706,82 @@ TEST_CASE("plain SGD replayed: its own pass instead of the fold into the GEMM, t
     INFO("relative difference " << bw_test::relative_difference(a, b));
     CHECK(bw_test::relative_difference(a, b) <= 1e-5);
 }
+
+#if defined(BATCHWISE_TEST_THRUST_HOST)
+namespace {
+
+// gpu-mlp's layer kinds (benchmarks/gpu_mlp.cu) at a size the sanitizer build runs quickly: the
+// number of kernels a step launches does not depend on the widths.
+using mlp_net = bw::Sequential<bw::Input<20>, bw::Dense<16>, bw::ReLU, bw::Dense<16>, bw::ReLU, bw::Dense<4>>;
+
+template <class Optimizer>
+std::uint64_t nodes_per_replayed_step(const Optimizer& optimizer) {
+    bw_test::Model<mlp_net, bw::static_batch<8>> model{bw::seed{7}};
+    model.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    const auto x = bw_test::random_matrix(8, 20, 31);
+    xt::xtensor<float, 1> y = {0, 1, 2, 3, 3, 2, 1, 0};
+    for (int i = 0; i < 3; ++i) model.train_on_batch(x, y);
+    REQUIRE(model.step_captured());
+    const std::uint64_t before = bw_test::exec::launched_graph_nodes();
+    model.train_on_batch(x, y);
+    return bw_test::exec::launched_graph_nodes() - before;
+}
+
+template <class Optimizer>
+void check_mlp_trains_as_cpu_blas(const Optimizer& optimizer) {
+    bw::Model<mlp_net, bw::static_batch<8>, bw::cpu_blas> reference{bw::seed{9}};
+    bw_test::Model<mlp_net, bw::static_batch<8>> tested{bw::seed{9}};
+    reference.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    tested.compile(optimizer, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    xt::xtensor<float, 1> y = {3, 1, 2, 0, 0, 2, 1, 3};
+    for (int i = 0; i < 6; ++i) {
+        const auto x = bw_test::random_matrix(8, 20, 40 + static_cast<std::uint64_t>(i), -2.0f, 2.0f);
+        const bw::logs a = reference.train_on_batch(x, y);
+        const bw::logs b = tested.train_on_batch(x, y);
+        CHECK(a.loss == b.loss);
+    }
+    CHECK(tested.step_captured());
+    CHECK(bw_test::all_weights(reference) == bw_test::all_weights(tested));
+    check_close(as_vector(reference.predict(bw_test::random_matrix(5, 20, 50))),
+                as_vector(tested.predict(bw_test::random_matrix(5, 20, 50))), "predictions after training");
+}
+
+}  // namespace
+
+// Per step: the scalars' copy 1, forward 3 (one fused call per Dense, its ReLU included),
+// loss 1 (the rows and their sum), input check 1, guard 1, backward 7 (per Dense the weight and
+// bias gradients in one call, and the input gradient but for the first; a pass per ReLU),
+// update 6 (a pass per variable), results' copy 1. Before the fusions it was 30: forward 8 (bias
+// copy and GEMM per Dense, a pass per ReLU), loss 2, backward 10 (the bias gradients apart).
+TEST_CASE("a replayed step of gpu-mlp's network launches a pinned number of kernels") {
+    CHECK(nodes_per_replayed_step(bw::SGD{{.learning_rate = 0.05f}}) == 21);
+    CHECK(nodes_per_replayed_step(bw::Adam{}) == 21);
+}
+
+// SGD with momentum: plain SGD is folded into the weight-gradient GEMM on cpu_blas (an eager
+// step), not in a replayed one, and the two round differently with some OpenBLAS kernels.
+TEST_CASE("gpu-mlp's network trains on thrust_host bit for bit as on cpu_blas") {
+    check_mlp_trains_as_cpu_blas(bw::SGD{{.learning_rate = 0.05f, .momentum = 0.9f}});
+    check_mlp_trains_as_cpu_blas(bw::Adam{{.learning_rate = 0.01f}});
+}
+#endif
+
+// The fused Dense paths gpu-mlp does not take: a ReLU after a Dense without bias (no bias in the
+// epilogue), a Dense without an activation after it, and micro-batches that accumulate (the
+// bias gradient then takes its own call, since an epilogue's would overwrite).
+TEST_CASE("Dense + ReLU without bias, and accumulated micro-batches, train as on cpu_blas") {
+    using net = bw::Sequential<bw::Input<7>, bw::Dense<9, bw::no_bias>, bw::ReLU, bw::Dense<6>, bw::ReLU, bw::Dense<3>>;
+    bw::Model<net, bw::dynamic_batch, bw::cpu_blas, bw::accumulate<3>> reference{bw::seed{12}};
+    bw_test::Model<net, bw::dynamic_batch, bw_test::exec, bw::accumulate<3>> tested{bw::seed{12}};
+    reference.compile(bw::Adam{{.learning_rate = 0.01f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    tested.compile(bw::Adam{{.learning_rate = 0.01f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}});
+    for (std::uint64_t i = 0; i < 6; ++i) {
+        const auto x = bw_test::random_matrix(11, 7, 60 + i, -2.0f, 2.0f);
+        const xt::xtensor<float, 2> y = xt::floor(bw_test::random_matrix(11, 1, 70 + i, 0.0f, 2.999f));
+        reference.train_on_batch(x, y);
+        tested.train_on_batch(x, y);
+    }
+    check_close(bw_test::all_weights(reference), bw_test::all_weights(tested), "weights after accumulated steps");
+    const auto x = bw_test::random_matrix(4, 7, 80);
+    check_close(as_vector(reference.predict(x)), as_vector(tested.predict(x)), "predictions");
+}

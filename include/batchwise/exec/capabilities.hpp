@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "batchwise/exec/dense_epilogue.hpp"
+#include "batchwise/exec/matrix_view.hpp"
+
 namespace batchwise {
 
 /// Buffers are ordinary host memory: the network reads a full batch where the caller keeps it,
@@ -66,6 +69,23 @@ concept GraphCapturePolicy =
         E::mark(e);
         E::wait_for(e);
     };
+
+/// A Dense layer's passes can be fused (exec/dense_epilogue.hpp): dense_forward<Fn> is
+/// y = Fn(x W + b) in one call, with Fn an activation the policy's fuses_activation<Fn> accepts
+/// (no_activation always), and dense_weight_grad writes dW = x^T dy and the bias gradient in one
+/// call. cuda runs them as cuBLASLt GEMMs with epilogues; thrust_host as one recorded call each,
+/// so that a captured step holds as many nodes as the GPU's. Sequential gives the ReLU after a
+/// Dense to the Dense's forward (Dense::forward_activated) on such a policy.
+template <class E>
+concept FusedDensePolicy = requires(const_matrix_view v, matrix_view m, const float* b, float* g) {
+    requires bool(E::template fuses_activation<no_activation>);
+    E::template dense_forward<no_activation>(v, v, b, m);
+    E::dense_weight_grad(v, v, m, g);
+};
+
+/// A FusedDensePolicy whose dense_forward applies the activation functor Fn (ReLU under cuda).
+template <class E, class Fn>
+concept FusesActivation = FusedDensePolicy<E> && requires { requires bool(E::template fuses_activation<Fn>); };
 
 /// Storage of doubles, for accumulate<K, double>; without it that accumulator is refused at
 /// compile time (compensated_float works on any policy).

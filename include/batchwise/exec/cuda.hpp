@@ -28,6 +28,8 @@
 
 #include "batchwise/core/errors.hpp"
 #include "batchwise/core/xtensor.hpp"
+#include "batchwise/exec/cuda_lt_gemm.hpp"
+#include "batchwise/exec/cuda_graph.hpp"
 #include "batchwise/exec/cuda_runtime.hpp"
 #include "batchwise/exec/thrust.hpp"
 
@@ -42,6 +44,18 @@ struct probe_kernel {
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { p[i] = 0.0f; }
 };
 
+/// Runs row r, then reads the value it wrote, widened: the transform of a fused loss reduction.
+/// cub applies the transform once per item, so each row runs once.
+template <class F>
+struct row_then_value {
+    F f;
+    const float* p;
+    BATCHWISE_HOST_DEVICE double operator()(std::size_t r) const {
+        f(r);
+        return static_cast<double>(p[r]);
+    }
+};
+
 /// The process's device state: stream, cuBLAS handle and the ones vector column sums multiply by.
 class cuda_context {
 public:
@@ -53,6 +67,9 @@ public:
     cudaStream_t stream() const { return stream_; }
     cublasHandle_t cublas() const { return cublas_; }
     auto policy() const { return thrust::cuda::par_nosync.on(stream_); }
+    /// cuBLAS's workspace, which cuBLASLt's GEMMs share: same stream, one call at a time.
+    void* workspace() { return thrust::raw_pointer_cast(workspace_.data()); }
+    std::size_t workspace_bytes() const { return workspace_.size(); }
 
     /// Ones for rows rows; grown where the model allocates (reserve_rows).
     const float* ones(std::size_t rows) const { return ones_.size() >= rows ? thrust::raw_pointer_cast(ones_.data()) : nullptr; }
@@ -95,6 +112,29 @@ public:
         check_cuda(cub::DeviceReduce::TransformReduce(thrust::raw_pointer_cast(reduce_scratch_.data()), bytes, p, slot,
                                                       n, thrust::plus<double>(), t, 0.0, stream_),
                    "cub::DeviceReduce::TransformReduce");
+    }
+
+    /// f(r) for every row r and the sum of p[0 .. n) in double into *slot, in one reduction
+    /// whose transform runs the row and reads back the value it wrote (a loss's rows and their
+    /// sum: thrust_policy::for_each_then_sum). False, having queued nothing, where the reserved
+    /// scratch is too small for this reduction.
+    template <class F>
+    bool try_rows_sum_into(std::size_t n, const F& f, const float* p, double* slot) {
+        if (n == 0 || n > reduce_items_) return false;
+        const thrust::counting_iterator<std::size_t> rows(0);
+        const row_then_value<F> t{f, p};
+        std::size_t bytes = 0;
+        if (cub::DeviceReduce::TransformReduce(nullptr, bytes, rows, slot, n, thrust::plus<double>(), t, 0.0, stream_) !=
+                cudaSuccess ||
+            bytes > reduce_scratch_.size()) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        bytes = reduce_scratch_.size();
+        check_cuda(cub::DeviceReduce::TransformReduce(thrust::raw_pointer_cast(reduce_scratch_.data()), bytes, rows,
+                                                      slot, n, thrust::plus<double>(), t, 0.0, stream_),
+                   "cub::DeviceReduce::TransformReduce (rows)");
+        return true;
     }
 
     /// sum(t(p[0 .. n))) in double, returned to the host, through the scratch reserve_rows
@@ -206,66 +246,6 @@ private:
     bool capturing_ = false;
 };
 
-/// An instantiated CUDA graph: one captured part of a training step.
-class cuda_graph {
-public:
-    cuda_graph() = default;
-    /// Instantiated and uploaded to the device at once: otherwise the driver does the upload,
-    /// allocating host memory, at the first launch, which for the second of the alternating
-    /// pairs of graphs is a steady-state step.
-    explicit cuda_graph(cudaGraph_t g) {
-        const cudaError_t status = cudaGraphInstantiate(&exec_, g, 0);
-        (void)cudaGraphDestroy(g);
-        check_cuda(status, "cudaGraphInstantiate");
-        const cudaError_t uploaded = cudaGraphUpload(exec_, cuda_context::get().stream());
-        if (uploaded != cudaSuccess) {
-            (void)cudaGraphExecDestroy(std::exchange(exec_, nullptr));
-            check_cuda(uploaded, "cudaGraphUpload");
-        }
-    }
-    cuda_graph(const cuda_graph&) = delete;
-    cuda_graph& operator=(const cuda_graph&) = delete;
-    cuda_graph(cuda_graph&& o) noexcept : exec_(std::exchange(o.exec_, nullptr)) {}
-    cuda_graph& operator=(cuda_graph&& o) noexcept {
-        std::swap(exec_, o.exec_);
-        return *this;
-    }
-    ~cuda_graph() {
-        if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
-    }
-    void launch(cudaStream_t stream) const { check_cuda(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch"); }
-
-private:
-    cudaGraphExec_t exec_ = nullptr;
-};
-
-/// A point in the compute stream's work the host can wait for. The CUDA event is made at the
-/// first mark, so that an unused one costs nothing.
-class cuda_event {
-public:
-    cuda_event() = default;
-    cuda_event(const cuda_event&) = delete;
-    cuda_event& operator=(const cuda_event&) = delete;
-    cuda_event(cuda_event&& o) noexcept : event_(std::exchange(o.event_, nullptr)) {}
-    cuda_event& operator=(cuda_event&& o) noexcept {
-        std::swap(event_, o.event_);
-        return *this;
-    }
-    ~cuda_event() {
-        if (event_ != nullptr) (void)cudaEventDestroy(event_);
-    }
-    void mark(cudaStream_t stream) {
-        if (event_ == nullptr) check_cuda(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
-        check_cuda(cudaEventRecord(event_, stream), "cudaEventRecord");
-    }
-    void wait() const {
-        if (event_ != nullptr) check_cuda(cudaEventSynchronize(event_), "cudaEventSynchronize");
-    }
-
-private:
-    cudaEvent_t event_ = nullptr;
-};
-
 /// Page-locked host memory for batch staging: cudaMemcpyAsync from it neither waits for the
 /// copy nor goes through a driver bounce buffer, and a captured graph may copy from it (not from
 /// pageable memory). Grows, never shrinks; contents are transient.
@@ -345,6 +325,10 @@ struct cublas_backend {
     static void sum_into(const float* p, std::size_t n, double* slot, Transform t) {
         cuda_context::get().sum_into(p, n, slot, t);
     }
+    template <class F>
+    static bool try_rows_sum_into(std::size_t n, const F& f, const float* p, double* slot) {
+        return cuda_context::get().try_rows_sum_into(n, f, p, slot);
+    }
     template <class Transform>
     static bool try_sum(const float* p, std::size_t n, double& out, Transform t) {
         return cuda_context::get().try_sum(p, n, out, t);
@@ -353,9 +337,13 @@ struct cublas_backend {
     static bool capturing() { return cuda_context::get().capturing(); }
     static std::uint64_t shared_buffers_generation() { return cuda_context::get().generation(); }
     static void begin_capture() { cuda_context::get().begin_capture(); }
-    static cuda_graph end_capture() { return cuda_graph(cuda_context::get().end_capture()); }
+    static cuda_graph end_capture() {
+        cuda_context& ctx = cuda_context::get();
+        return cuda_graph(ctx.end_capture(), ctx.stream());
+    }
     static void abort_capture() noexcept { cuda_context::get().abort_capture(); }
     static void launch(const cuda_graph& g) { g.launch(cuda_context::get().stream()); }
+    static std::uint64_t launched_graph_nodes() { return cuda_graph::launched_nodes(); }
 
     /// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the operands swap and
     /// keep their own transposes, with no copy.
@@ -371,6 +359,21 @@ struct cublas_backend {
                                  ta == transpose::yes ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b.data,
                                  static_cast<int>(b.cols), a.data, static_cast<int>(a.cols), &beta, c.data, n),
                      "cublasSgemm");
+    }
+
+    /// A Dense's forward as one cuBLASLt GEMM with a BIAS or RELU_BIAS epilogue (FusedDensePolicy);
+    /// false, having queued nothing, where cuBLASLt has no algorithm for it.
+    template <class Fn>
+    static bool try_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+        cuda_context& ctx = cuda_context::get();
+        return lt_dense_forward<Fn>(x, w, bias, y, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
+                                    ctx.workspace_bytes());
+    }
+    /// A Dense's weight and bias gradients as one cuBLASLt GEMM with a BGRADA epilogue.
+    static bool try_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        cuda_context& ctx = cuda_context::get();
+        return lt_dense_weight_grad(x, dy, dw, bias_grad, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
+                                    ctx.workspace_bytes());
     }
 
     /// Row-major A (rows x cols) is column-major A^T; its row sums are A^T times ones. Without

@@ -26,6 +26,7 @@
 #include <thrust/transform_reduce.h>
 
 #include "batchwise/core/config.hpp"
+#include "batchwise/exec/dense_epilogue.hpp"
 #include "batchwise/exec/matrix_view.hpp"
 
 namespace batchwise {
@@ -175,6 +176,32 @@ struct thrust_policy {
         Backend::gemm(ta, tb, alpha, a, b, beta, c);
     }
 
+    // ---- fused Dense (FusedDensePolicy) ----------------------------------------------------
+    // One call, one graph node where the backend fuses (cuBLASLt epilogues under cuda); on the
+    // host the same passes as the unfused calls, in the same order, inside one recorded call, so
+    // that thrust_host still matches cpu_blas bit for bit.
+
+    /// Whether dense_forward<Fn> may be asked for: Fn has an epilogue (ReLU), or is none.
+    template <class Fn>
+    static constexpr bool fuses_activation = EpilogueActivation<Fn>;
+
+    /// y = Fn(x w + bias) (no bias where bias is null), row-major; the bias is one row of y.cols.
+    template <class Fn>
+        requires fuses_activation<Fn>
+    static void dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+        if (y.rows == 0 || y.cols == 0) return;
+        if (recording()) return record([=] { run_dense_forward<Fn>(x, w, bias, y); });
+        run_dense_forward<Fn>(x, w, bias, y);
+    }
+
+    /// dw = x^T dy and bias_grad = the column sums of dy, both overwritten (a Dense's gradients
+    /// when not accumulating: an epilogue's bias gradient cannot add to what is there).
+    static void dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        if (dw.rows == 0 || dw.cols == 0) return;
+        if (recording()) return record([=] { run_dense_weight_grad(x, dy, dw, bias_grad); });
+        run_dense_weight_grad(x, dy, dw, bias_grad);
+    }
+
     /// Calls f(i) for every i in [0, n), in any order and concurrently.
     template <class F>
     static void for_each(std::size_t n, const F& f) {
@@ -211,6 +238,26 @@ struct thrust_policy {
             if (Backend::try_sum(p, n, out, t)) return out;
         }
         return thrust::transform_reduce(Backend::policy(), p, p + n, t, 0.0, thrust::plus<double>());
+    }
+
+    /// for_each(n, f) and then sum(p, n): a loss's rows, each writing its loss into p, and their
+    /// sum. While a step is captured it is one node (on cuda, one reduction whose transform runs
+    /// the row; on the host the two passes, in order, in one recorded call); eager, the two calls.
+    template <class F>
+    static double for_each_then_sum(std::size_t n, const F& f, const float* p) {
+        if (!capturing()) {
+            for_each(n, f);
+            return sum(p, n);
+        }
+        detail::capture_sums& sums = capture_sums();
+        if (sums.used == sums.capacity) throw detail::capture_unsupported("more reductions than one each for the loss and the metrics");
+        double* slot = sums.slots + sums.used++;
+        if (recording()) {
+            record([=] { run_for_each_then_sum_into(n, f, p, slot); });
+        } else {
+            run_for_each_then_sum_into(n, f, p, slot);
+        }
+        return 0.0;
     }
 
     /// How many of n floats are infinite or NaN, reduced as sum() is (into a slot while a step
@@ -315,6 +362,10 @@ struct thrust_policy {
     static std::size_t captured_sums() { return capture_sums().used; }
     /// Runs a graph, ordered after all work submitted before.
     static void launch(const graph& g) { Backend::launch(g); }
+    /// Nodes (kernels, copies, library calls) of every graph launched so far by this thread: the
+    /// difference across one replayed step is what the step launches (benchmarks/gpu_mlp.cu
+    /// prints it; tests pin it on the host).
+    static std::uint64_t launched_graph_nodes() { return Backend::launched_graph_nodes(); }
 
 private:
     /// Whether calls are to be recorded instead of run: while a capture is open, on a backend
@@ -327,6 +378,38 @@ private:
             return false;
         }
     }
+    // The backend's fused call when it has one and takes the shapes; else the unfused passes.
+    template <class Fn>
+    static void run_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+        if constexpr (requires { Backend::template try_dense_forward<Fn>(x, w, bias, y); }) {
+            if (Backend::template try_dense_forward<Fn>(x, w, bias, y)) return;
+        }
+        if (bias != nullptr) {
+            thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.rows,
+                               detail::copy_row_vector{y.data, bias, y.cols});
+        }
+        Backend::gemm(transpose::no, transpose::no, 1.0f, x, w, bias != nullptr ? 1.0f : 0.0f, y);
+        if constexpr (Fn::epilogue != epilogue_activation::none) {
+            thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.size(),
+                               detail::activate_in_place<Fn>{y.data});
+        }
+    }
+    template <class F>
+    static void run_for_each_then_sum_into(std::size_t n, const F& f, const float* p, double* slot) {
+        if constexpr (requires { Backend::try_rows_sum_into(n, f, p, slot); }) {
+            if (Backend::try_rows_sum_into(n, f, p, slot)) return;
+        }
+        if (n != 0) thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
+        Backend::sum_into(p, n, slot, detail::widen_to_double{});
+    }
+    static void run_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        if constexpr (requires { Backend::try_dense_weight_grad(x, dy, dw, bias_grad); }) {
+            if (Backend::try_dense_weight_grad(x, dy, dw, bias_grad)) return;
+        }
+        Backend::gemm(transpose::yes, transpose::no, 1.0f, x, dy, 0.0f, dw);
+        if (bias_grad != nullptr && dy.cols != 0) Backend::column_sums(dy, bias_grad, 0.0f);
+    }
+
     template <class Call>
     static void record(Call&& call) {
         if constexpr (records_calls) Backend::record(std::forward<Call>(call));

@@ -32,9 +32,18 @@ namespace detail {
 class host_graph {
 public:
     void launch() const {
+        launched_nodes() += calls_.size();
         for (const auto& call : calls_) call();
     }
+    /// The recorded calls: the nodes the same step's CUDA graph holds, one per kernel, copy or
+    /// cuBLAS call.
     [[nodiscard]] std::size_t size() const { return calls_.size(); }
+    /// Nodes run by every launch on this thread so far: the difference across one replayed step
+    /// is the number of kernels it launches, which tests pin (a change that adds a pass shows).
+    static std::uint64_t& launched_nodes() {
+        thread_local std::uint64_t n = 0;
+        return n;
+    }
 
 private:
     friend struct host_thrust_backend;
@@ -77,6 +86,7 @@ struct host_thrust_backend {
     }
     static void abort_capture() noexcept { recording().reset(); }
     static void launch(const host_graph& g) { g.launch(); }
+    static std::uint64_t launched_graph_nodes() { return host_graph::launched_nodes(); }
 
     static void gemm(transpose ta, transpose tb, float alpha, const_matrix_view a, const_matrix_view b,
                      float beta, matrix_view c) {

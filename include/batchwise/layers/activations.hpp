@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "batchwise/exec/dense_epilogue.hpp"
 #include "batchwise/layers/layer.hpp"
 
 namespace batchwise {
@@ -15,6 +16,8 @@ namespace detail {
 
 struct relu_fn {
     static constexpr std::string_view name = "ReLU";
+    /// A GEMM epilogue can apply it (cuBLASLt's RELU_BIAS): Sequential fuses a Dense before it.
+    static constexpr epilogue_activation epilogue = epilogue_activation::relu;
     BATCHWISE_HOST_DEVICE static float forward(float x) { return x > 0.0f ? x : 0.0f; }
     // Derivative from the output: y > 0 exactly where x > 0.
     BATCHWISE_HOST_DEVICE static float derivative(float y) { return y > 0.0f ? 1.0f : 0.0f; }
@@ -89,6 +92,9 @@ struct elementwise_activation {
         /// scratch (see LayerImpl in docs/concepts.md): the output then costs no memory and the
         /// pass touches one array instead of two.
         static constexpr bool computes_in_place = true;
+        /// The element-wise function, for a layer before that can apply it in its own forward
+        /// (ActivationFusingLayer): this layer's forward is then skipped.
+        using activation_function = Fn;
 
         void initialize(std::uint64_t, std::uint32_t) {}
         void reserve(std::size_t rows, bool) { Exec::reserve(out_, rows * In::size); }

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "batchwise/exec/capabilities.hpp"
 #include "batchwise/layers/bias.hpp"
 #include "batchwise/layers/initializers.hpp"
 #include "batchwise/layers/layer.hpp"
@@ -77,23 +78,50 @@ struct Dense {
             if (need_dx) Exec::reserve(dx_, rows * in_features);
         }
 
-        const_matrix_view forward(const_matrix_view x, const pass_context&) {
-            const matrix_view y{Exec::data(out_), x.rows, Units};
-            // The bias goes in first and the GEMM accumulates onto it: one pass over the output
-            // instead of two, since a GEMM with beta = 0 clears its output in a pass of its own.
-            if constexpr (use_bias) {
-                Exec::for_each(y.rows, detail::copy_row_vector{y.data, Exec::data(bias_), Units});
+        const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
+            if constexpr (FusedDensePolicy<Exec>) {
+                return forward_activated<no_activation>(x, ctx);
+            } else {
+                const matrix_view y{Exec::data(out_), x.rows, Units};
+                // The bias goes in first and the GEMM accumulates onto it: one pass over the
+                // output instead of two, since a GEMM with beta = 0 clears its output in a pass
+                // of its own.
+                if constexpr (use_bias) {
+                    Exec::for_each(y.rows, detail::copy_row_vector{y.data, Exec::data(bias_), Units});
+                }
+                Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), use_bias ? 1.0f : 0.0f, y);
+                return y;
             }
-            Exec::gemm(transpose::no, transpose::no, 1.0f, x, kernel(), use_bias ? 1.0f : 0.0f, y);
+        }
+
+        /// forward() and then the activation Fn over the output, in one call of the policy (a
+        /// GEMM epilogue under cuda): Sequential runs it for a Dense directly followed by a ReLU,
+        /// whose own forward then does nothing (FusedDensePolicy).
+        template <class Fn>
+            requires FusesActivation<Exec, Fn>
+        const_matrix_view forward_activated(const_matrix_view x, const pass_context&) {
+            const matrix_view y{Exec::data(out_), x.rows, Units};
+            Exec::template dense_forward<Fn>(x, kernel(), use_bias ? Exec::data(bias_) : nullptr, y);
             return y;
         }
 
         const_matrix_view backward(const_matrix_view x, const_matrix_view, const_matrix_view dy,
                                    bool need_dx, bool accumulate) {
             const float beta = accumulate ? 1.0f : 0.0f;
-            Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta,
-                       matrix_view{Exec::data(kernel_grad_), in_features, Units});
-            if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+            const matrix_view dw{Exec::data(kernel_grad_), in_features, Units};
+            // The fused call overwrites the bias gradient (an epilogue cannot add to it), so a
+            // micro-batch that accumulates takes the two calls.
+            if constexpr (use_bias && FusedDensePolicy<Exec>) {
+                if (!accumulate) {
+                    Exec::dense_weight_grad(x, dy, dw, Exec::data(bias_grad_));
+                } else {
+                    Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
+                    Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+                }
+            } else {
+                Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
+                if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+            }
             if (!need_dx) return {};
             const matrix_view dx{Exec::data(dx_), x.rows, in_features};
             Exec::gemm(transpose::no, transpose::yes, 1.0f, dy, kernel(), 0.0f, dx);

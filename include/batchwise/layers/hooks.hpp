@@ -58,6 +58,16 @@ concept InPlaceLayer = requires(L& layer, matrix_view x, const pass_context& ctx
     { layer.forward_in_place(x, ctx) } -> std::same_as<const_matrix_view>;
 };
 
+/// Can apply the element-wise layer A (an activation: A::activation_function) in its own
+/// forward, forward_activated<Fn>: a Dense before a ReLU on a policy with GEMM epilogues
+/// (FusedDensePolicy). Sequential then skips A's forward; A's backward is unchanged, and reads
+/// the activated output where it always did, since A ran in place over L's output.
+template <class L, class A>
+concept ActivationFusingLayer = requires(L& layer, const_matrix_view x, const pass_context& ctx) {
+    typename A::activation_function;
+    { layer.template forward_activated<typename A::activation_function>(x, ctx) } -> std::same_as<const_matrix_view>;
+};
+
 /// Its forward output is a buffer of its own that its backward never reads, so the next layer
 /// may overwrite it (Dense).
 template <class L>

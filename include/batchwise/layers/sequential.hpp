@@ -220,6 +220,28 @@ struct Sequential {
             }
         }
 
+        /// Whether layer I applies layer I + 1 (an activation) in its own forward: the policy
+        /// fuses it into I's GEMM (ActivationFusingLayer), and I + 1 would have run in place over
+        /// I's output anyway, so the buffers and what backward reads stay as they were.
+        template <std::size_t I>
+        static constexpr bool fuses_next() {
+            if constexpr (I + 1 >= size) {
+                return false;
+            } else {
+                return runs_in_place<I + 1>() && ActivationFusingLayer<layer_impl<I>, layer_impl<I + 1>>;
+            }
+        }
+
+        /// Whether layer I's forward was done by the layer before it (fuses_next).
+        template <std::size_t I>
+        static constexpr bool fused_into_previous() {
+            if constexpr (I == 0) {
+                return false;
+            } else {
+                return fuses_next<I - 1>();
+            }
+        }
+
         /// Floats of the per-batch buffers reserve(rows) allocates, exactly.
         static constexpr std::size_t buffer_floats(std::size_t rows) {
             return [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -306,7 +328,12 @@ struct Sequential {
             for_each_layer([&]<std::size_t I>(auto& layer) {
                 ctx.layer_index = static_cast<std::uint32_t>(I);
                 inputs_[I] = x;
-                if constexpr (runs_in_place<I>()) {
+                if constexpr (fused_into_previous<I>()) {
+                    // The layer before has applied this one (fuses_next): x is already its output.
+                } else if constexpr (fuses_next<I>()) {
+                    using activation = typename layer_impl<I + 1>::activation_function;
+                    x = layer.template forward_activated<activation>(x, ctx);
+                } else if constexpr (runs_in_place<I>()) {
                     // x is the previous layer's own buffer (output_is_scratch), not const memory.
                     x = layer.forward_in_place({const_cast<float*>(x.data), x.rows, x.cols}, ctx);
                 } else {

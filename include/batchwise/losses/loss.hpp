@@ -42,11 +42,16 @@ concept LossFor = ExecutionPolicy<Exec> && requires(const L& loss, const_matrix_
 };
 
 namespace detail {
-/// Runs a per-row functor (which fills row_loss and, optionally, the gradient) and reduces.
+/// Runs a per-row functor (which fills row_loss and, optionally, the gradient) and reduces: in
+/// one call where the policy fuses the two (for_each_then_sum), with the same arithmetic.
 template <class Exec, class RowFn>
 double reduce_rows(std::size_t rows, const RowFn& fn, const float* row_loss) {
-    Exec::for_each(rows, fn);
-    return Exec::sum(row_loss, rows);
+    if constexpr (requires { Exec::for_each_then_sum(rows, fn, row_loss); }) {
+        return Exec::for_each_then_sum(rows, fn, row_loss);
+    } else {
+        Exec::for_each(rows, fn);
+        return Exec::sum(row_loss, rows);
+    }
 }
 }  // namespace detail
 
