@@ -118,6 +118,9 @@ void adam_apply(const Options& o, const variable_ref& v, float* const* slots, Sc
 struct Adam {
     /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "Adam";
+    /// Its update is element-wise passes only: a captured step launches those of all variables
+    /// together (ElementWiseOptimizer).
+    static constexpr bool element_wise_update = true;
     /// Its hyper-parameters.
     adam_options options{};
 
@@ -155,6 +158,9 @@ struct Adam {
 struct AdamW {
     /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "AdamW";
+    /// Its update is element-wise passes only: a captured step launches those of all variables
+    /// together (ElementWiseOptimizer).
+    static constexpr bool element_wise_update = true;
     /// Its hyper-parameters.
     adamw_options options{};
 

@@ -12,6 +12,7 @@
 #include "batchwise/core/conventions.hpp"
 #include "batchwise/core/concepts.hpp"
 #include "batchwise/layers/layer.hpp"
+#include "batchwise/optimizers/multi_tensor.hpp"
 #include "batchwise/optimizers/optimizer.hpp"
 
 namespace batchwise::detail {
@@ -45,6 +46,10 @@ struct optimizer_base {
     [[nodiscard]] virtual bool capturable() const = 0;
     [[nodiscard]] virtual step_scalars scalars(std::uint64_t step, float lr, float grad_scale) const = 0;
     virtual void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const = 0;
+    /// apply_from for `count` variables, vars[k] with slots[k]: one launch for all of them where
+    /// the update is element-wise (ElementWiseOptimizer), a launch each otherwise.
+    virtual void apply_all_from(const variable_ref* vars, float* const* const* slots, std::size_t count,
+                                const step_scalars* device) const = 0;
     [[nodiscard]] virtual optimizer_moments moments() const = 0;
     /// Which slot holds the running mean of squared gradients (Adam's v, RMSprop's), or -1.
     [[nodiscard]] virtual int second_moment_slot() const = 0;
@@ -89,6 +94,18 @@ struct optimizer_holder final : optimizer_base<Exec> {
     }
     void apply_from(const variable_ref& v, float* const* slots, const step_scalars* device) const override {
         if constexpr (CapturableOptimizer<O, Exec>) opt.template apply_from<Exec>(v, slots, device);
+    }
+    void apply_all_from(const variable_ref* vars, float* const* const* slots, std::size_t count,
+                        const step_scalars* device) const override {
+        if constexpr (CapturableOptimizer<O, Exec> && ElementWiseOptimizer<O>) {
+            detail::launch_together together;
+            for (std::size_t k = 0; k < count; ++k) {
+                opt.template apply_from<detail::collecting_policy<Exec>>(vars[k], slots[k], device);
+            }
+            together.launch();
+        } else if constexpr (CapturableOptimizer<O, Exec>) {
+            for (std::size_t k = 0; k < count; ++k) opt.template apply_from<Exec>(vars[k], slots[k], device);
+        }
     }
     [[nodiscard]] optimizer_moments moments() const override {
         if constexpr (requires { opt.options.beta_1 + opt.options.beta_2 + opt.options.epsilon; }) {

@@ -66,6 +66,9 @@ struct rmsprop_update {
 struct RMSprop {
     /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "RMSprop";
+    /// Its update is element-wise passes only: a captured step launches those of all variables
+    /// together (ElementWiseOptimizer).
+    static constexpr bool element_wise_update = true;
     /// Its hyper-parameters.
     rmsprop_options options{};
 

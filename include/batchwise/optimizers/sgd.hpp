@@ -62,6 +62,9 @@ struct sgd_update {
 struct SGD {
     /// Keras's class name, used in error messages.
     static constexpr std::string_view name = "SGD";
+    /// Its update is element-wise passes only: a captured step launches those of all variables
+    /// together (ElementWiseOptimizer).
+    static constexpr bool element_wise_update = true;
     /// Its hyper-parameters.
     sgd_options options{};
 

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "batchwise/exec/capabilities.hpp"
 #include "batchwise/layers/layer.hpp"
@@ -440,10 +441,14 @@ private:
                 Exec::from_host(host_scalars_.data() + 2 * parity + 1, 1, device + 1);
                 update_scalars = device + 1;
             }
+            std::vector<variable_ref> trainable;
+            std::vector<float* const*> slots;
             for (std::size_t i = 0; i < e.vars_.size(); ++i) {
-                const variable_ref& v = e.vars_[i].ref;
-                if (v.trainable()) e.opt_.optimizer().apply_from(v, e.opt_.slots(i), update_scalars);
+                if (!e.vars_[i].ref.trainable()) continue;
+                trainable.push_back(e.vars_[i].ref);
+                slots.push_back(e.opt_.slots(i));
             }
+            e.opt_.optimizer().apply_all_from(trainable.data(), slots.data(), trainable.size(), update_scalars);
             e.net_->end_step();
             if (!split_) Exec::send_to_host(sums, block(), results);
             (split_ ? update_ : first_)[parity].emplace(Exec::end_capture());
