@@ -196,6 +196,15 @@ bool same_value(double a, double b) {
     return bitwise_expected ? a == b : std::abs(a - b) <= 1e-5 * std::max(std::abs(a), 1e-6);
 }
 
+/// Every epoch's loss and accuracy the same (same_value) in two trainings of `epochs` epochs.
+void check_same_epochs(const bw::History& a, const bw::History& b, std::size_t epochs) {
+    for (std::size_t e = 0; e < epochs; ++e) {
+        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
+        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
+        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
+    }
+}
+
 /// A metric that reads the predictions back to the host, as a user's metric might: correct,
 /// but nothing a captured graph can hold.
 struct host_side_mean {
@@ -252,11 +261,7 @@ TEST_CASE("a replayed step trains exactly as eager steps do: schedule, dropout, 
     CHECK(captured.step_captured());
     CHECK_FALSE(eager.step_captured());
     CHECK(captured.iterations() == 24);
-    for (std::size_t e = 0; e < 3; ++e) {
-        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
-        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
-        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
-    }
+    check_same_epochs(a, b, 3);
     check_close(bw_test::all_weights(eager), bw_test::all_weights(captured), "weights after 3 epochs");
     // It learned: the last epoch's loss is well below the first's.
     CHECK(a.history.at("loss")[2] < 0.8 * a.history.at("loss")[0]);
@@ -566,11 +571,7 @@ TEST_CASE("fit with data_on_device trains exactly as from host memory: shuffle, 
     const bw::History b = host.fit(data, {.epochs = 3, .verbose = 0});
     CHECK(resident.step_captured());
     CHECK(resident.iterations() == 24);
-    for (std::size_t e = 0; e < 3; ++e) {
-        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
-        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
-        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
-    }
+    check_same_epochs(a, b, 3);
     check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights after 3 epochs");
     // A second fit copies the arrays again and captures the gathering graphs anew.
     resident.fit(data, {.epochs = 4, .initial_epoch = 3, .verbose = 0, .data_on_device = true});
@@ -620,7 +621,8 @@ TEST_CASE("uint8 images on a device: kept there (data_on_device) or sent as byte
     }
     M resident{bw::seed{4}};
     M host{bw::seed{4}};
-    for (M* m : {&resident, &host}) {
+    M streamed{bw::seed{4}};
+    for (M* m : {&resident, &host, &streamed}) {
         m->compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
                    bw::metrics::accuracy);
     }
@@ -631,24 +633,13 @@ TEST_CASE("uint8 images on a device: kept there (data_on_device) or sent as byte
     const bw::History a = resident.fit(bytes, {.epochs = 3, .verbose = 0, .data_on_device = true});
     const bw::History b = host.fit(floats, {.epochs = 3, .verbose = 0});
     CHECK(resident.step_captured());
-    for (std::size_t e = 0; e < 3; ++e) {
-        INFO("epoch " << e << ": loss " << a.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
-        CHECK(same_value(a.history.at("loss")[e], b.history.at("loss")[e]));
-        CHECK(same_value(a.history.at("accuracy")[e], b.history.at("accuracy")[e]));
-    }
+    check_same_epochs(a, b, 3);
     check_close(bw_test::all_weights(host), bw_test::all_weights(resident), "weights after 3 epochs");
     // From host memory: a replayed step's rows cross as bytes and its graph converts them; the
     // other steps gather floats on the host. The same training again.
-    M streamed{bw::seed{4}};
-    streamed.compile(bw::Adam{{.learning_rate = 0.02f}}, bw::SparseCategoricalCrossentropy{{.from_logits = true}},
-                     bw::metrics::accuracy);
     const bw::History c = streamed.fit(bytes, {.epochs = 3, .verbose = 0});
     CHECK(streamed.step_captured());
-    for (std::size_t e = 0; e < 3; ++e) {
-        INFO("epoch " << e << ": loss " << c.history.at("loss")[e] << " against " << b.history.at("loss")[e]);
-        CHECK(same_value(c.history.at("loss")[e], b.history.at("loss")[e]));
-        CHECK(same_value(c.history.at("accuracy")[e], b.history.at("accuracy")[e]));
-    }
+    check_same_epochs(c, b, 3);
     check_close(bw_test::all_weights(host), bw_test::all_weights(streamed), "weights from bytes sent per step");
     // A bad label is found on the host before its bytes are sent, and named.
     xt::xtensor<int, 1> bad = labels;

@@ -16,7 +16,9 @@ enum class epilogue_activation { none, relu };
 
 /// A fused Dense forward without an activation: y = x W + b.
 struct no_activation {
+    /// No epilogue beyond the bias.
     static constexpr epilogue_activation epilogue = epilogue_activation::none;
+    /// The identity.
     BATCHWISE_HOST_DEVICE static float forward(float x) { return x; }
 };
 

@@ -75,8 +75,8 @@ inline void gather_on_host(const data::detail::source_data& s, const std::size_t
 
 /// Where a replayed graph finds a batch its first nodes made.
 struct graph_batch {
-    const float* inputs;
-    const float* targets;
+    const float* inputs;   ///< rows x the network's input width
+    const float* targets;  ///< rows x the loss's target columns
 };
 
 namespace detail {
