@@ -275,10 +275,21 @@ TEST_CASE("of_bytes: uint8 images read as byte / divisor, the floats of images d
         return ds.shuffle(n, bw::seed{7}).map(double_first).concatenate(ds.take(4)).batch(8);
     };
     const Dataset bytes = Dataset::of_bytes(images, labels, 255.0f);
+    const Dataset floats = Dataset(divided, labels);
     CHECK(bytes.feature_size() == side * side);
+    // What fit asks before it reads batches by index and sends bytes.
+    CHECK(bytes.stores_bytes());
+    CHECK_FALSE(floats.stores_bytes());
+    CHECK_FALSE(bytes.concatenate(floats).stores_bytes());
+    CHECK(bytes.shuffle(n, bw::seed{1}).take(9).batch(4).prefetch().stores_bytes());
+    CHECK(bytes.shuffle(n, bw::seed{1}).batch(4).readable_by_index());
+    CHECK(bytes.batch(4).concatenate(bytes.batch(8)).readable_by_index());
+    CHECK_FALSE(bytes.map(double_first).batch(4).readable_by_index());
+    CHECK_FALSE(bytes.batch(4).map(double_first).readable_by_index());
+    CHECK_FALSE(bytes.concatenate(bytes).batch(4).readable_by_index());
     CHECK(bytes.sample_shape() == std::vector<std::size_t>{side, side});
     const auto [bx, by, bw_] = batches(pipeline(bytes));
-    const auto [fx, fy, fw] = batches(pipeline(Dataset(divided, labels)));
+    const auto [fx, fy, fw] = batches(pipeline(floats));
     CHECK(bx.size() == 2 * (n + 4) * side * side);
     CHECK(bx == fx);  // bit for bit: the same division on the same values
     CHECK(by == fy);

@@ -600,6 +600,9 @@ TEST_CASE("fit with data_on_device: weighted samples train as from host memory, 
     const auto mapped = plain.map([](std::span<float> f, std::span<float>) { f[0] *= 2.0f; }).batch(8);
     CHECK_THROWS_WITH_AS(resident.fit(mapped, {.verbose = 0, .data_on_device = true}),
                          doctest::Contains("a dataset with map() cannot be read by sample index"), bw::usage_error);
+    const auto mapped_batches = plain.batch(8).map([](std::span<float> f, std::span<float>) { f[0] *= 2.0f; });
+    CHECK_THROWS_WITH_AS(resident.fit(mapped_batches, {.verbose = 0, .data_on_device = true}),
+                         doctest::Contains("a dataset with map() cannot be read by sample index"), bw::usage_error);
     const auto mixed = plain.take(20).concatenate(bw::data::Dataset(x, y).take(4)).batch(8);
     CHECK_THROWS_WITH_AS(resident.fit(mixed, {.verbose = 0, .data_on_device = true}),
                          doctest::Contains("a batch mixes samples of two sets of arrays"), bw::usage_error);
