@@ -328,6 +328,13 @@ TEST_CASE("out of memory: not even one sample fits, and static batches never spl
     CHECK_THROWS_AS(small.compile(bw::Adam{}, bw::MeanSquaredError{}), bw::out_of_memory);
 }
 
+namespace {
+/// Floats of the activation mask a Dense of `units` keeps for `rows` samples on the tested policy.
+constexpr std::size_t mask_floats(std::size_t rows, std::size_t units) {
+    return (bw::detail::activation_mask_bytes<bw_test::exec>(rows, units) + 3) / 4;
+}
+}  // namespace
+
 TEST_CASE("memory estimates are constant expressions that grow with the batch") {
     using M = bw_test::Model<bw::Sequential<bw::Input<784>, bw::Dense<256>, bw::ReLU, bw::Dense<256>, bw::ReLU, bw::Dense<10>>>;
     constexpr auto e = M::estimate_memory(2048, 0);
@@ -342,7 +349,10 @@ TEST_CASE("memory estimates are constant expressions that grow with the batch") 
                                                // caller keeps it; other policies copy it into their
                                                // own buffers, through host staging, with a sample
                                                // weight per row.
-                                               (bw_test::exec::host_memory ? 0 : 2 * (784 + 10) + 1)));
+                                               (bw_test::exec::host_memory ? 0 : 2 * (784 + 10) + 1)) +
+                                          // Under cuda each Dense keeps the ReLU bit mask of its
+                                          // fused forward (none on the host policies).
+                                          4 * (2 * mask_floats(2048, 256) + mask_floats(2048, 10)));
     CHECK(e.total_bytes() > M::estimate_memory(1024, 0).total_bytes());
 }
 

@@ -87,6 +87,28 @@ concept FusedDensePolicy = requires(const_matrix_view v, matrix_view m, const fl
 template <class E, class Fn>
 concept FusesActivation = FusedDensePolicy<E> && requires { requires bool(E::template fuses_activation<Fn>); };
 
+/// A FusesActivation policy whose dense_input_grad<Fn> multiplies a Dense's input gradient by
+/// Fn's derivative (cuBLASLt's DRELU epilogue, reading the mask dense_forward<Fn> wrote):
+/// Sequential then skips the backward of a ReLU between two Dense layers.
+template <class E, class Fn>
+concept FusesActivationGradient =
+    FusesActivation<E, Fn> && requires(const_matrix_view v, matrix_view m, const float* p, const void* mask) {
+        E::template dense_input_grad<Fn>(v, v, p, mask, m);
+        { E::activation_mask_bytes(std::size_t{1}, std::size_t{1}) } -> std::convertible_to<std::size_t>;
+    };
+
+namespace detail {
+/// E::activation_mask_bytes(rows, cols), or 0 for a policy that keeps no such masks.
+template <class E>
+constexpr std::size_t activation_mask_bytes(std::size_t rows, std::size_t cols) {
+    if constexpr (requires { E::activation_mask_bytes(rows, cols); }) {
+        return E::activation_mask_bytes(rows, cols);
+    } else {
+        return 0;
+    }
+}
+}  // namespace detail
+
 /// Storage of doubles, for accumulate<K, double>; without it that accumulator is refused at
 /// compile time (compensated_float works on any policy).
 template <class E>

@@ -361,13 +361,32 @@ struct cublas_backend {
                      "cublasSgemm");
     }
 
-    /// A Dense's forward as one cuBLASLt GEMM with a BIAS or RELU_BIAS epilogue (FusedDensePolicy);
-    /// false, having queued nothing, where cuBLASLt has no algorithm for it.
+    /// A Dense's forward as one cuBLASLt GEMM with a BIAS, RELU_BIAS or (writing `mask`)
+    /// RELU_AUX_BIAS epilogue (FusedDensePolicy): 2 with the mask written, 1 without, 0 having
+    /// queued nothing where cuBLASLt has no algorithm for it.
     template <class Fn>
-    static bool try_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
+    static int try_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y,
+                                 void* mask) {
         cuda_context& ctx = cuda_context::get();
-        return lt_dense_forward<Fn>(x, w, bias, y, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
+        return lt_dense_forward<Fn>(x, w, bias, y, mask, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
                                     ctx.workspace_bytes());
+    }
+    /// A Dense's input gradient through the ReLU before it as one cuBLASLt GEMM with the DRELU
+    /// epilogue, reading the bit mask the Dense before wrote; false where it cannot.
+    template <class Fn>
+    static bool try_dense_input_grad(const_matrix_view dy, const_matrix_view w, const void* mask, matrix_view dx) {
+        if constexpr (Fn::epilogue != epilogue_activation::relu) {
+            return false;
+        } else {
+            cuda_context& ctx = cuda_context::get();
+            return lt_dense_input_grad_drelu(dy, w, mask, dx, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
+                                             ctx.workspace_bytes());
+        }
+    }
+    /// Bytes of the ReLU bit mask of rows x cols outputs: a column of whole 128-bit words per
+    /// sample (cuBLASLt's layout).
+    static constexpr std::size_t activation_mask_bytes(std::size_t rows, std::size_t cols) {
+        return static_cast<std::size_t>(lt_relu_mask_ld(cols)) / 8 * rows;
     }
     /// A Dense's weight and bias gradients as one cuBLASLt GEMM with a BGRADA epilogue.
     static bool try_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {

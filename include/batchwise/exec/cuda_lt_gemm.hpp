@@ -30,7 +30,18 @@ namespace detail {
 ///  - weight gradient, dW (K x N) = X^T dY: column-major dW^T = dY^T X, so m = N, n = K, k = M
 ///    with A = dY (N x M, ld N) and B = X stored (K x M, ld K) and transposed. The bias gradient,
 ///    the sum of dY over the samples, is A summed over k: BGRADA.
-enum class lt_gemm { forward_none, forward_relu, weight_grad };
+///  - input gradient, dX (M x K) = dY (M x N) W^T: column-major dX^T = W dY^T, so m = K, n = M,
+///    k = N with A = W stored (N x K, ld N) and transposed and B = dY (N x M, ld N). D = dX^T has
+///    the shape of the D of the forward GEMM before the ReLU (its units by the samples), so the
+///    ReLU bit mask that forward wrote (RELU_AUX_BIAS, one column of whole 128-bit words per
+///    sample) is the one DRELU reads here.
+enum class lt_gemm { forward_none, forward_relu, forward_relu_mask, weight_grad, input_grad_drelu };
+
+/// Bits of one sample's column of a ReLU bit mask over `units` outputs: cuBLASLt's leading
+/// dimension of the mask, a multiple of 128 (CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD).
+constexpr std::int64_t lt_relu_mask_ld(std::size_t units) {
+    return static_cast<std::int64_t>((units + 127) / 128 * 128);
+}
 
 /// One GEMM shape with its epilogue, planned once: the descriptors and the algorithm cuBLASLt's
 /// heuristic chose. Alignments are part of the shape, since the heuristic assumes them.
@@ -72,13 +83,18 @@ public:
     }
 
     /// Runs the GEMM of `key` (a plan made on first use); false, having queued nothing, when
-    /// cuBLASLt cannot run it.
+    /// cuBLASLt cannot run it. `aux` is the ReLU bit mask of the kinds that write or read one.
     bool run(const lt_plan_key& key, const float* a, const float* b, float* d, void* bias, cudaStream_t stream,
-             void* workspace, std::size_t workspace_bytes) {
+             void* workspace, std::size_t workspace_bytes, const void* aux = nullptr) {
         lt_plan* p = plan(key, workspace_bytes);
         if (p == nullptr || !p->usable) return false;
         if (key.bias &&
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) !=
+                CUBLAS_STATUS_SUCCESS) {
+            return false;
+        }
+        if (uses_mask(key.kind) &&
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)) !=
                 CUBLAS_STATUS_SUCCESS) {
             return false;
         }
@@ -101,6 +117,10 @@ private:
     ~cublaslt_gemms() {
         for (lt_plan& p : plans_) release(p);
         if (handle_ != nullptr) (void)cublasLtDestroy(handle_);
+    }
+
+    static bool uses_mask(lt_gemm kind) {
+        return kind == lt_gemm::forward_relu_mask || kind == lt_gemm::input_grad_drelu;
     }
 
     static void release(lt_plan& p) {
@@ -127,19 +147,36 @@ private:
     bool make(lt_plan& p, std::size_t workspace_bytes) {
         const lt_plan_key& k = p.key;
         const bool weight_grad = k.kind == lt_gemm::weight_grad;
+        const bool input_grad = k.kind == lt_gemm::input_grad_drelu;
         const cublasComputeType_t compute = k.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
         if (cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return false;
-        const cublasOperation_t op_n = CUBLAS_OP_N;
+        const cublasOperation_t op_a = input_grad ? CUBLAS_OP_T : CUBLAS_OP_N;
         const cublasOperation_t op_b = weight_grad ? CUBLAS_OP_T : CUBLAS_OP_N;
         cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
         if (weight_grad) {
             epilogue = k.bias ? CUBLASLT_EPILOGUE_BGRADA : CUBLASLT_EPILOGUE_DEFAULT;
+        } else if (input_grad) {
+            epilogue = CUBLASLT_EPILOGUE_DRELU;
         } else if (k.kind == lt_gemm::forward_relu) {
             epilogue = k.bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+        } else if (k.kind == lt_gemm::forward_relu_mask) {
+            epilogue = k.bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
         } else {
             epilogue = k.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
         }
-        if (cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_n, sizeof(op_n)) !=
+        if (uses_mask(k.kind)) {
+            const std::int64_t ld = lt_relu_mask_ld(static_cast<std::size_t>(k.m));
+            // The heuristic reads the mask's alignment from the descriptor: masks are buffers of
+            // their own, allocated whole (256-byte aligned); a stand-in address says so.
+            void* aligned_like_mask = reinterpret_cast<void*>(std::uintptr_t{256});
+            if (cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof(ld)) !=
+                    CUBLAS_STATUS_SUCCESS ||
+                cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aligned_like_mask,
+                                               sizeof(aligned_like_mask)) != CUBLAS_STATUS_SUCCESS) {
+                return false;
+            }
+        }
+        if (cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)) !=
                 CUBLAS_STATUS_SUCCESS ||
             cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)) !=
                 CUBLAS_STATUS_SUCCESS ||
@@ -155,8 +192,8 @@ private:
             }
         }
         // Stored shapes (column-major rows x cols, ld = rows): Note [row-major Dense under cuBLASLt].
-        const auto rows_a = static_cast<std::uint64_t>(k.m);
-        const auto cols_a = static_cast<std::uint64_t>(k.k);
+        const auto rows_a = static_cast<std::uint64_t>(input_grad ? k.k : k.m);
+        const auto cols_a = static_cast<std::uint64_t>(input_grad ? k.m : k.k);
         const auto rows_b = static_cast<std::uint64_t>(weight_grad ? k.n : k.k);
         const auto cols_b = static_cast<std::uint64_t>(weight_grad ? k.k : k.n);
         if (cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, rows_a, cols_a, static_cast<std::int64_t>(rows_a)) !=
@@ -209,24 +246,54 @@ private:
     std::vector<lt_plan> plans_;
 };
 
-/// y = Fn(x w + bias) through cuBLASLt, for activations with an epilogue; false when it cannot.
+/// y = Fn(x w + bias) through cuBLASLt, for activations with an epilogue, and where `mask` is
+/// given, Fn's ReLU bit mask into it: 2 when y and the mask were written, 1 when y alone (no
+/// algorithm writes the mask for this shape), 0 when nothing was queued.
 template <class Fn>
-bool lt_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y, bool tf32,
-                      cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
-    if (x.rows == 0 || x.cols == 0 || y.cols == 0) return false;
-    const lt_plan_key key{.kind = Fn::epilogue == epilogue_activation::relu ? lt_gemm::forward_relu
-                                                                            : lt_gemm::forward_none,
-                          .bias = bias != nullptr,
-                          .tf32 = tf32,
-                          .m = static_cast<int>(y.cols),
-                          .n = static_cast<int>(y.rows),
-                          .k = static_cast<int>(x.cols),
-                          .align_a = lt_alignment(w.data),
-                          .align_b = lt_alignment(x.data),
-                          .align_d = lt_alignment(y.data),
-                          .align_bias = bias != nullptr ? lt_alignment(bias) : std::uint16_t{0}};
+int lt_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y, void* mask,
+                     bool tf32, cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
+    if (x.rows == 0 || x.cols == 0 || y.cols == 0) return 0;
+    constexpr bool relu = Fn::epilogue == epilogue_activation::relu;
+    lt_plan_key key{.kind = relu ? lt_gemm::forward_relu : lt_gemm::forward_none,
+                    .bias = bias != nullptr,
+                    .tf32 = tf32,
+                    .m = static_cast<int>(y.cols),
+                    .n = static_cast<int>(y.rows),
+                    .k = static_cast<int>(x.cols),
+                    .align_a = lt_alignment(w.data),
+                    .align_b = lt_alignment(x.data),
+                    .align_d = lt_alignment(y.data),
+                    .align_bias = bias != nullptr ? lt_alignment(bias) : std::uint16_t{0}};
+    if (relu && mask != nullptr) {
+        lt_plan_key masked = key;
+        masked.kind = lt_gemm::forward_relu_mask;
+        if (cublaslt_gemms::get().run(masked, w.data, x.data, y.data, const_cast<float*>(bias), stream, workspace,
+                                      workspace_bytes, mask)) {
+            return 2;
+        }
+    }
     return cublaslt_gemms::get().run(key, w.data, x.data, y.data, const_cast<float*>(bias), stream, workspace,
-                                     workspace_bytes);
+                                     workspace_bytes)
+               ? 1
+               : 0;
+}
+
+/// dx = (dy w^T) with the ReLU gradient of `mask` applied (DRELU) through cuBLASLt; false when
+/// it cannot.
+inline bool lt_dense_input_grad_drelu(const_matrix_view dy, const_matrix_view w, const void* mask, matrix_view dx,
+                                      bool tf32, cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
+    if (dx.rows == 0 || dx.cols == 0 || dy.cols == 0) return false;
+    const lt_plan_key key{.kind = lt_gemm::input_grad_drelu,
+                          .bias = false,
+                          .tf32 = tf32,
+                          .m = static_cast<int>(dx.cols),
+                          .n = static_cast<int>(dx.rows),
+                          .k = static_cast<int>(dy.cols),
+                          .align_a = lt_alignment(w.data),
+                          .align_b = lt_alignment(dy.data),
+                          .align_d = lt_alignment(dx.data),
+                          .align_bias = 0};
+    return cublaslt_gemms::get().run(key, w.data, dy.data, dx.data, nullptr, stream, workspace, workspace_bytes, mask);
 }
 
 /// dw = x^T dy and bias_grad = the column sums of dy through cuBLASLt; false when it cannot.

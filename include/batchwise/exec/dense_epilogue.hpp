@@ -44,6 +44,22 @@ struct copy_row_vector {
     }
 };
 
+/// dx = dy times the activation's derivative at its output y (an activation layer's backward;
+/// also the fused input gradient of the Dense after it, dense_input_grad).
+template <class Fn>
+struct activation_backward {
+    const float* y;
+    const float* dy;
+    float* dx;
+    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
+        if constexpr (requires { Fn::backward(0.0f, 0.0f); }) {
+            dx[i] = Fn::backward(y[i], dy[i]);
+        } else {
+            dx[i] = dy[i] * Fn::derivative(y[i]);
+        }
+    }
+};
+
 /// y = Fn(y): the same arithmetic as the activation layer's own in-place pass, so that a fused
 /// forward without an epilogue gives the unfused result bit for bit.
 template <class Fn>

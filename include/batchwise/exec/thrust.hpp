@@ -185,13 +185,44 @@ struct thrust_policy {
     template <class Fn>
     static constexpr bool fuses_activation = EpilogueActivation<Fn>;
 
+    /// Bytes of the mask of an activation's derivative that dense_forward writes for rows x cols
+    /// outputs, for dense_input_grad to read (cuBLASLt's ReLU bit mask, a row of whole 128-bit
+    /// words per sample); 0 where the backend keeps none and reads the activated output instead.
+    static constexpr std::size_t activation_mask_bytes(std::size_t rows, std::size_t cols) {
+        if constexpr (requires { Backend::activation_mask_bytes(rows, cols); }) {
+            return Backend::activation_mask_bytes(rows, cols);
+        } else {
+            return 0;
+        }
+    }
+
     /// y = Fn(x w + bias) (no bias where bias is null), row-major; the bias is one row of y.cols.
+    /// Where `mask` is given (activation_mask_bytes of room), the backend may also write there
+    /// where Fn's derivative is zero.
+    /// Returns whether the mask was written; a backend that cannot write it computes y all the
+    /// same, and the input gradient then reads the activated output.
     template <class Fn>
         requires fuses_activation<Fn>
-    static void dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
-        if (y.rows == 0 || y.cols == 0) return;
-        if (recording()) return record([=] { run_dense_forward<Fn>(x, w, bias, y); });
-        run_dense_forward<Fn>(x, w, bias, y);
+    static bool dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y,
+                              void* mask = nullptr) {
+        if (y.rows == 0 || y.cols == 0) return false;
+        if (recording()) {
+            record([=] { (void)run_dense_forward<Fn>(x, w, bias, y, nullptr); });
+            return false;
+        }
+        return run_dense_forward<Fn>(x, w, bias, y, mask);
+    }
+
+    /// dx = (dy w^T) times Fn's derivative at `activated`, Fn's output (a Dense's input
+    /// gradient through the activation before it, whose own backward is then skipped). `mask` is
+    /// what dense_forward<Fn> wrote of `activated`, or null.
+    template <class Fn>
+        requires fuses_activation<Fn>
+    static void dense_input_grad(const_matrix_view dy, const_matrix_view w, const float* activated,
+                                 const void* mask, matrix_view dx) {
+        if (dx.rows == 0 || dx.cols == 0) return;
+        if (recording()) return record([=] { run_dense_input_grad<Fn>(dy, w, activated, mask, dx); });
+        run_dense_input_grad<Fn>(dy, w, activated, mask, dx);
     }
 
     /// dw = x^T dy and bias_grad = the column sums of dy, both overwritten (a Dense's gradients
@@ -380,9 +411,11 @@ private:
     }
     // The backend's fused call when it has one and takes the shapes; else the unfused passes.
     template <class Fn>
-    static void run_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y) {
-        if constexpr (requires { Backend::template try_dense_forward<Fn>(x, w, bias, y); }) {
-            if (Backend::template try_dense_forward<Fn>(x, w, bias, y)) return;
+    static bool run_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y,
+                                  void* mask) {
+        if constexpr (requires { Backend::template try_dense_forward<Fn>(x, w, bias, y, mask); }) {
+            const int ran = Backend::template try_dense_forward<Fn>(x, w, bias, y, mask);
+            if (ran != 0) return ran == 2;
         }
         if (bias != nullptr) {
             thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.rows,
@@ -393,6 +426,17 @@ private:
             thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), y.size(),
                                detail::activate_in_place<Fn>{y.data});
         }
+        return false;
+    }
+    template <class Fn>
+    static void run_dense_input_grad(const_matrix_view dy, const_matrix_view w, const float* activated,
+                                     const void* mask, matrix_view dx) {
+        if constexpr (requires { Backend::template try_dense_input_grad<Fn>(dy, w, mask, dx); }) {
+            if (mask != nullptr && Backend::template try_dense_input_grad<Fn>(dy, w, mask, dx)) return;
+        }
+        Backend::gemm(transpose::no, transpose::yes, 1.0f, dy, w, 0.0f, dx);
+        thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), dx.size(),
+                           detail::activation_backward<Fn>{activated, dx.data, dx.data});
     }
     template <class F>
     static void run_for_each_then_sum_into(std::size_t n, const F& f, const float* p, double* slot) {

@@ -51,19 +51,6 @@ struct activation_forward {
     BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const { y[i] = Fn::forward(x[i]); }
 };
 
-template <class Fn>
-struct activation_backward {
-    const float* y;
-    const float* dy;
-    float* dx;
-    BATCHWISE_HOST_DEVICE void operator()(std::size_t i) const {
-        if constexpr (requires { Fn::backward(0.0f, 0.0f); }) {
-            dx[i] = Fn::backward(y[i], dy[i]);
-        } else {
-            dx[i] = dy[i] * Fn::derivative(y[i]);
-        }
-    }
-};
 
 /// Shape-preserving layer with no variables, applying Fn element by element.
 template <class Fn>

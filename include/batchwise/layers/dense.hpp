@@ -52,7 +52,7 @@ struct Dense {
         static constexpr std::size_t non_trainable_count = 0;
         static constexpr std::size_t state_floats = 2 * trainable_count;
         static constexpr std::size_t buffer_floats(std::size_t rows, bool need_dx) {
-            return rows * Units + (need_dx ? rows * in_features : 0);
+            return rows * Units + (need_dx ? rows * in_features : 0) + mask_floats(rows);
         }
         /// The output is this layer's own buffer and backward does not read it: the layer after
         /// may compute over it in place (an activation's forward_in_place).
@@ -76,6 +76,7 @@ struct Dense {
         void reserve(std::size_t rows, bool need_dx) {
             Exec::reserve(out_, rows * Units);
             if (need_dx) Exec::reserve(dx_, rows * in_features);
+            if (mask_floats(rows) != 0) Exec::reserve(mask_, mask_floats(rows));
         }
 
         const_matrix_view forward(const_matrix_view x, const pass_context& ctx) {
@@ -101,30 +102,39 @@ struct Dense {
             requires FusesActivation<Exec, Fn>
         const_matrix_view forward_activated(const_matrix_view x, const pass_context&) {
             const matrix_view y{Exec::data(out_), x.rows, Units};
-            Exec::template dense_forward<Fn>(x, kernel(), use_bias ? Exec::data(bias_) : nullptr, y);
+            const float* bias = use_bias ? Exec::data(bias_) : nullptr;
+            if constexpr (FusesActivationGradient<Exec, Fn>) {
+                // Where Fn's derivative is zero, for the input gradient of the Dense after Fn.
+                void* mask = mask_floats(x.rows) != 0 ? Exec::data(mask_) : nullptr;
+                mask_at_ = Exec::template dense_forward<Fn>(x, kernel(), bias, y, mask) ? mask : nullptr;
+            } else {
+                Exec::template dense_forward<Fn>(x, kernel(), bias, y);
+            }
             return y;
         }
+        /// What the last forward_activated wrote of its activation's derivative for the Dense
+        /// after it (dense_input_grad), or null.
+        [[nodiscard]] const void* activation_mask() const { return mask_at_; }
 
         const_matrix_view backward(const_matrix_view x, const_matrix_view, const_matrix_view dy,
                                    bool need_dx, bool accumulate) {
-            const float beta = accumulate ? 1.0f : 0.0f;
-            const matrix_view dw{Exec::data(kernel_grad_), in_features, Units};
-            // The fused call overwrites the bias gradient (an epilogue cannot add to it), so a
-            // micro-batch that accumulates takes the two calls.
-            if constexpr (use_bias && FusedDensePolicy<Exec>) {
-                if (!accumulate) {
-                    Exec::dense_weight_grad(x, dy, dw, Exec::data(bias_grad_));
-                } else {
-                    Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
-                    Exec::column_sums(dy, Exec::data(bias_grad_), beta);
-                }
-            } else {
-                Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
-                if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), beta);
-            }
+            weight_gradients(x, dy, accumulate);
             if (!need_dx) return {};
             const matrix_view dx{Exec::data(dx_), x.rows, in_features};
             Exec::gemm(transpose::no, transpose::yes, 1.0f, dy, kernel(), 0.0f, dx);
+            return dx;
+        }
+
+        /// backward() with the input gradient taken through the activation Fn before this layer
+        /// (`activated`, its output; `mask`, what the Dense before it wrote of it, or null): one
+        /// call, a DRELU epilogue under cuda, and Fn's own backward is skipped (Sequential).
+        template <class Fn>
+            requires FusesActivationGradient<Exec, Fn>
+        const_matrix_view backward_through(const_matrix_view x, const_matrix_view, const_matrix_view dy,
+                                           bool accumulate, const_matrix_view activated, const void* mask) {
+            weight_gradients(x, dy, accumulate);
+            const matrix_view dx{Exec::data(dx_), x.rows, in_features};
+            Exec::template dense_input_grad<Fn>(dy, kernel(), activated.data, mask, dx);
             return dx;
         }
 
@@ -157,11 +167,36 @@ struct Dense {
         }
 
     private:
+        /// Floats of the activation mask a fused forward keeps for `rows` samples (0 on a policy
+        /// that keeps none).
+        static constexpr std::size_t mask_floats(std::size_t rows) {
+            return (detail::activation_mask_bytes<Exec>(rows, Units) + sizeof(float) - 1) / sizeof(float);
+        }
+
+        void weight_gradients(const_matrix_view x, const_matrix_view dy, bool accumulate) {
+            const float beta = accumulate ? 1.0f : 0.0f;
+            const matrix_view dw{Exec::data(kernel_grad_), in_features, Units};
+            // The fused call overwrites the bias gradient (an epilogue cannot add to it), so a
+            // micro-batch that accumulates takes the two calls.
+            if constexpr (use_bias && FusedDensePolicy<Exec>) {
+                if (!accumulate) {
+                    Exec::dense_weight_grad(x, dy, dw, Exec::data(bias_grad_));
+                } else {
+                    Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
+                    Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+                }
+            } else {
+                Exec::gemm(transpose::yes, transpose::no, 1.0f, x, dy, beta, dw);
+                if constexpr (use_bias) Exec::column_sums(dy, Exec::data(bias_grad_), beta);
+            }
+        }
+
         [[nodiscard]] const_matrix_view kernel() const {
             return {Exec::data(kernel_), in_features, Units};
         }
 
-        typename Exec::vector kernel_, kernel_grad_, bias_, bias_grad_, out_, dx_;
+        typename Exec::vector kernel_, kernel_grad_, bias_, bias_grad_, out_, dx_, mask_;
+        void* mask_at_ = nullptr;
     };
 };
 

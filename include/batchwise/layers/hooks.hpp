@@ -68,6 +68,17 @@ concept ActivationFusingLayer = requires(L& layer, const_matrix_view x, const pa
     { layer.template forward_activated<typename A::activation_function>(x, ctx) } -> std::same_as<const_matrix_view>;
 };
 
+/// Can take its input gradient through the element-wise layer A before it, backward_through<
+/// A::activation_function>: a Dense after a ReLU that the Dense before it applied, on a policy
+/// with cuBLASLt's DRELU epilogue or its host counterpart (FusesActivationGradient). Sequential
+/// then skips A's backward.
+template <class L, class A>
+concept ActivationGradientFusingLayer = requires(L& layer, const_matrix_view v, const void* mask) {
+    typename A::activation_function;
+    { layer.template backward_through<typename A::activation_function>(v, v, v, false, v, mask) }
+        -> std::same_as<const_matrix_view>;
+};
+
 /// Its forward output is a buffer of its own that its backward never reads, so the next layer
 /// may overwrite it (Dense).
 template <class L>

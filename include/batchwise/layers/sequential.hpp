@@ -242,6 +242,29 @@ struct Sequential {
             }
         }
 
+        /// Whether layer I takes its input gradient through the activation before it, which the
+        /// layer before that applied (fuses_next): the activation's backward is then skipped.
+        template <std::size_t I>
+        static constexpr bool folds_previous_gradient() {
+            if constexpr (I < 2) {
+                return false;
+            } else {
+                return fused_into_previous<I - 1>() && needs_input_grad[I] &&
+                       ActivationGradientFusingLayer<layer_impl<I>, layer_impl<I - 1>>;
+            }
+        }
+
+        /// Whether the layer after I took its input gradient through layer I (folds_previous_
+        /// gradient), so that I's backward is skipped.
+        template <std::size_t I>
+        static constexpr bool gradient_taken_by_next() {
+            if constexpr (I + 1 >= size) {
+                return false;
+            } else {
+                return folds_previous_gradient<I + 1>();
+            }
+        }
+
         /// Floats of the per-batch buffers reserve(rows) allocates, exactly.
         static constexpr std::size_t buffer_floats(std::size_t rows) {
             return [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -348,10 +371,7 @@ struct Sequential {
         /// in reverse, writing (or, when accumulating, adding to) every parameter gradient.
         void backward(const_matrix_view dy, bool accumulate) {
             [&]<std::size_t... I>(std::index_sequence<I...>) {
-                ((dy = std::get<size - 1 - I>(layers_).backward(
-                      inputs_[size - 1 - I], outputs_[size - 1 - I], dy,
-                      needs_input_grad[size - 1 - I], accumulate)),
-                 ...);
+                ((dy = backward_layer<size - 1 - I>(dy, accumulate)), ...);
             }(std::make_index_sequence<size>{});
         }
 
@@ -391,6 +411,24 @@ struct Sequential {
         }
 
     private:
+        template <std::size_t I>
+        const_matrix_view backward_layer(const_matrix_view dy, bool accumulate) {
+            auto& layer = std::get<I>(layers_);
+            if constexpr (gradient_taken_by_next<I>()) {
+                return dy;  // the layer after took its input gradient through this one
+            } else if constexpr (folds_previous_gradient<I>()) {
+                using activation = typename layer_impl<I - 1>::activation_function;
+                const void* mask = nullptr;
+                if constexpr (requires { std::get<I - 2>(layers_).activation_mask(); }) {
+                    mask = std::get<I - 2>(layers_).activation_mask();
+                }
+                return layer.template backward_through<activation>(inputs_[I], outputs_[I], dy, accumulate,
+                                                                   outputs_[I - 1], mask);
+            } else {
+                return layer.backward(inputs_[I], outputs_[I], dy, needs_input_grad[I], accumulate);
+            }
+        }
+
         template <std::size_t I>
         const_matrix_view backward_layer_and_update(const_matrix_view dy, const update_in_gemm& u) {
             auto& layer = std::get<I>(layers_);
