@@ -2,7 +2,7 @@
 # Prepares the GPU checks for a machine that has a GPU and its driver but not this project's
 # packages or compiler: builds the CUDA test binary, the CUDA examples and gpu-mlp here with nvcc (for
 # sm_90, without -march=native, so that any x86-64 host runs them) and gathers them, Debian's
-# OpenBLAS and the Fashion-MNIST files into build/gpu_carry (about 45 MB, compressed where that
+# OpenBLAS and the Fashion-MNIST files into build/gpu_carry (about 55 MB, compressed where that
 # helps). Then, on the GPU machine, from the repository root: scripts/gpu-run.sh.
 #
 #   scripts/gpu-carry.sh [--arch 90]
