@@ -367,9 +367,7 @@ struct cublas_backend {
     template <class Fn>
     static int try_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y,
                                  void* mask) {
-        cuda_context& ctx = cuda_context::get();
-        return lt_dense_forward<Fn>(x, w, bias, y, mask, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
-                                    ctx.workspace_bytes());
+        return lt_dense_forward<Fn>(x, w, bias, y, mask, lt());
     }
     /// A Dense's input gradient through the ReLU before it as one cuBLASLt GEMM with the DRELU
     /// epilogue, reading the bit mask the Dense before wrote; false where it cannot.
@@ -378,9 +376,7 @@ struct cublas_backend {
         if constexpr (Fn::epilogue != epilogue_activation::relu) {
             return false;
         } else {
-            cuda_context& ctx = cuda_context::get();
-            return lt_dense_input_grad_drelu(dy, w, mask, dx, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
-                                             ctx.workspace_bytes());
+            return lt_dense_input_grad_drelu(dy, w, mask, dx, lt());
         }
     }
     /// Bytes of the ReLU bit mask of rows x cols outputs: a column of whole 128-bit words per
@@ -390,9 +386,12 @@ struct cublas_backend {
     }
     /// A Dense's weight and bias gradients as one cuBLASLt GEMM with a BGRADA epilogue.
     static bool try_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad) {
+        return lt_dense_weight_grad(x, dy, dw, bias_grad, lt());
+    }
+    /// Where this policy's cuBLASLt GEMMs run: the compute stream, cuBLAS's workspace, Math.
+    static lt_launch lt() {
         cuda_context& ctx = cuda_context::get();
-        return lt_dense_weight_grad(x, dy, dw, bias_grad, Math == cuda_math::tf32, ctx.stream(), ctx.workspace(),
-                                    ctx.workspace_bytes());
+        return {Math == cuda_math::tf32, ctx.stream(), ctx.workspace(), ctx.workspace_bytes()};
     }
 
     /// Row-major A (rows x cols) is column-major A^T; its row sums are A^T times ones. Without

@@ -72,6 +72,30 @@ inline std::uint16_t lt_alignment(const void* p) {
     return a;
 }
 
+/// Where a GEMM runs: the compute stream and cuda_context's cuBLAS workspace, with TF32 or not.
+struct lt_launch {
+    bool tf32;
+    cudaStream_t stream;
+    void* workspace;
+    std::size_t workspace_bytes;
+};
+
+/// The plan key of the GEMM `kind`, D (m x n) = op(A) op(B) over k, from its operands' addresses
+/// (their alignments) and its bias, if any.
+inline lt_plan_key lt_key(lt_gemm kind, const lt_launch& l, std::size_t m, std::size_t n, std::size_t k,
+                          const void* a, const void* b, const void* d, const void* bias) {
+    return {.kind = kind,
+            .bias = bias != nullptr,
+            .tf32 = l.tf32,
+            .m = static_cast<int>(m),
+            .n = static_cast<int>(n),
+            .k = static_cast<int>(k),
+            .align_a = lt_alignment(a),
+            .align_b = lt_alignment(b),
+            .align_d = lt_alignment(d),
+            .align_bias = bias != nullptr ? lt_alignment(bias) : std::uint16_t{0}};
+}
+
 /// The process's cuBLASLt handle and plans. The workspace is cuda_context's cuBLAS workspace:
 /// both libraries run on the one compute stream, one call at a time, and a captured step may
 /// not allocate one.
@@ -84,9 +108,9 @@ public:
 
     /// Runs the GEMM of `key` (a plan made on first use); false, having queued nothing, when
     /// cuBLASLt cannot run it. `aux` is the ReLU bit mask of the kinds that write or read one.
-    bool run(const lt_plan_key& key, const float* a, const float* b, float* d, void* bias, cudaStream_t stream,
-             void* workspace, std::size_t workspace_bytes, const void* aux = nullptr) {
-        lt_plan* p = plan(key, workspace_bytes);
+    bool run(const lt_plan_key& key, const float* a, const float* b, float* d, const void* bias, const lt_launch& l,
+             const void* aux = nullptr) {
+        lt_plan* p = plan(key, l.workspace_bytes);
         if (p == nullptr || !p->usable) return false;
         if (key.bias &&
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)) !=
@@ -101,7 +125,7 @@ public:
         const float alpha = 1.0f;
         const float beta = 0.0f;
         const cublasStatus_t s = cublasLtMatmul(handle_, p->desc, &alpha, a, p->a, b, p->b, &beta, d, p->d, d, p->d,
-                                                &p->algo, workspace, workspace_bytes, stream);
+                                                &p->algo, l.workspace, l.workspace_bytes, l.stream);
         if (s == CUBLAS_STATUS_SUCCESS) return true;
         // Refused at launch (nothing was queued): this shape takes the unfused calls from now on.
         p->usable = false;
@@ -251,66 +275,36 @@ private:
 /// algorithm writes the mask for this shape), 0 when nothing was queued.
 template <class Fn>
 int lt_dense_forward(const_matrix_view x, const_matrix_view w, const float* bias, matrix_view y, void* mask,
-                     bool tf32, cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
+                     const lt_launch& l) {
     if (x.rows == 0 || x.cols == 0 || y.cols == 0) return 0;
     constexpr bool relu = Fn::epilogue == epilogue_activation::relu;
-    lt_plan_key key{.kind = relu ? lt_gemm::forward_relu : lt_gemm::forward_none,
-                    .bias = bias != nullptr,
-                    .tf32 = tf32,
-                    .m = static_cast<int>(y.cols),
-                    .n = static_cast<int>(y.rows),
-                    .k = static_cast<int>(x.cols),
-                    .align_a = lt_alignment(w.data),
-                    .align_b = lt_alignment(x.data),
-                    .align_d = lt_alignment(y.data),
-                    .align_bias = bias != nullptr ? lt_alignment(bias) : std::uint16_t{0}};
-    if (relu && mask != nullptr) {
-        lt_plan_key masked = key;
-        masked.kind = lt_gemm::forward_relu_mask;
-        if (cublaslt_gemms::get().run(masked, w.data, x.data, y.data, const_cast<float*>(bias), stream, workspace,
-                                      workspace_bytes, mask)) {
-            return 2;
-        }
+    cublaslt_gemms& gemms = cublaslt_gemms::get();
+    const auto key = [&](lt_gemm kind) { return lt_key(kind, l, y.cols, y.rows, x.cols, w.data, x.data, y.data, bias); };
+    if (relu && mask != nullptr &&
+        gemms.run(key(lt_gemm::forward_relu_mask), w.data, x.data, y.data, bias, l, mask)) {
+        return 2;
     }
-    return cublaslt_gemms::get().run(key, w.data, x.data, y.data, const_cast<float*>(bias), stream, workspace,
-                                     workspace_bytes)
-               ? 1
-               : 0;
+    return gemms.run(key(relu ? lt_gemm::forward_relu : lt_gemm::forward_none), w.data, x.data, y.data, bias, l) ? 1
+                                                                                                                 : 0;
 }
 
 /// dx = (dy w^T) with the ReLU gradient of `mask` applied (DRELU) through cuBLASLt; false when
 /// it cannot.
 inline bool lt_dense_input_grad_drelu(const_matrix_view dy, const_matrix_view w, const void* mask, matrix_view dx,
-                                      bool tf32, cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
+                                      const lt_launch& l) {
     if (dx.rows == 0 || dx.cols == 0 || dy.cols == 0) return false;
-    const lt_plan_key key{.kind = lt_gemm::input_grad_drelu,
-                          .bias = false,
-                          .tf32 = tf32,
-                          .m = static_cast<int>(dx.cols),
-                          .n = static_cast<int>(dx.rows),
-                          .k = static_cast<int>(dy.cols),
-                          .align_a = lt_alignment(w.data),
-                          .align_b = lt_alignment(dy.data),
-                          .align_d = lt_alignment(dx.data),
-                          .align_bias = 0};
-    return cublaslt_gemms::get().run(key, w.data, dy.data, dx.data, nullptr, stream, workspace, workspace_bytes, mask);
+    return cublaslt_gemms::get().run(
+        lt_key(lt_gemm::input_grad_drelu, l, dx.cols, dx.rows, dy.cols, w.data, dy.data, dx.data, nullptr), w.data,
+        dy.data, dx.data, nullptr, l, mask);
 }
 
 /// dw = x^T dy and bias_grad = the column sums of dy through cuBLASLt; false when it cannot.
 inline bool lt_dense_weight_grad(const_matrix_view x, const_matrix_view dy, matrix_view dw, float* bias_grad,
-                                 bool tf32, cudaStream_t stream, void* workspace, std::size_t workspace_bytes) {
+                                 const lt_launch& l) {
     if (x.rows == 0 || dw.rows == 0 || dw.cols == 0) return false;
-    const lt_plan_key key{.kind = lt_gemm::weight_grad,
-                          .bias = bias_grad != nullptr,
-                          .tf32 = tf32,
-                          .m = static_cast<int>(dw.cols),
-                          .n = static_cast<int>(dw.rows),
-                          .k = static_cast<int>(x.rows),
-                          .align_a = lt_alignment(dy.data),
-                          .align_b = lt_alignment(x.data),
-                          .align_d = lt_alignment(dw.data),
-                          .align_bias = bias_grad != nullptr ? lt_alignment(bias_grad) : std::uint16_t{0}};
-    return cublaslt_gemms::get().run(key, dy.data, x.data, dw.data, bias_grad, stream, workspace, workspace_bytes);
+    return cublaslt_gemms::get().run(
+        lt_key(lt_gemm::weight_grad, l, dw.cols, dw.rows, x.rows, dy.data, x.data, dw.data, bias_grad), dy.data,
+        x.data, dw.data, bias_grad, l);
 }
 
 }  // namespace detail
